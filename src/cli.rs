@@ -1,0 +1,299 @@
+//! The command line: clap derive structs only. Doc comments are the `--help` text.
+//!
+//! Values are parsed here only as far as clap can do it without context (numbers, durations);
+//! everything that needs the environment or the file system is validated once in
+//! [`crate::plan`], so a bad input is reported before anything starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::schedule::parse_duration;
+
+/// Keeps a directory and an rclone remote in sync, and refuses any run that would wipe data.
+///
+/// The remote is configured from REMOTE_* environment variables (REMOTE_TYPE=s3 becomes
+/// `type = s3` in section [remote] of a private, temporary rclone.conf) and -p key=value.
+/// Encryption is switched on by ENCRYPTED_* / ENCRYPTION_PASSPHRASE variables or -e key=value.
+#[derive(Debug, Parser)]
+#[command(name = "volume-syncing-operator", version, propagate_version = true)]
+pub struct Cli {
+    /// More output: -v logs every transferred file, -vv adds debug output (including the
+    /// rendered rclone config with secret values redacted).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, env = "LOG_FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload LOCAL_DIR to remote:REMOTE_PATH (rclone sync; with -x rclone copy).
+    SyncToRemote(SyncToRemoteArgs),
+    /// Restore remote:REMOTE_PATH into LOCAL_DIR (rclone sync; with -x rclone copy).
+    RemoteToLocalSync(RemoteToLocalArgs),
+    /// Ask a running scheduled instance to do its final sync and exit; wait until it has.
+    ///
+    /// Meant as the Kubernetes preStop hook: it returns only after the process has exited,
+    /// and exits 0 only if that process's final sync succeeded.
+    Interrupt(InterruptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncToRemoteArgs {
+    /// Local directory to upload.
+    #[arg(short, long, value_name = "LOCAL_DIR")]
+    pub src: PathBuf,
+
+    /// Path on the remote, e.g. bucket/path (becomes remote:bucket/path).
+    #[arg(short, long, value_name = "REMOTE_PATH")]
+    pub dst: String,
+
+    /// Upload even if the local directory is empty, which deletes everything at the
+    /// destination (safety rule 'empty-source').
+    #[arg(long)]
+    pub force_even_if_remote_would_be_cleared: bool,
+
+    /// Upload even though the local directory holds the marker of an unfinished restore, which
+    /// would replace the remote with a partial copy (safety rule 'restore-in-progress').
+    #[arg(long)]
+    pub force_upload_partial_restore: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteToLocalArgs {
+    /// Path on the remote to restore from, e.g. bucket/path.
+    #[arg(short, long, value_name = "REMOTE_PATH")]
+    pub src: String,
+
+    /// Local directory to restore into (created if missing).
+    #[arg(short, long, value_name = "LOCAL_DIR")]
+    pub dst: PathBuf,
+
+    /// Restore even if it deletes local data: the remote is empty or missing while the local
+    /// directory holds files, or the directory is owned by root or another user
+    /// (safety rules 'empty-remote' and 'foreign-owner'). System directories are never a target.
+    #[arg(long)]
+    pub force_delete_local_dir: bool,
+
+    /// Restore only into an empty directory (or one left by an interrupted restore); if it
+    /// already holds data, skip the restore and exit 0. For init containers: a restarted pod
+    /// keeps writes that are newer than the remote.
+    #[arg(long)]
+    pub if_local_empty: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options shared by both sync directions.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Never delete at the destination: use `rclone copy` instead of `rclone sync`.
+    #[arg(short = 'x', long)]
+    pub no_delete: bool,
+
+    /// Show what would be transferred and deleted, change nothing (rclone --dry-run).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The rclone executable; by default `rclone` is looked up in PATH.
+    #[arg(long, env = "RCLONE_BINARY", value_name = "PATH")]
+    pub rclone_binary: Option<PathBuf>,
+
+    /// Remote option key=value for section [remote]; wins over REMOTE_<KEY>. Repeatable.
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+
+    /// Encryption (rclone crypt) option key=value; wins over ENCRYPTED_<KEY>. Repeatable.
+    #[arg(short = 'e', long = "enc-param", value_name = "KEY=VALUE")]
+    pub enc_params: Vec<String>,
+
+    /// Use this existing rclone.conf (its section [remote]) instead of REMOTE_* variables.
+    #[arg(short = 'c', long, value_name = "FILE", requires = "no_template")]
+    pub config_path: Option<PathBuf>,
+
+    /// Do not render a config from REMOTE_* variables; requires --config-path.
+    #[arg(long, requires = "config_path")]
+    pub no_template: bool,
+
+    /// Re-run retryable failures (rclone exit 5 or a connection failure) this many times
+    /// within one run, with exponential backoff starting at 1s.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub retries: u32,
+
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+
+    /// Further rclone flags, passed through after `--` (e.g. `-- --transfers 16`).
+    #[arg(last = true, value_name = "RCLONE_FLAGS")]
+    pub rclone_args: Vec<String>,
+}
+
+/// The long-running mode.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Repeat the sync: `@every 1m`, `@every 1h30m`, cron with seconds `0 30 * * * *`,
+    /// standard cron `*/6 * * * *`, or @hourly, @daily, @weekly, @monthly, @yearly.
+    /// Runs once at start, then on the schedule; SIGTERM/SIGINT triggers one final sync.
+    #[arg(long, value_name = "EXPR")]
+    pub schedule: Option<String>,
+
+    /// Upper bound for the final sync after SIGTERM/SIGINT (e.g. 30s, 5m); after it rclone is
+    /// stopped and the exit code is 1.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION", requires = "schedule")]
+    pub shutdown_timeout: Duration,
+
+    /// Where the scheduled process writes its PID (read by `interrupt`).
+    /// Default: $TMPDIR/volume-syncing-operator.pid.
+    #[arg(long, value_name = "FILE", requires = "schedule")]
+    pub pid_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InterruptArgs {
+    /// The PID file written by the scheduled process.
+    /// Default: $TMPDIR/volume-syncing-operator.pid.
+    #[arg(long, value_name = "FILE")]
+    pub pid_path: Option<PathBuf>,
+
+    /// How long to wait for the process to finish its final sync and exit.
+    #[arg(long, value_parser = parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// The default PID file location: writable by a non-root process (unlike /run).
+pub fn default_pid_path() -> PathBuf {
+    std::env::temp_dir().join("volume-syncing-operator.pid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("volume-syncing-operator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn valid_and_invalid_command_lines() {
+        let ok: &[&[&str]] = &[
+            &["sync-to-remote", "-s", "/data", "-d", "b/p"],
+            &[
+                "sync-to-remote",
+                "-s",
+                "/data",
+                "-d",
+                "b/p",
+                "-x",
+                "--dry-run",
+                "-vv",
+            ],
+            &[
+                "sync-to-remote",
+                "-s",
+                "/d",
+                "-d",
+                "b",
+                "--",
+                "--transfers",
+                "16",
+            ],
+            &[
+                "remote-to-local-sync",
+                "-s",
+                "b/p",
+                "-d",
+                "/data",
+                "--if-local-empty",
+            ],
+            &[
+                "remote-to-local-sync",
+                "-s",
+                "b",
+                "-d",
+                "/d",
+                "-c",
+                "f",
+                "--no-template",
+            ],
+            &[
+                "sync-to-remote",
+                "-s",
+                "/d",
+                "-d",
+                "b",
+                "--schedule",
+                "@every 1m",
+            ],
+            &[
+                "sync-to-remote",
+                "-s",
+                "/d",
+                "-d",
+                "b",
+                "--schedule",
+                "@daily",
+                "--shutdown-timeout",
+                "30s",
+            ],
+            &["interrupt"],
+            &["interrupt", "--pid-path", "/tmp/x.pid", "--timeout", "1m"],
+        ];
+        for args in ok {
+            assert!(parse(args).is_ok(), "should parse: {args:?}");
+        }
+        let bad: &[&[&str]] = &[
+            &["sync-to-remote", "-s", "/data"],
+            &["sync-to-remote", "-d", "b"],
+            &["sync-to-remote", "-s", "/d", "-d", "b", "-c", "f"],
+            &["sync-to-remote", "-s", "/d", "-d", "b", "--no-template"],
+            &[
+                "sync-to-remote",
+                "-s",
+                "/d",
+                "-d",
+                "b",
+                "--shutdown-timeout",
+                "1m",
+            ],
+            &["sync-to-remote", "-s", "/d", "-d", "b", "--pid-path", "/x"],
+            &["sync-to-remote", "-s", "/d", "-d", "b", "--if-local-empty"],
+            &[
+                "remote-to-local-sync",
+                "-s",
+                "b",
+                "-d",
+                "/d",
+                "--force-even-if-remote-would-be-cleared",
+            ],
+            &["interrupt", "--timeout", "soon"],
+            &["no-such-command"],
+        ];
+        for args in bad {
+            let err = parse(args).expect_err(&format!("should fail: {args:?}"));
+            assert_eq!(err.exit_code(), 2, "usage errors exit 2: {args:?}");
+        }
+    }
+}

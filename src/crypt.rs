@@ -1,0 +1,264 @@
+//! End-to-end encryption with rclone crypt, and the key check that keeps a wrong key from
+//! destroying data.
+//!
+//! Encryption is on when any of `ENCRYPTED_<KEY>`, `-e key=value`, `ENCRYPTION_PASSPHRASE` or
+//! `ENCRYPTION_SALT` is set. The options become section `[crypt]` (`type = crypt`,
+//! `remote = remote:<path>`) and the sync targets `crypt:`. `ENCRYPTED_PASSWORD(2)` hold
+//! rclone-obscured values as in an rclone.conf; `ENCRYPTION_PASSPHRASE` / `ENCRYPTION_SALT` hold
+//! plain text and are obscured by `rclone obscure -` through stdin, never on argv.
+//!
+//! Why the key check: with a wrong key rclone cannot decrypt the remote's names, skips them,
+//! and a restore sees an empty remote and deletes every local file; an upload with a wrong key
+//! mixes two keys in one remote. So before every run [`KeyCheck::verify`] reads a small check
+//! object through the crypt layer (O(1) in the remote's size). If it is missing but the remote
+//! holds data (written before the check object existed), one listed name and its first bytes
+//! are decrypted instead. A mismatch is refused (exit 3). The first upload writes the object.
+
+use std::ffi::OsString;
+
+use crate::config::{self, CRYPT_SECTION, Options, REMOTE_SECTION};
+use crate::error::{Error, Result};
+use crate::rclone::Rclone;
+
+/// Name of the check object, inside the encrypted remote (its own name is encrypted too).
+pub const KEY_CHECK_OBJECT: &str = ".volume-syncing-operator.keycheck";
+/// What the check object decrypts to.
+const KEY_CHECK_CONTENT: &str = "volume-syncing-operator key check v1\n";
+
+/// Encryption settings as given, before the passphrase is obscured.
+#[derive(Debug)]
+pub struct CryptSettings {
+    options: Options,
+    passphrase: Option<String>,
+    salt: Option<String>,
+}
+
+impl CryptSettings {
+    /// Reads `ENCRYPTED_*`, `ENCRYPTION_PASSPHRASE`, `ENCRYPTION_SALT` and `-e`; `None` when
+    /// encryption is off. Conflicting or incomplete settings are configuration errors.
+    pub fn collect<'a>(
+        env: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+        enc_params: &[String],
+    ) -> Result<Option<Self>> {
+        let options = config::collect_options(env.clone(), "ENCRYPTED_", enc_params, "-e")?;
+        let lookup = |name: &str| {
+            env.clone()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let passphrase = lookup("ENCRYPTION_PASSPHRASE");
+        let salt = lookup("ENCRYPTION_SALT");
+        if options.is_empty() && passphrase.is_none() && salt.is_none() {
+            return Ok(None);
+        }
+        for reserved in ["type", "remote"] {
+            if options.contains_key(reserved) {
+                return Err(Error::config(format!(
+                    "the crypt option '{reserved}' is set by the program (the crypt remote wraps \
+                     remote:<path> from the command line); remove ENCRYPTED_{} / -e {reserved}",
+                    reserved.to_ascii_uppercase()
+                )));
+            }
+        }
+        for (plain, obscured, key) in [
+            (&passphrase, "ENCRYPTED_PASSWORD", "password"),
+            (&salt, "ENCRYPTED_PASSWORD2", "password2"),
+        ] {
+            if plain.is_some() && options.contains_key(key) {
+                let plain_name = if key == "password" {
+                    "ENCRYPTION_PASSPHRASE"
+                } else {
+                    "ENCRYPTION_SALT"
+                };
+                return Err(Error::config(format!(
+                    "both {plain_name} and {obscured} (or -e {key}) are set; set only one form of the \
+                     same secret"
+                )));
+            }
+        }
+        for (value, name) in [
+            (&passphrase, "ENCRYPTION_PASSPHRASE"),
+            (&salt, "ENCRYPTION_SALT"),
+        ] {
+            if value.as_deref().is_some_and(|v| v.contains(['\n', '\r'])) {
+                return Err(Error::config(format!(
+                    "{name} must not contain a line break"
+                )));
+            }
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(Error::config(format!("{name} is set but empty")));
+            }
+        }
+        if passphrase.is_none() && !options.contains_key("password") {
+            return Err(Error::config(
+                "encryption settings are present but no key: set ENCRYPTION_PASSPHRASE (plain) or \
+                 ENCRYPTED_PASSWORD (rclone-obscured)",
+            ));
+        }
+        Ok(Some(CryptSettings {
+            options,
+            passphrase,
+            salt,
+        }))
+    }
+
+    /// The `[crypt]` section wrapping `remote:<path>`, with plain secrets obscured by rclone.
+    pub async fn section(self, rclone: &Rclone, remote_path: &str) -> Result<Options> {
+        let mut options = self.options;
+        for (plain, key) in [(self.passphrase, "password"), (self.salt, "password2")] {
+            if let Some(plain) = plain {
+                let args = ["obscure", "-"].map(OsString::from);
+                let obscured = rclone.output(&args, Some(&plain), "obscure").await?;
+                options.insert(key.to_string(), obscured.trim().to_string());
+            }
+        }
+        options.insert("type".into(), "crypt".into());
+        options.insert("remote".into(), format!("{REMOTE_SECTION}:{remote_path}"));
+        Ok(options)
+    }
+}
+
+/// The rclone path of the crypt remote the sync uses.
+pub fn crypt_root() -> String {
+    format!("{CRYPT_SECTION}:")
+}
+
+/// Verifies that the configured key decrypts what is on the remote.
+#[derive(Debug, Clone)]
+pub struct KeyCheck {
+    /// The underlying (encrypted) remote path, `remote:<path>`.
+    pub raw_remote: String,
+}
+
+impl KeyCheck {
+    /// Refuses (exit 3) when the key does not match the remote's data. On an upload that is
+    /// not a dry run, writes the check object if it is missing.
+    pub async fn verify(&self, rclone: &Rclone, upload: bool, dry_run: bool) -> Result<()> {
+        let object = format!("{}{KEY_CHECK_OBJECT}", crypt_root());
+        let cat = ["cat", object.as_str()].map(OsString::from);
+        match rclone.output(&cat, None, "cat (key check)").await {
+            Ok(content) if content == KEY_CHECK_CONTENT => return Ok(()),
+            Ok(content) if !content.is_empty() => {
+                return Err(self.mismatch("the check object has unexpected content"));
+            }
+            Ok(_) => {} // missing: rclone cat prints nothing for a missing object
+            Err(e) if is_auth_failure(&e) => {
+                return Err(self.mismatch("the check object does not decrypt"));
+            }
+            Err(e) => return Err(e),
+        }
+        self.probe_existing_data(rclone).await?;
+        if upload && !dry_run {
+            let rcat = ["rcat", object.as_str()].map(OsString::from);
+            rclone
+                .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
+                .await?;
+            tracing::info!(
+                remote = self.raw_remote,
+                "wrote the encryption key check object"
+            );
+        }
+        Ok(())
+    }
+
+    /// Without a check object: decrypt the name and the first bytes of one stored file.
+    async fn probe_existing_data(&self, rclone: &Rclone) -> Result<()> {
+        let list = ["lsf", "-R", "--files-only", self.raw_remote.as_str()].map(OsString::from);
+        let Some(raw) = rclone.first_line(&list, "lsf (key check)").await? else {
+            return Ok(()); // nothing stored yet: any key is right
+        };
+        let decode = ["cryptdecode", &crypt_root(), raw.as_str()].map(OsString::from);
+        let decoded = rclone
+            .output(&decode, None, "cryptdecode (key check)")
+            .await?;
+        let name = decoded.split('\t').nth(1).map(str::trim).unwrap_or("");
+        if name.is_empty() || name == "Failed to decrypt" {
+            return Err(self.mismatch("stored file names do not decrypt"));
+        }
+        let object = format!("{}{name}", crypt_root());
+        let head = ["cat", "--head", "1", object.as_str()].map(OsString::from);
+        match rclone.output(&head, None, "cat (key check)").await {
+            Err(e) if is_auth_failure(&e) => {
+                Err(self.mismatch("stored file contents do not decrypt"))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn mismatch(&self, why: &str) -> Error {
+        Error::refused_with_hint(
+            "encryption-key-mismatch",
+            format!(
+                "the encryption key does not match the data on {} ({why}); with this key a restore \
+                 would delete local files and an upload would mix two keys in one remote",
+                self.raw_remote
+            ),
+            "Use the key the data was written with, or choose an empty remote path for a new key.",
+        )
+    }
+}
+
+fn is_auth_failure(e: &Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("failed to authenticate") || text.contains("bad password")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(env: &[(&'static str, &'static str)], e: &[&str]) -> Result<Option<CryptSettings>> {
+        let params: Vec<String> = e.iter().map(|s| s.to_string()).collect();
+        CryptSettings::collect(env.to_vec(), &params)
+    }
+
+    #[test]
+    fn off_without_settings() {
+        assert!(collect(&[("REMOTE_TYPE", "s3")], &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn both_forms_of_a_secret_are_a_configuration_error() {
+        let err = collect(
+            &[("ENCRYPTION_PASSPHRASE", "p"), ("ENCRYPTED_PASSWORD", "x")],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(!err.to_string().contains("=p"), "{err}");
+        let err = collect(
+            &[("ENCRYPTION_PASSPHRASE", "p"), ("ENCRYPTION_SALT", "s")],
+            &["password2=x"],
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_key_is_required_and_reserved_options_are_refused() {
+        assert_eq!(
+            collect(&[("ENCRYPTED_FILENAME_ENCRYPTION", "off")], &[])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert_eq!(
+            collect(&[("ENCRYPTION_SALT", "s")], &[])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert_eq!(
+            collect(&[("ENCRYPTED_PASSWORD", "x")], &["remote=other:"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert!(
+            collect(&[("ENCRYPTED_PASSWORD", "x")], &["filename_encryption=off"])
+                .unwrap()
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The user-facing error type and the one table that maps it to exit codes.
+//!
+//! Every failure the program can report ends up as an [`Error`]; `main` prints it once and
+//! returns [`Error::exit_code`]. The codes are part of the interface (README, "Exit codes"):
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | success |
+//! | 1 | failure: rclone failed, a sync was interrupted, an I/O error |
+//! | 2 | usage or configuration error: nothing ran |
+//! | 3 | refused by a safety valve: nothing changed |
+//!
+//! Messages are lowercase fragments without secrets: they name the variable or key that is
+//! wrong, never its value.
+
+use std::process::ExitCode;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a sync or an operation failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: bad command line or configuration; nothing was started.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a safety valve refused the run; neither end was changed.
+pub const EXIT_REFUSED: u8 = 3;
+
+/// A user-facing error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line or configuration, detected before anything ran.
+    #[error("{0}")]
+    Config(String),
+
+    /// A safety valve fired. `rule` is the stable name of the rule (also used in logs and
+    /// metrics), `override_hint` says how to override it.
+    #[error("refused by safety rule '{rule}': {reason}; nothing was changed. {override_hint}")]
+    Refused {
+        rule: &'static str,
+        reason: String,
+        override_hint: String,
+    },
+
+    /// rclone ran and exited non-zero.
+    #[error("rclone {operation} failed with exit code {code} ({meaning})")]
+    Rclone {
+        operation: String,
+        code: i32,
+        meaning: &'static str,
+        /// rclone's output showed a connection failure (refused, reset, DNS, timeout).
+        connection_failure: bool,
+    },
+
+    /// The run was stopped by a signal before it completed.
+    #[error("interrupted by {0} before the sync completed")]
+    Interrupted(&'static str),
+
+    /// Anything else (I/O, spawning a process, …); the chain carries the context.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// Shorthand for a configuration error.
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+
+    /// A refusal by the safety rule `rule`, overridable with `override_flag`.
+    pub fn refused(rule: &'static str, reason: impl Into<String>, override_flag: &str) -> Self {
+        Self::refused_with_hint(
+            rule,
+            reason,
+            format!("If this is really intended, pass {override_flag}."),
+        )
+    }
+
+    /// A refusal whose way out is not a flag but an action, described by `hint`.
+    pub fn refused_with_hint(
+        rule: &'static str,
+        reason: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Error::Refused {
+            rule,
+            reason: reason.into(),
+            override_hint: hint.into(),
+        }
+    }
+
+    /// The process exit code for this error (see the module table).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => EXIT_USAGE,
+            Error::Refused { .. } => EXIT_REFUSED,
+            Error::Rclone { .. } | Error::Interrupted(_) | Error::Other(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// True when retrying the same run could succeed: rclone's "temporary error" (exit 5), or
+    /// an uncategorised failure whose output looked like a connection problem.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Rclone { code: 5, .. }
+                | Error::Rclone {
+                    connection_failure: true,
+                    ..
+                }
+        )
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Other(e.into())
+    }
+}
+
+/// Converts a result into the process exit code, printing the error chain once.
+pub fn report(result: Result<(), Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            // `{:#}` on anyhow prints the whole context chain on one line.
+            match &e {
+                Error::Other(inner) => eprintln!("error: {inner:#}"),
+                other => eprintln!("error: {other}"),
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,259 @@
+//! One sync: the safety valves, then rclone, then a one-line summary; retried with exponential
+//! backoff when the failure is temporary.
+//!
+//! A [`Job`] is immutable and shared by every run of a schedule. The restore marker is written
+//! before rclone starts and removed only after rclone succeeded, so an interrupted restore is
+//! recognisable by the next run (see [`crate::safety`]).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::crypt::KeyCheck;
+use crate::error::{Error, Result};
+use crate::rclone::{Abort, Rclone, Stats, aborted};
+use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
+
+/// Which way the data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// sync-to-remote: local directory → remote.
+    Upload,
+    /// remote-to-local-sync: remote → local directory.
+    Restore,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Restore => "restore",
+        }
+    }
+}
+
+/// The overrides of the safety valves.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub upload_empty: bool,
+    pub upload_partial: bool,
+    pub restore: bool,
+    pub if_local_empty: bool,
+}
+
+/// Everything one sync needs, validated.
+#[derive(Debug)]
+pub struct Job {
+    pub direction: Direction,
+    pub local: PathBuf,
+    /// The rclone path the sync reads or writes: `remote:bucket/path`, or `crypt:` when
+    /// encryption is on.
+    pub remote: String,
+    /// How the remote is shown to the user: always `remote:bucket/path`.
+    pub remote_display: String,
+    pub no_delete: bool,
+    pub dry_run: bool,
+    pub overrides: Overrides,
+    pub rclone: Rclone,
+    pub user_flags: Vec<String>,
+    pub retries: u32,
+    pub key_check: Option<KeyCheck>,
+}
+
+/// How a run ended when it did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Synced(Stats),
+    Skipped(String),
+}
+
+/// First backoff delay; doubled after every failed attempt, capped at [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Job {
+    /// Runs the sync, retrying temporary failures up to `retries` times, and logs a summary.
+    pub async fn run(&self, abort: &mut Abort) -> Result<Outcome> {
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match self.attempt(abort).await {
+                Err(e) if e.is_retryable() && attempt <= self.retries => {
+                    tracing::warn!(
+                        attempt,
+                        retries = self.retries,
+                        "sync attempt failed with a temporary error: {e}; retrying in {backoff:?}"
+                    );
+                    tokio::select! {
+                        reason = aborted(abort) => break Err(Error::Interrupted(reason)),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => break other,
+            }
+        };
+        self.log_summary(&result, started.elapsed(), attempt);
+        result
+    }
+
+    fn source_and_destination(&self) -> (String, String) {
+        let local = self.local.display().to_string();
+        match self.direction {
+            Direction::Upload => (local, self.remote_display.clone()),
+            Direction::Restore => (self.remote_display.clone(), local),
+        }
+    }
+
+    fn log_summary(&self, result: &Result<Outcome>, elapsed: Duration, attempts: u32) {
+        let (source, destination) = self.source_and_destination();
+        let direction = self.direction.as_str();
+        let duration_seconds = elapsed.as_secs_f64();
+        match result {
+            Ok(Outcome::Synced(s)) => tracing::info!(
+                direction,
+                source,
+                destination,
+                result = "success",
+                duration_seconds,
+                attempts,
+                transferred_files = s.transfers,
+                transferred_bytes = s.bytes,
+                deleted_files = s.deletes,
+                errors = s.errors,
+                dry_run = self.dry_run,
+                "sync finished"
+            ),
+            Ok(Outcome::Skipped(why)) => tracing::info!(
+                direction,
+                source,
+                destination,
+                result = "skipped",
+                duration_seconds,
+                "sync skipped: {why}"
+            ),
+            Err(e) => tracing::error!(
+                direction,
+                source,
+                destination,
+                result = if matches!(e, Error::Refused { .. }) {
+                    "refused"
+                } else {
+                    "failure"
+                },
+                duration_seconds,
+                attempts,
+                "sync failed: {e}"
+            ),
+        }
+    }
+
+    async fn attempt(&self, abort: &mut Abort) -> Result<Outcome> {
+        match self.direction {
+            Direction::Upload => self.upload(abort).await,
+            Direction::Restore => self.restore(abort).await,
+        }
+    }
+
+    fn operation(&self) -> &'static str {
+        if self.no_delete { "copy" } else { "sync" }
+    }
+
+    async fn transfer(&self, from: OsString, to: OsString, abort: &mut Abort) -> Result<Stats> {
+        let mut args = vec![
+            from,
+            to,
+            "--create-empty-src-dirs".into(),
+            "--exclude".into(),
+            INTERNAL_FILES_FILTER.into(),
+        ];
+        if self.dry_run {
+            args.push("--dry-run".into());
+        }
+        self.rclone
+            .run(self.operation(), &args, &self.user_flags, abort)
+            .await
+    }
+
+    async fn upload(&self, abort: &mut Abort) -> Result<Outcome> {
+        let o = &self.overrides;
+        safety::check_upload(
+            &self.local,
+            !self.no_delete,
+            o.upload_empty,
+            o.upload_partial,
+        )?;
+        if let Some(check) = &self.key_check {
+            check.verify(&self.rclone, true, self.dry_run).await?;
+        }
+        let stats = self
+            .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
+            .await?;
+        Ok(Outcome::Synced(stats))
+    }
+
+    async fn restore(&self, abort: &mut Abort) -> Result<Outcome> {
+        let o = &self.overrides;
+        let euid = nix::unistd::geteuid().as_raw();
+        let (decision, local) = safety::check_restore_local(
+            &self.local,
+            !self.no_delete,
+            o.restore,
+            o.if_local_empty,
+            euid,
+        )?;
+        let check_remote = match decision {
+            RestoreDecision::SkipLocalNotEmpty => {
+                return Ok(Outcome::Skipped(format!(
+                    "--if-local-empty: {} already holds data (and no unfinished restore)",
+                    self.local.display()
+                )));
+            }
+            RestoreDecision::Proceed { check_remote } => check_remote,
+        };
+        if let Some(check) = &self.key_check {
+            check.verify(&self.rclone, false, self.dry_run).await?;
+        }
+        if check_remote {
+            safety::check_remote_not_empty(&self.rclone, &self.remote).await?;
+        } else if !local.has_data
+            && !safety::remote_has_entries(&self.rclone, &self.remote)
+                .await
+                .unwrap_or(true)
+        {
+            // Both ends empty: nothing to restore and nothing to lose. rclone would fail on a
+            // missing remote directory, which is the normal state before the first upload.
+            if !self.dry_run {
+                std::fs::create_dir_all(&self.local)
+                    .with_context(|| format!("cannot create {}", self.local.display()))?;
+            }
+            return Ok(Outcome::Skipped(format!(
+                "{} is empty; nothing to restore",
+                self.remote_display
+            )));
+        }
+        let marker = self.local.join(RESTORE_MARKER);
+        if !self.dry_run {
+            std::fs::create_dir_all(&self.local)
+                .with_context(|| format!("cannot create {}", self.local.display()))?;
+            std::fs::write(
+                &marker,
+                b"a restore into this directory has not completed yet\n",
+            )
+            .with_context(|| format!("cannot write the restore marker {}", marker.display()))?;
+        }
+        let stats = self
+            .transfer(self.remote.clone().into(), self.local.clone().into(), abort)
+            .await?;
+        if !self.dry_run {
+            std::fs::remove_file(&marker).with_context(|| {
+                format!("cannot remove the restore marker {}", marker.display())
+            })?;
+        }
+        Ok(Outcome::Synced(stats))
+    }
+}

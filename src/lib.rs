@@ -1,0 +1,61 @@
+//! volume-syncing-operator keeps a directory and an rclone remote in sync, safely.
+//!
+//! # Theory of operation
+//! 1. [`cli`] parses the command line; [`plan`] turns it and the environment (`REMOTE_*`,
+//!    `ENCRYPTED_*`) into a validated plan: a private rclone.conf ([`config`], [`crypt`]), the
+//!    resolved rclone binary, a parsed schedule ([`schedule`]). Bad input stops here (exit 2).
+//! 2. A [`job::Job`] is one sync: the safety valves ([`safety`], and the encryption key check)
+//!    refuse anything that would wipe data (exit 3), then rclone runs as a child in its own
+//!    process group with its log streamed into ours ([`rclone`]).
+//! 3. [`supervisor`] runs the job once, or on a schedule until SIGTERM/SIGINT and then once more;
+//!    [`pidfile`] lets `interrupt` (a preStop hook) trigger that and wait for it.
+//! 4. Every error is an [`error::Error`], mapped to an exit code in one place.
+//!
+//! The rendered config lives exactly as long as the plan: signals are turned into ordinary
+//! returns, so it is removed on every exit path short of SIGKILL.
+
+pub mod cli;
+pub mod config;
+pub mod crypt;
+pub mod error;
+pub mod job;
+pub mod logging;
+pub mod pidfile;
+pub mod plan;
+pub mod rclone;
+pub mod safety;
+pub mod schedule;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use cli::{Cli, Command, default_pid_path};
+use error::Result;
+use supervisor::{Scheduled, Signals};
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<()> {
+    // Signals are caught from the start, so no exit path skips the clean-up.
+    let signals = Signals::new()?;
+    let plan = match cli.command {
+        Command::SyncToRemote(args) => plan::upload(args, cli.verbose).await?,
+        Command::RemoteToLocalSync(args) => plan::restore(args, cli.verbose).await?,
+        Command::Interrupt(args) => {
+            let path = args.pid_path.unwrap_or_else(default_pid_path);
+            return pidfile::interrupt(&path, args.timeout).await;
+        }
+    };
+    let result = match plan.schedule {
+        None => supervisor::run_once(&plan.job, signals).await,
+        Some(scheduled) => {
+            let mode = Scheduled {
+                schedule: scheduled.schedule,
+                shutdown_timeout: scheduled.shutdown_timeout,
+                pid_path: &scheduled.pid_path,
+            };
+            supervisor::run_scheduled(Arc::new(plan.job), mode, signals).await
+        }
+    };
+    drop(plan.config);
+    result
+}

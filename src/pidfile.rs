@@ -1,0 +1,214 @@
+//! The PID file of a scheduled process and the `interrupt` command that uses it.
+//!
+//! Decisions:
+//! - The scheduled process writes its PID when it starts and, when it exits, first writes its
+//!   exit code to `<pid-file>.exit` and then removes the PID file. `interrupt` cannot wait for a
+//!   process that is not its child, so it polls `/proc` until the process is gone and then reads
+//!   the exit code from that file: the preStop hook returns only after the final sync, with its
+//!   result.
+//! - Before signalling, `interrupt` checks that the PID belongs to a running
+//!   volume-syncing-operator (same executable, or same command name when the executable cannot
+//!   be read): a stale file whose PID was reused must not get another program killed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+
+/// Written by a scheduled process; removed (and its exit code recorded) on exit.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    pid: u32,
+}
+
+fn exit_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".exit");
+    PathBuf::from(name)
+}
+
+impl PidFile {
+    /// Writes our PID to `path`, refusing if another live instance owns it.
+    pub fn create(path: &Path) -> Result<Self> {
+        let pid = std::process::id();
+        if let Some(other) = read_pid(path).ok().flatten()
+            && other != pid
+            && is_running(other)
+            && is_ours(other)
+        {
+            return Err(Error::config(format!(
+                "another volume-syncing-operator (pid {other}) is running with pid file {}; give this \
+                 one its own --pid-path",
+                path.display()
+            )));
+        }
+        let _ = fs::remove_file(exit_file(path));
+        let tmp = path.with_extension(format!("tmp.{pid}"));
+        fs::write(&tmp, format!("{pid}\n"))
+            .and_then(|()| fs::rename(&tmp, path))
+            .map_err(|e| {
+                Error::config(format!(
+                    "cannot write pid file {} (--pid-path): {e}",
+                    path.display()
+                ))
+            })?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            pid,
+        })
+    }
+
+    /// Records the exit code for `interrupt`, then removes the PID file.
+    pub fn finish(self, exit_code: u8) {
+        if let Err(e) = fs::write(exit_file(&self.path), format!("{} {exit_code}\n", self.pid)) {
+            tracing::warn!("cannot record the exit code next to the pid file: {e}");
+        }
+        // Drop removes the PID file.
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if read_pid(&self.path).ok().flatten() == Some(self.pid) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> std::io::Result<Option<u32>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the process exists and is not a zombie.
+fn is_running(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+fn exe_of(pid: &str) -> Option<String> {
+    let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let text = link.to_string_lossy();
+    Some(text.trim_end_matches(" (deleted)").to_string())
+}
+
+fn comm_of(pid: &str) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Whether `pid` runs this program.
+fn is_ours(pid: u32) -> bool {
+    let pid = pid.to_string();
+    match (exe_of(&pid), exe_of("self")) {
+        (Some(theirs), Some(mine)) => theirs == mine,
+        _ => comm_of(&pid).is_some_and(|c| Some(c) == comm_of("self")),
+    }
+}
+
+/// Sends SIGTERM to the scheduled process named by the PID file and waits until it has exited;
+/// succeeds only if its final sync succeeded.
+pub async fn interrupt(path: &Path, timeout: Duration) -> Result<()> {
+    let pid = match read_pid(path) {
+        Ok(Some(pid)) => pid,
+        Ok(None) if path.exists() => {
+            return Err(Error::config(format!(
+                "pid file {} does not hold a pid",
+                path.display()
+            )));
+        }
+        Ok(None) => {
+            return Err(Error::config(format!(
+                "no pid file at {}; is a scheduled volume-syncing-operator running with this --pid-path?",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::config(format!(
+                "cannot read pid file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    if !is_running(pid) {
+        return Err(Error::config(format!(
+            "no process with pid {pid} (stale pid file {}); nothing to interrupt",
+            path.display()
+        )));
+    }
+    if !is_ours(pid) {
+        let what = comm_of(&pid.to_string()).unwrap_or_else(|| "another program".into());
+        return Err(Error::config(format!(
+            "pid {pid} from {} is '{what}', not volume-syncing-operator (stale pid file?); not signalling it",
+            path.display()
+        )));
+    }
+    tracing::info!(pid, "sending SIGTERM and waiting for the final sync");
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).context("cannot signal the process")?;
+    let deadline = Instant::now() + timeout;
+    while is_running(pid) {
+        if Instant::now() >= deadline {
+            return Err(Error::Other(anyhow::anyhow!(
+                "pid {pid} has not exited within {timeout:?}; its final sync may still be running"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exit = exit_file(path);
+    let recorded = fs::read_to_string(&exit).unwrap_or_default();
+    let _ = fs::remove_file(&exit);
+    match recorded.split_whitespace().collect::<Vec<_>>()[..] {
+        [p, "0"] if p == pid.to_string() => {
+            tracing::info!(pid, "the process finished its final sync and exited");
+            Ok(())
+        }
+        [p, code] if p == pid.to_string() => Err(Error::Other(anyhow::anyhow!(
+            "the process exited with code {code}: its final sync did not succeed (see its log)"
+        ))),
+        _ => Err(Error::Other(anyhow::anyhow!(
+            "pid {pid} exited without recording a result; its final sync may not have run"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_running_and_ours() {
+        assert!(is_running(std::process::id()));
+        assert!(is_ours(std::process::id()));
+        assert!(!is_ours(1) || std::process::id() == 1);
+    }
+
+    #[test]
+    fn pid_file_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pid");
+        let file = PidFile::create(&path).unwrap();
+        assert_eq!(read_pid(&path).unwrap(), Some(std::process::id()));
+        file.finish(0);
+        assert!(!path.exists());
+        assert_eq!(
+            fs::read_to_string(exit_file(&path)).unwrap(),
+            format!("{} 0\n", std::process::id())
+        );
+    }
+}

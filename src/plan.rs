@@ -1,0 +1,211 @@
+//! Parse, then validate once: the command line and the environment become a [`Plan`] (rendered
+//! config, resolved rclone, parsed schedule, checked paths) before anything runs. Every problem
+//! found here is a configuration error (exit 2) and nothing has started.
+
+use std::path::PathBuf;
+
+use crate::cli::{CommonArgs, RemoteToLocalArgs, SyncToRemoteArgs, default_pid_path};
+use crate::config::{self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION};
+use crate::crypt::{self, CryptSettings, KeyCheck};
+use crate::error::{Error, Result};
+use crate::job::{Direction, Job, Overrides};
+use crate::rclone::{self, Rclone};
+use crate::schedule::Schedule;
+
+/// A validated run: the job, how often to run it, and the config file it needs (kept alive,
+/// and so on disk, exactly as long as the plan).
+pub struct Plan {
+    pub job: Job,
+    pub schedule: Option<ScheduledPlan>,
+    pub config: ConfigFile,
+}
+
+pub struct ScheduledPlan {
+    pub schedule: Schedule,
+    pub shutdown_timeout: std::time::Duration,
+    pub pid_path: PathBuf,
+}
+
+/// Builds the plan for sync-to-remote.
+pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
+    match std::fs::metadata(&args.src) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::config(format!(
+                "source {} is not a directory",
+                args.src.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::config(format!(
+                "source directory {} cannot be read: {e}",
+                args.src.display()
+            )));
+        }
+    }
+    let overrides = Overrides {
+        upload_empty: args.force_even_if_remote_would_be_cleared,
+        upload_partial: args.force_upload_partial_restore,
+        ..Overrides::default()
+    };
+    build(
+        Direction::Upload,
+        args.src,
+        args.dst,
+        overrides,
+        args.common,
+        verbose,
+    )
+    .await
+}
+
+/// Builds the plan for remote-to-local-sync.
+pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
+    if args.dst.exists() && !args.dst.is_dir() {
+        return Err(Error::config(format!(
+            "destination {} exists and is not a directory",
+            args.dst.display()
+        )));
+    }
+    let overrides = Overrides {
+        restore: args.force_delete_local_dir,
+        if_local_empty: args.if_local_empty,
+        ..Overrides::default()
+    };
+    build(
+        Direction::Restore,
+        args.dst,
+        args.src,
+        overrides,
+        args.common,
+        verbose,
+    )
+    .await
+}
+
+async fn build(
+    direction: Direction,
+    local: PathBuf,
+    remote_path: String,
+    overrides: Overrides,
+    common: CommonArgs,
+    verbose: u8,
+) -> Result<Plan> {
+    if remote_path.contains(['\n', '\r']) {
+        return Err(Error::config(
+            "the remote path must not contain a line break",
+        ));
+    }
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let env_refs = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+
+    let schedule = common
+        .schedule
+        .schedule
+        .as_deref()
+        .map(Schedule::parse)
+        .transpose()
+        .map_err(Error::Config)?;
+
+    // Everything that needs no process is checked before rclone is even looked up.
+    let crypt_settings = CryptSettings::collect(env_refs(), &common.enc_params)?;
+    let base_text = if common.no_template {
+        let path = common
+            .config_path
+            .as_deref()
+            .expect("clap: --no-template requires --config-path");
+        Some(config::read_existing(path)?)
+    } else {
+        None
+    };
+    let remote_options = if base_text.is_none() {
+        let options = config::collect_options(env_refs(), "REMOTE_", &common.params, "-p")?;
+        if !options.contains_key("type") {
+            return Err(Error::config(
+                "no remote configured: set REMOTE_TYPE (e.g. REMOTE_TYPE=s3) and the other REMOTE_* \
+                 options, or pass -p type=..., or use an existing file with --config-path FILE --no-template",
+            ));
+        }
+        Some(options)
+    } else {
+        if !common.params.is_empty() {
+            return Err(Error::config(
+                "-p cannot be combined with --no-template; edit the config file instead",
+            ));
+        }
+        None
+    };
+    let binary = rclone::resolve_binary(common.rclone_binary.as_deref())?;
+
+    let remote_display = format!("{REMOTE_SECTION}:{remote_path}");
+    let (config, remote, key_check) = match (crypt_settings, remote_options, base_text) {
+        (None, None, Some(_)) => {
+            let path = common.config_path.as_deref().expect("checked above");
+            (ConfigFile::existing(path), remote_display.clone(), None)
+        }
+        (crypt, options, base) => {
+            let mut text = match (&options, base) {
+                (Some(options), _) => config::render_section(REMOTE_SECTION, options),
+                (None, Some(base)) => base,
+                (None, None) => unreachable!("either REMOTE_* options or an existing file"),
+            };
+            let mut redacted = options
+                .as_ref()
+                .map(|o| config::render_redacted(REMOTE_SECTION, o))
+                .unwrap_or_else(|| "(existing config file)\n".into());
+            let mut key_check = None;
+            let mut remote = remote_display.clone();
+            if let Some(crypt) = crypt {
+                // Obscuring a passphrase needs rclone, but no config yet.
+                let obscurer = Rclone::new(binary.clone(), PathBuf::from("/dev/null"), verbose);
+                let section = crypt.section(&obscurer, &remote_path).await?;
+                text.push_str(&format!(
+                    "\n{}",
+                    config::render_section(CRYPT_SECTION, &section)
+                ));
+                redacted.push_str(&format!(
+                    "\n{}",
+                    config::render_redacted(CRYPT_SECTION, &section)
+                ));
+                remote = crypt::crypt_root();
+                key_check = Some(KeyCheck {
+                    raw_remote: remote_display.clone(),
+                });
+            }
+            if verbose >= 2 {
+                tracing::debug!("rendered rclone config (secrets redacted):\n{redacted}");
+            }
+            (ConfigFile::private(&text)?, remote, key_check)
+        }
+    };
+
+    let job = Job {
+        direction,
+        local,
+        remote,
+        remote_display,
+        no_delete: common.no_delete,
+        dry_run: common.dry_run,
+        overrides,
+        rclone: Rclone::new(binary, config.path().to_path_buf(), verbose),
+        user_flags: common.rclone_args,
+        retries: common.retries,
+        key_check,
+    };
+    let schedule = schedule.map(|schedule| ScheduledPlan {
+        schedule,
+        shutdown_timeout: common.schedule.shutdown_timeout,
+        pid_path: common
+            .schedule
+            .pid_path
+            .clone()
+            .unwrap_or_else(default_pid_path),
+    });
+    Ok(Plan {
+        job,
+        schedule,
+        config,
+    })
+}

@@ -1,0 +1,458 @@
+//! The rclone child process: finding the binary, building commands, streaming its output into
+//! our log while it runs, reading its exit code, and stopping it within a bounded time.
+//!
+//! Decisions:
+//! - rclone runs in its own process group, so a terminal's Ctrl-C reaches only us; we decide
+//!   whether the child finishes (first signal in scheduled mode) or is stopped: SIGTERM to the
+//!   group, [`STOP_GRACE`], then SIGKILL. `kill_on_drop` is the last line of defence.
+//! - rclone logs JSON (`--use-json-log`) to stderr; each line becomes one of our log events
+//!   (target `rclone`) at the matching level, and the `stats` object of the last line is the
+//!   run's statistics. Output is streamed line by line, never buffered to the end.
+//! - The child inherits our environment (so `RCLONE_*` flags work) minus the variables we turn
+//!   into the config: secrets reach rclone only through the 0600 config file.
+//! - Probing (`first_line`) reads one line and then stops rclone: O(1) in the remote's size.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+/// How long rclone gets between SIGTERM and SIGKILL when it must stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Environment variables that are turned into the config and are not passed to rclone.
+const PRIVATE_ENV_PREFIXES: [&str; 3] = ["REMOTE_", "ENCRYPTED_", "ENCRYPTION_"];
+
+/// Signals an abort to a running rclone: `Some(reason)` stops it (e.g. "SIGTERM").
+pub type Abort = watch::Receiver<Option<&'static str>>;
+
+/// Resolves the rclone executable: `--rclone-binary` / `RCLONE_BINARY`, else `rclone` in PATH.
+pub fn resolve_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    let how =
+        "install rclone into PATH, or name it with --rclone-binary PATH or RCLONE_BINARY=PATH";
+    if let Some(path) = explicit {
+        return if is_executable(path) {
+            Ok(path.to_path_buf())
+        } else {
+            Err(Error::config(format!(
+                "rclone binary {} does not exist or is not executable; {how}",
+                path.display()
+            )))
+        };
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("rclone"))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| Error::config(format!("rclone was not found in PATH; {how}")))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// What rclone's exit code means (rclone docs, "Exit code").
+pub fn exit_meaning(code: i32) -> &'static str {
+    match code {
+        0 => "success",
+        1 => "uncategorised error",
+        2 => "syntax or usage error",
+        3 => "directory not found",
+        4 => "file not found",
+        5 => "temporary error, more retries might fix it",
+        6 => "less serious error",
+        7 => "fatal error, e.g. --max-delete reached or account suspended",
+        8 => "transfer limit (--max-transfer) reached",
+        9 => "no files transferred (--error-on-no-transfer)",
+        10 => "duration limit (--max-duration) reached",
+        -1 => "killed by a signal",
+        _ => "unknown exit code",
+    }
+}
+
+/// Transfer statistics, as rclone reports them in the `stats` object of its JSON log.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Stats {
+    pub bytes: u64,
+    pub transfers: u64,
+    pub deletes: u64,
+    pub errors: u64,
+    pub checks: u64,
+    pub elapsed_time: f64,
+}
+
+#[derive(Deserialize)]
+struct LogLine {
+    level: String,
+    msg: String,
+    object: Option<String>,
+    stats: Option<Stats>,
+}
+
+/// A configured rclone: binary, config file and verbosity.
+#[derive(Debug, Clone)]
+pub struct Rclone {
+    binary: PathBuf,
+    config: PathBuf,
+    verbose: u8,
+}
+
+impl Rclone {
+    pub fn new(binary: PathBuf, config: PathBuf, verbose: u8) -> Self {
+        Rclone {
+            binary,
+            config,
+            verbose,
+        }
+    }
+
+    fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--config").arg(&self.config).args(args);
+        for (name, _) in std::env::vars_os() {
+            let private = name
+                .to_str()
+                .is_some_and(|n| PRIVATE_ENV_PREFIXES.iter().any(|p| n.starts_with(p)));
+            if private {
+                cmd.env_remove(&name);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a transfer command (`sync`, `copy`, …) with JSON logging, streaming its output
+    /// into our log. `user_flags` (from after `--`) come last, so they win over ours.
+    /// Returns rclone's final statistics.
+    pub async fn run(
+        &self,
+        operation: &str,
+        args: &[OsString],
+        user_flags: &[String],
+        abort: &mut Abort,
+    ) -> Result<Stats> {
+        let mut full: Vec<OsString> = vec![operation.into()];
+        full.extend(args.iter().cloned());
+        full.extend(
+            [
+                "--use-json-log",
+                "--stats",
+                "30s",
+                "--stats-log-level",
+                "NOTICE",
+                "--stats-one-line",
+            ]
+            .map(OsString::from),
+        );
+        match self.verbose {
+            0 => {}
+            1 => full.push("-v".into()),
+            _ => full.push("-vv".into()),
+        }
+        full.extend(user_flags.iter().map(OsString::from));
+        let mut child = self.spawn(&full, operation)?;
+        let stderr = child.stderr.take().context("rclone stderr")?;
+        let stdout = child.stdout.take().context("rclone stdout")?;
+        let mut out = Streamer::new(stderr, stdout);
+        let status = loop {
+            tokio::select! {
+                reason = aborted(abort) => {
+                    stop(&mut child).await;
+                    return Err(Error::Interrupted(reason));
+                }
+                more = out.next() , if !out.done() => {
+                    if let Some(line) = more { out.handle(&line) }
+                }
+                status = child.wait(), if out.done() => break status.context("waiting for rclone")?,
+            }
+        };
+        check_status(operation, status, out.connection_failure)?;
+        Ok(out.stats.unwrap_or_default())
+    }
+
+    /// Runs rclone and returns the first non-empty line of its standard output, then stops it
+    /// (reading more is not needed). `Ok(None)` when rclone printed nothing and succeeded, or
+    /// failed with "directory not found" (exit 3): the path does not exist.
+    pub async fn first_line(&self, args: &[OsString], operation: &str) -> Result<Option<String>> {
+        let mut child = self.spawn(args, operation)?;
+        let stdout = child.stdout.take().context("rclone stdout")?;
+        let stderr = child.stderr.take().context("rclone stderr")?;
+        let stderr_task = tokio::spawn(collect_tail(stderr));
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await.context("reading rclone output")? {
+            if !line.trim().is_empty() {
+                stop(&mut child).await;
+                return Ok(Some(line));
+            }
+        }
+        let status = child.wait().await.context("waiting for rclone")?;
+        let tail = stderr_task.await.unwrap_or_default();
+        match status.code() {
+            Some(0) | Some(3) => Ok(None),
+            _ => Err(failure(operation, status, &tail)),
+        }
+    }
+
+    /// Runs a short rclone command, feeding `stdin`, and returns its standard output.
+    pub async fn output(
+        &self,
+        args: &[OsString],
+        stdin: Option<&str>,
+        operation: &str,
+    ) -> Result<String> {
+        let mut cmd = self.command(args);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .await
+                .context("writing to rclone")?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .context("waiting for rclone")?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let tail = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string();
+            Err(failure(operation, out.status, &tail))
+        }
+    }
+
+    fn spawn(&self, args: &[OsString], operation: &str) -> Result<Child> {
+        let child = self
+            .command(args)
+            .spawn()
+            .with_context(|| format!("cannot start {} for {operation}", self.binary.display()))?;
+        tracing::debug!(pid = child.id(), operation, "started rclone");
+        Ok(child)
+    }
+}
+
+fn failure(operation: &str, status: ExitStatus, detail: &str) -> Error {
+    let code = status.code().unwrap_or(-1);
+    let err = Error::Rclone {
+        operation: operation.to_string(),
+        code,
+        meaning: exit_meaning(code),
+        connection_failure: is_connection_failure(detail),
+    };
+    if detail.is_empty() {
+        err
+    } else {
+        Error::Other(anyhow::Error::new(err).context(detail.trim().to_string()))
+    }
+}
+
+fn check_status(operation: &str, status: ExitStatus, connection_failure: bool) -> Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    let code = status.code().unwrap_or(-1);
+    Err(Error::Rclone {
+        operation: operation.to_string(),
+        code,
+        meaning: exit_meaning(code),
+        connection_failure,
+    })
+}
+
+fn is_connection_failure(msg: &str) -> bool {
+    let msg = msg.to_ascii_lowercase();
+    [
+        "connection refused",
+        "connection reset",
+        "no such host",
+        "i/o timeout",
+        "network is unreachable",
+        "dial tcp",
+        "tls handshake timeout",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
+}
+
+/// Waits until the abort channel carries a reason; pends forever if nobody can abort.
+pub async fn aborted(abort: &mut Abort) -> &'static str {
+    loop {
+        if let Some(reason) = *abort.borrow_and_update() {
+            return reason;
+        }
+        if abort.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Stops rclone and everything in its process group: SIGTERM, grace period, SIGKILL.
+async fn stop(child: &mut Child) {
+    let Some(pid) = child.id() else {
+        return; // already reaped
+    };
+    let group = Pid::from_raw(pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pid,
+            "rclone did not stop within {STOP_GRACE:?} of SIGTERM, killing it"
+        );
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Anything left in the group (rclone does not normally fork) goes too.
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+async fn collect_tail<R: AsyncRead + Unpin>(reader: R) -> String {
+    let mut lines = BufReader::new(reader).lines();
+    let mut last_error = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(target: "rclone", "{line}");
+        if !line.trim().is_empty() {
+            last_error = line;
+        }
+    }
+    last_error
+}
+
+/// Reads rclone's stderr (JSON log) and stdout line by line and turns them into log events.
+struct Streamer<E: AsyncRead + Unpin, O: AsyncRead + Unpin> {
+    stderr: Option<Lines<BufReader<E>>>,
+    stdout: Option<Lines<BufReader<O>>>,
+    stats: Option<Stats>,
+    connection_failure: bool,
+}
+
+impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
+    fn new(stderr: E, stdout: O) -> Self {
+        Streamer {
+            stderr: Some(BufReader::new(stderr).lines()),
+            stdout: Some(BufReader::new(stdout).lines()),
+            stats: None,
+            connection_failure: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.stderr.is_none() && self.stdout.is_none()
+    }
+
+    /// The next line from either stream; `None` when a stream just ended.
+    async fn next(&mut self) -> Option<String> {
+        async fn read<R: AsyncRead + Unpin>(s: &mut Option<Lines<BufReader<R>>>) -> Option<String> {
+            match s {
+                Some(lines) => {
+                    let line = lines.next_line().await.ok().flatten();
+                    if line.is_none() {
+                        *s = None;
+                    }
+                    line
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            line = read(&mut self.stderr) => line,
+            line = read(&mut self.stdout) => line,
+        }
+    }
+
+    fn handle(&mut self, line: &str) {
+        let Ok(entry) = serde_json::from_str::<LogLine>(line) else {
+            if !line.trim().is_empty() {
+                tracing::info!(target: "rclone", "{line}");
+            }
+            return;
+        };
+        let msg = entry.msg.trim();
+        let object = entry.object.as_deref().unwrap_or("");
+        if let Some(stats) = entry.stats {
+            tracing::info!(
+                target: "rclone",
+                transferred_bytes = stats.bytes,
+                transferred_files = stats.transfers,
+                deleted_files = stats.deletes,
+                errors = stats.errors,
+                "progress: {msg}"
+            );
+            self.stats = Some(stats);
+            return;
+        }
+        match entry.level.as_str() {
+            "debug" => tracing::debug!(target: "rclone", object, "{msg}"),
+            "info" | "notice" => tracing::info!(target: "rclone", object, "{msg}"),
+            "warning" => tracing::warn!(target: "rclone", object, "{msg}"),
+            _ => {
+                self.connection_failure |= is_connection_failure(msg);
+                tracing::error!(target: "rclone", object, "{msg}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_have_documented_meanings() {
+        for code in 1..=10 {
+            assert_ne!(exit_meaning(code), "unknown exit code", "{code}");
+        }
+        assert!(exit_meaning(7).contains("--max-delete"));
+    }
+
+    #[test]
+    fn connection_failures_are_recognised() {
+        assert!(is_connection_failure(
+            "Get \"http://127.0.0.1:1/b\": dial tcp 127.0.0.1:1: connect: connection refused"
+        ));
+        assert!(!is_connection_failure(
+            "InvalidAccessKeyId: The Access Key Id you provided does not exist"
+        ));
+    }
+
+    #[test]
+    fn stats_are_read_from_json_log_lines() {
+        let line = r#"{"time":"t","level":"notice","msg":"x\n","stats":{"bytes":6,"checks":2,"deletes":1,"elapsedTime":0.5,"errors":0,"transfers":2}}"#;
+        let mut s = Streamer::new(tokio::io::empty(), tokio::io::empty());
+        s.handle(line);
+        let stats = s.stats.unwrap();
+        assert_eq!((stats.bytes, stats.transfers, stats.deletes), (6, 2, 1));
+    }
+}

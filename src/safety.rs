@@ -1,0 +1,370 @@
+//! The safety valves: named rules, checked before rclone starts, that refuse any run which
+//! would wipe data. Each refusal names its rule and its override flag and exits 3.
+//!
+//! | rule | direction | fires when | override |
+//! |------|-----------|------------|----------|
+//! | `restore-in-progress` | upload | the source holds the marker of an unfinished restore | `--force-upload-partial-restore` |
+//! | `empty-source` | upload | the source is empty (`lost+found` aside) and the sync deletes | `--force-even-if-remote-would-be-cleared` |
+//! | `system-directory` | restore | the target resolves to `/`, `/etc`, `/usr`, … | `--force-delete-local-dir` |
+//! | `foreign-owner` | restore | the target holds data and is owned by root or another uid | `--force-delete-local-dir` |
+//! | `empty-remote` | restore | the remote is empty, missing or unlistable while the target holds data | `--force-delete-local-dir` |
+//!
+//! Decisions:
+//! - The local checks are pure functions of the file system, cheap and testable.
+//! - The remote check reads at most one entry ([`crate::rclone::Rclone::first_line`] on
+//!   `lsf --max-depth 1`), through exactly the remote the sync uses (so through the crypt layer
+//!   when encryption is on). A listing error is a refusal, never "empty".
+//! - A target holding the restore marker was left by an interrupted restore: it is partial,
+//!   so it counts as safe to overwrite.
+//! - With `--no-delete` nothing is deleted at the destination, so the emptiness rules, which
+//!   exist to prevent deletion, do not fire.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::rclone::Rclone;
+
+/// File written into a restore target while a restore runs, removed after it succeeded.
+pub const RESTORE_MARKER: &str = ".volume-syncing-operator.restore-in-progress";
+/// rclone filter that keeps all of this program's own files out of every sync and listing.
+pub const INTERNAL_FILES_FILTER: &str = "/.volume-syncing-operator.*";
+
+pub const FORCE_UPLOAD_EMPTY: &str = "--force-even-if-remote-would-be-cleared";
+pub const FORCE_UPLOAD_PARTIAL: &str = "--force-upload-partial-restore";
+pub const FORCE_RESTORE: &str = "--force-delete-local-dir";
+
+/// Directories that are never a restore target (compared after resolving the path).
+const SYSTEM_DIRECTORIES: [&str; 20] = [
+    "/",
+    "/bin",
+    "/sbin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/proc",
+    "/root",
+    "/sys",
+    "/usr",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/usr/lib64",
+    "/var",
+    "/lib32",
+    "/usr/lib32",
+];
+
+/// What a local directory holds, as far as the valves care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalState {
+    /// Anything other than `lost+found` and the restore marker.
+    pub has_data: bool,
+    /// The restore marker is present.
+    pub has_marker: bool,
+}
+
+/// Inspects a directory; a missing directory is empty.
+pub fn local_state(dir: &Path) -> io::Result<LocalState> {
+    let mut state = LocalState {
+        has_data: false,
+        has_marker: false,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(state),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        if name == RESTORE_MARKER {
+            state.has_marker = true;
+        } else if name != "lost+found" {
+            state.has_data = true;
+        }
+        if state.has_data && state.has_marker {
+            break;
+        }
+    }
+    Ok(state)
+}
+
+/// Valves for sync-to-remote that look only at the local source.
+pub fn check_upload(
+    src: &Path,
+    deletes: bool,
+    force_empty: bool,
+    force_partial: bool,
+) -> Result<()> {
+    let state = local_state(src)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot read {}: {e}", src.display())))?;
+    if state.has_marker && !force_partial {
+        return Err(Error::refused(
+            "restore-in-progress",
+            format!(
+                "{} holds {RESTORE_MARKER}, left by a restore that did not complete; uploading this \
+                 partial copy would delete files on the remote. Run remote-to-local-sync again to \
+                 complete the restore",
+                src.display()
+            ),
+            FORCE_UPLOAD_PARTIAL,
+        ));
+    }
+    if deletes && !state.has_data && !force_empty {
+        return Err(Error::refused(
+            "empty-source",
+            format!(
+                "{} is empty, so syncing it would delete everything at the destination \
+                 (is the volume mounted?)",
+                src.display()
+            ),
+            FORCE_UPLOAD_EMPTY,
+        ));
+    }
+    Ok(())
+}
+
+/// What the restore should do after the local valves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreDecision {
+    /// Go ahead; `check_remote` says whether the remote-emptiness rule still has to be checked.
+    Proceed { check_remote: bool },
+    /// `--if-local-empty` and the target already holds data: skip, successfully.
+    SkipLocalNotEmpty,
+}
+
+/// Valves for remote-to-local-sync that look only at the local target.
+pub fn check_restore_local(
+    dst: &Path,
+    deletes: bool,
+    force: bool,
+    if_local_empty: bool,
+    euid: u32,
+) -> Result<(RestoreDecision, LocalState)> {
+    if !force && let Some(system) = system_directory(dst) {
+        return Err(Error::refused(
+            "system-directory",
+            format!(
+                "{} resolves to the system directory {system}",
+                dst.display()
+            ),
+            FORCE_RESTORE,
+        ));
+    }
+    let state = local_state(dst)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot read {}: {e}", dst.display())))?;
+    // Data next to the marker is a partial restore: nothing there to protect.
+    let protected = state.has_data && !state.has_marker;
+    if if_local_empty && protected {
+        return Ok((RestoreDecision::SkipLocalNotEmpty, state));
+    }
+    if protected && !force {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(dst)?.uid();
+        if owner == 0 || owner != euid {
+            let whose = if owner == 0 {
+                "root".to_string()
+            } else {
+                format!("uid {owner}")
+            };
+            return Err(Error::refused(
+                "foreign-owner",
+                format!(
+                    "{} holds data and is owned by {whose}, not by this process (uid {euid}); a restore \
+                     may delete it",
+                    dst.display()
+                ),
+                FORCE_RESTORE,
+            ));
+        }
+    }
+    Ok((
+        RestoreDecision::Proceed {
+            check_remote: protected && deletes && !force,
+        },
+        state,
+    ))
+}
+
+/// Refuses a restore from an empty, missing or unreadable remote into a target holding data.
+pub async fn check_remote_not_empty(rclone: &Rclone, remote: &str) -> Result<()> {
+    match remote_has_entries(rclone, remote).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::refused(
+            "empty-remote",
+            format!(
+                "{remote} is empty or does not exist, so restoring it would delete every local file \
+                 (wrong bucket or path?)"
+            ),
+            FORCE_RESTORE,
+        )),
+        Err(e) => Err(Error::refused(
+            "empty-remote",
+            format!(
+                "cannot tell whether {remote} is empty, so the restore could delete local files: {e:#}"
+            ),
+            FORCE_RESTORE,
+        )),
+    }
+}
+
+/// Whether the remote path holds at least one entry (this program's own files aside). Reads
+/// one line of a one-level listing, whatever the remote's size.
+pub async fn remote_has_entries(rclone: &Rclone, remote: &str) -> Result<bool> {
+    let args: Vec<OsString> = [
+        "lsf",
+        "--max-depth",
+        "1",
+        "--exclude",
+        INTERNAL_FILES_FILTER,
+        remote,
+    ]
+    .map(OsString::from)
+    .to_vec();
+    Ok(rclone
+        .first_line(&args, "lsf (emptiness check)")
+        .await?
+        .is_some())
+}
+
+/// The system directory `dir` resolves to, if any: compared both lexically (`.`, `..`,
+/// repeated and trailing slashes) and after resolving symlinks.
+pub fn system_directory(dir: &Path) -> Option<&'static str> {
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(dir)
+    };
+    let lexical = normalize(&absolute);
+    let resolved = resolve_existing(&lexical);
+    SYSTEM_DIRECTORIES
+        .iter()
+        .find(|s| Path::new(s) == lexical || Path::new(s) == resolved)
+        .copied()
+}
+
+/// Resolves `.` and `..` without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Canonicalises the longest existing prefix of `path` and appends the rest.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |acc: PathBuf, c| acc.join(c));
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn system_directories_are_recognised_however_written() {
+        for p in [
+            "/",
+            "/usr/../bin/",
+            "//usr/bin",
+            "/usr/./bin",
+            "/etc/",
+            "/var//",
+            "/home",
+            "/lib64",
+            "/usr/lib/x/..",
+        ] {
+            assert!(system_directory(Path::new(p)).is_some(), "{p}");
+        }
+        for p in ["/data", "/var/lib/app", "/home/user", "/tmp/x"] {
+            assert_eq!(system_directory(Path::new(p)), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_to_a_system_directory_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/bin", &link).unwrap();
+        assert!(system_directory(&link).is_some());
+        assert!(system_directory(&link.join("..").join("link")).is_some());
+    }
+
+    #[test]
+    fn lost_found_and_marker_are_not_data() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!local_state(&dir.path().join("missing")).unwrap().has_data);
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        assert_eq!(
+            local_state(dir.path()).unwrap(),
+            LocalState {
+                has_data: false,
+                has_marker: false
+            }
+        );
+        fs::write(dir.path().join(RESTORE_MARKER), "").unwrap();
+        assert_eq!(
+            local_state(dir.path()).unwrap(),
+            LocalState {
+                has_data: false,
+                has_marker: true
+            }
+        );
+        fs::write(dir.path().join("x"), "").unwrap();
+        assert_eq!(
+            local_state(dir.path()).unwrap(),
+            LocalState {
+                has_data: true,
+                has_marker: true
+            }
+        );
+    }
+
+    #[test]
+    fn upload_valves() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_upload(dir.path(), true, false, false).unwrap_err();
+        assert_eq!(err.exit_code(), 3);
+        assert!(
+            err.to_string().contains("empty-source")
+                && err.to_string().contains(FORCE_UPLOAD_EMPTY)
+        );
+        check_upload(dir.path(), true, true, false).unwrap();
+        check_upload(dir.path(), false, false, false).unwrap();
+        fs::write(dir.path().join("f"), "x").unwrap();
+        fs::write(dir.path().join(RESTORE_MARKER), "").unwrap();
+        let err = check_upload(dir.path(), true, true, false).unwrap_err();
+        assert!(
+            err.to_string().contains("restore-in-progress")
+                && err.to_string().contains(FORCE_UPLOAD_PARTIAL)
+        );
+        check_upload(dir.path(), true, false, true).unwrap();
+    }
+}

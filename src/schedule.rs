@@ -1,0 +1,238 @@
+//! Schedule expressions: `@every <duration>`, cron with or without seconds, and the
+//! `@hourly`…`@yearly` nicknames; plus the duration syntax used by every duration flag.
+//!
+//! Cron expressions are parsed by `croner`, the parser tokio-cron-scheduler uses, with seconds
+//! optional, so both `0 30 * * * *` and `*/6 * * * *` work and mean what cron users expect.
+//! Only `@every` and durations are ours to parse. Cron fields are read in the local time zone
+//! (`TZ`, UTC in the container image).
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+/// Printed with every invalid expression so the user sees what is accepted.
+pub const ACCEPTED_FORMS: &str = "accepted forms: '@every <duration>' (e.g. @every 30s, @every 1h30m), \
+cron with seconds ('0 30 * * * *'), standard cron ('*/6 * * * *'), \
+@hourly, @daily, @weekly, @monthly, @yearly";
+
+/// When the scheduled sync fires.
+#[derive(Clone)]
+pub enum Schedule {
+    /// A fixed interval, counted from the previous planned fire time.
+    Every(Duration),
+    /// A cron expression.
+    Cron(Box<Cron>, String),
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "@every {}", format_duration(*d)),
+            Schedule::Cron(_, expr) => f.write_str(expr),
+        }
+    }
+}
+
+impl Schedule {
+    /// Parses a schedule expression; the error message lists the accepted forms.
+    pub fn parse(expr: &str) -> Result<Self, String> {
+        let expr = expr.trim();
+        let invalid = |why: String| format!("invalid schedule '{expr}': {why}; {ACCEPTED_FORMS}");
+        if let Some(rest) = expr.strip_prefix("@every") {
+            let d = parse_duration(rest.trim()).map_err(invalid)?;
+            return Ok(Schedule::Every(d));
+        }
+        if expr.starts_with('@')
+            && ![
+                "@hourly",
+                "@daily",
+                "@weekly",
+                "@monthly",
+                "@yearly",
+                "@annually",
+            ]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(expr))
+        {
+            return Err(invalid("unknown nickname".into()));
+        }
+        let fields = expr.split_whitespace().count();
+        if !expr.starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(invalid(format!("expected 5 or 6 fields, found {fields}")));
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(expr)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Schedule::Cron(Box::new(cron), expr.to_string()))
+    }
+
+    /// The first fire time strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Local>) -> Option<DateTime<Local>> {
+        match self {
+            Schedule::Every(d) => Some(after + chrono::Duration::from_std(*d).ok()?),
+            Schedule::Cron(cron, _) => cron.find_next_occurrence(&after, false).ok(),
+        }
+    }
+}
+
+/// Parses durations like `30s`, `1m`, `1h30m`, `500ms`, `2d` (a sequence of number+unit).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration (use e.g. 30s, 1m, 1h30m)".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration '{s}' (use e.g. 30s, 1m, 1h30m)"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("number too large in duration '{s}'"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86400),
+            "" => return Err(format!("missing unit in duration '{s}' (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "unknown unit '{other}' in duration '{s}' (ms, s, m, h or d)"
+                ));
+            }
+        };
+        total += unit
+            .checked_mul(
+                u32::try_from(n).map_err(|_| format!("number too large in duration '{s}'"))?,
+            )
+            .ok_or_else(|| format!("duration '{s}' is too large"))?;
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("duration '{s}' must be greater than zero"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way it is written on the command line (`1h30m`, `45s`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, len) in [("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            out.push_str(&format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Timelike};
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "1", "s", "1x", "0s", "-1s", "1.5s", "1 m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn every_accepted_form_parses() {
+        for expr in [
+            "@every 30s",
+            "@every 1m",
+            "@every 1h30m",
+            "0 30 * * * *",
+            "*/6 * * * *",
+            "@hourly",
+            "@daily",
+            "@weekly",
+            "@monthly",
+            "@yearly",
+        ] {
+            assert!(Schedule::parse(expr).is_ok(), "{expr} should parse");
+        }
+    }
+
+    #[test]
+    fn invalid_forms_are_rejected_with_the_accepted_forms() {
+        for expr in [
+            "",
+            "@every",
+            "@every soon",
+            "@sometimes",
+            "* * * *",
+            "* * * * * * * *",
+            "61 * * * *",
+            "every 1m",
+        ] {
+            let err = Schedule::parse(expr).expect_err(expr);
+            assert!(err.contains("accepted forms"), "{err}");
+        }
+    }
+
+    #[test]
+    fn next_fire_times() {
+        let t = Local.with_ymd_and_hms(2026, 1, 1, 10, 7, 13).unwrap();
+        let every = Schedule::parse("@every 1h30m").unwrap();
+        assert_eq!(
+            every.next_after(t).unwrap(),
+            t + chrono::Duration::minutes(90)
+        );
+        let with_seconds = Schedule::parse("0 30 * * * *")
+            .unwrap()
+            .next_after(t)
+            .unwrap();
+        assert_eq!(
+            (
+                with_seconds.hour(),
+                with_seconds.minute(),
+                with_seconds.second()
+            ),
+            (10, 30, 0)
+        );
+        let five = Schedule::parse("*/6 * * * *")
+            .unwrap()
+            .next_after(t)
+            .unwrap();
+        assert_eq!((five.hour(), five.minute(), five.second()), (10, 12, 0));
+        let hourly = Schedule::parse("@hourly").unwrap().next_after(t).unwrap();
+        assert_eq!((hourly.hour(), hourly.minute()), (11, 0));
+        let daily = Schedule::parse("@daily").unwrap().next_after(t).unwrap();
+        assert_eq!((daily.hour(), daily.minute()), (0, 0));
+    }
+}
