@@ -85,9 +85,10 @@ pub struct RemoteToLocalArgs {
     #[arg(short, long, value_name = "LOCAL_DIR")]
     pub dst: PathBuf,
 
-    /// Restore even if it deletes local data: the remote is empty or missing while the local
-    /// directory holds files, or the directory is owned by root or another user
-    /// (safety rules 'empty-remote' and 'foreign-owner'). System directories are never a target.
+    /// Restore even if it deletes local data: the remote is empty, missing or unlistable while
+    /// the local directory holds files, the directory is owned by root or another user, or it is
+    /// a system directory such as /etc (safety rules 'empty-remote', 'foreign-owner',
+    /// 'system-directory').
     #[arg(long)]
     pub force_delete_local_dir: bool,
 
