@@ -24,6 +24,8 @@ use crate::rclone::Rclone;
 pub const KEY_CHECK_OBJECT: &str = ".volume-syncing-operator.keycheck";
 /// What the check object decrypts to.
 const KEY_CHECK_CONTENT: &str = "volume-syncing-operator key check v1\n";
+/// Size of the header rclone crypt puts before the first data block (magic and nonce).
+const CRYPT_HEADER_SIZE: u64 = 32;
 
 /// Encryption settings as given, before the passphrase is obscured.
 #[derive(Debug)]
@@ -88,6 +90,22 @@ impl CryptSettings {
             }
             if value.as_deref().is_some_and(str::is_empty) {
                 return Err(Error::config(format!("{name} is set but empty")));
+            }
+        }
+        for (key, name) in [
+            ("password", "ENCRYPTED_PASSWORD"),
+            ("password2", "ENCRYPTED_PASSWORD2"),
+        ] {
+            if options.get(key).is_some_and(|v| !looks_obscured(v)) {
+                return Err(Error::config(format!(
+                    "{name} (or -e {key}) is not an rclone-obscured value (make one with `rclone obscure`); \
+                     for a plain passphrase use {}",
+                    if key == "password" {
+                        "ENCRYPTION_PASSPHRASE"
+                    } else {
+                        "ENCRYPTION_SALT"
+                    }
+                )));
             }
         }
         if passphrase.is_none() && !options.contains_key("password") {
@@ -163,10 +181,30 @@ impl KeyCheck {
     }
 
     /// Without a check object: decrypt the name and the first bytes of one stored file.
+    ///
+    /// The file must hold at least one data block: an empty file is stored as a bare header
+    /// (magic and nonce, [`CRYPT_HEADER_SIZE`] bytes), which "decrypts" with any key, and with
+    /// `filename_encryption = off` or `obfuscate` its name proves nothing either (an obfuscated
+    /// name "decodes" with any key, to a name that leads nowhere). Only when every stored file
+    /// is empty is the name the sole evidence: it must encode back to the stored name.
     async fn probe_existing_data(&self, rclone: &Rclone) -> Result<()> {
-        let list = ["lsf", "-R", "--files-only", self.raw_remote.as_str()].map(OsString::from);
-        let Some(raw) = rclone.first_line(&list, "lsf (key check)").await? else {
-            return Ok(()); // nothing stored yet: any key is right
+        let min_size = format!("{}B", CRYPT_HEADER_SIZE + 1);
+        let with_data = [
+            "lsf",
+            "-R",
+            "--files-only",
+            "--min-size",
+            min_size.as_str(),
+            self.raw_remote.as_str(),
+        ]
+        .map(OsString::from);
+        let any = ["lsf", "-R", "--files-only", self.raw_remote.as_str()].map(OsString::from);
+        let (raw, has_data) = match rclone.first_line(&with_data, "lsf (key check)").await? {
+            Some(raw) => (raw, true),
+            None => match rclone.first_line(&any, "lsf (key check)").await? {
+                Some(raw) => (raw, false),
+                None => return Ok(()), // nothing stored yet: any key is right
+            },
         };
         let decode = ["cryptdecode", &crypt_root(), raw.as_str()].map(OsString::from);
         let decoded = rclone
@@ -176,12 +214,27 @@ impl KeyCheck {
         if name.is_empty() || name == "Failed to decrypt" {
             return Err(self.mismatch("stored file names do not decrypt"));
         }
+        if !has_data {
+            let encode = ["cryptdecode", "--reverse", &crypt_root(), name].map(OsString::from);
+            let encoded = rclone
+                .output(&encode, None, "cryptdecode --reverse (key check)")
+                .await?;
+            let again = encoded.split('\t').nth(1).map(str::trim).unwrap_or("");
+            return if again == raw.trim() {
+                Ok(())
+            } else {
+                Err(self.mismatch("stored file names do not decrypt"))
+            };
+        }
         let object = format!("{}{name}", crypt_root());
         let head = ["cat", "--head", "1", object.as_str()].map(OsString::from);
         match rclone.output(&head, None, "cat (key check)").await {
             Err(e) if is_auth_failure(&e) => {
                 Err(self.mismatch("stored file contents do not decrypt"))
             }
+            // The file holds data, so its first byte must come back; nothing means the
+            // decrypted name does not lead back to it.
+            Ok(first) if first.is_empty() => Err(self.mismatch("stored file names do not decrypt")),
             other => other.map(|_| ()),
         }
     }
@@ -199,6 +252,15 @@ impl KeyCheck {
     }
 }
 
+/// Whether a value can be an rclone-obscured secret: unpadded base64url of a 16-byte IV and at
+/// least one byte of ciphertext.
+fn looks_obscured(value: &str) -> bool {
+    value.len() >= 23
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn is_auth_failure(e: &Error) -> bool {
     let text = format!("{e:#}");
     text.contains("failed to authenticate") || text.contains("bad password")
@@ -207,6 +269,16 @@ fn is_auth_failure(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OBSCURED: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4";
+
+    #[test]
+    fn a_plain_value_in_the_obscured_variable_is_a_configuration_error() {
+        let err = collect(&[("ENCRYPTED_PASSWORD", "my plain passphrase")], &[]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("ENCRYPTION_PASSPHRASE"), "{err}");
+        assert!(!err.to_string().contains("my plain"), "{err}");
+    }
 
     fn collect(env: &[(&'static str, &'static str)], e: &[&str]) -> Result<Option<CryptSettings>> {
         let params: Vec<String> = e.iter().map(|s| s.to_string()).collect();
@@ -250,15 +322,18 @@ mod tests {
             2
         );
         assert_eq!(
-            collect(&[("ENCRYPTED_PASSWORD", "x")], &["remote=other:"])
+            collect(&[("ENCRYPTED_PASSWORD", OBSCURED)], &["remote=other:"])
                 .unwrap_err()
                 .exit_code(),
             2
         );
         assert!(
-            collect(&[("ENCRYPTED_PASSWORD", "x")], &["filename_encryption=off"])
-                .unwrap()
-                .is_some()
+            collect(
+                &[("ENCRYPTED_PASSWORD", OBSCURED)],
+                &["filename_encryption=off"]
+            )
+            .unwrap()
+            .is_some()
         );
     }
 }

@@ -3,9 +3,13 @@
 //! Decisions:
 //! - The scheduled process writes its PID when it starts and, when it exits, first writes its
 //!   exit code to `<pid-file>.exit` and then removes the PID file. `interrupt` cannot wait for a
-//!   process that is not its child, so it polls `/proc` until the process is gone and then reads
-//!   the exit code from that file: the preStop hook returns only after the final sync, with its
-//!   result.
+//!   process that is not its child, so it polls until that file appears (or the process is gone)
+//!   and reads the exit code from it: the preStop hook returns only after the final sync, with
+//!   its result.
+//! - As PID 1 of a container, our exit kills every other process in it, including a waiting
+//!   `interrupt` (a preStop hook would then always "fail" with 137). So `interrupt` announces
+//!   itself in `<pid-file>.interrupt` and deletes `.exit` once it has read it, and the process
+//!   waits (briefly, bounded) for that acknowledgement before it exits.
 //! - Before signalling, `interrupt` checks that the PID belongs to a running
 //!   volume-syncing-operator (same executable, or same command name when the executable cannot
 //!   be read): a stale file whose PID was reused must not get another program killed.
@@ -27,10 +31,21 @@ pub struct PidFile {
     pid: u32,
 }
 
-fn exit_file(path: &Path) -> PathBuf {
+/// How long an exiting process waits for `interrupt` to pick up its exit code.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".exit");
+    name.push(suffix);
     PathBuf::from(name)
+}
+
+fn exit_file(path: &Path) -> PathBuf {
+    sibling(path, ".exit")
+}
+
+fn waiter_file(path: &Path) -> PathBuf {
+    sibling(path, ".interrupt")
 }
 
 impl PidFile {
@@ -64,11 +79,26 @@ impl PidFile {
         })
     }
 
-    /// Records the exit code for `interrupt`, then removes the PID file.
+    /// Records the exit code for `interrupt`, removes the PID file, and, if an `interrupt` is
+    /// waiting, gives it a moment to read the exit code before this process exits.
     pub fn finish(self, exit_code: u8) {
-        if let Err(e) = fs::write(exit_file(&self.path), format!("{} {exit_code}\n", self.pid)) {
+        let exit = exit_file(&self.path);
+        // Written whole or not at all: `interrupt` may read it at any moment.
+        let tmp = sibling(&self.path, &format!(".exit.tmp.{}", self.pid));
+        let written = fs::write(&tmp, format!("{} {exit_code}\n", self.pid))
+            .and_then(|()| fs::rename(&tmp, &exit));
+        if let Err(e) = written {
             tracing::warn!("cannot record the exit code next to the pid file: {e}");
+            return;
         }
+        let waiter = waiter_file(&self.path);
+        if read_pid(&waiter).ok().flatten().is_some_and(is_running) {
+            let deadline = Instant::now() + ACK_TIMEOUT;
+            while exit.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = fs::remove_file(&waiter);
         // Drop removes the PID file.
     }
 }
@@ -160,19 +190,36 @@ pub async fn interrupt(path: &Path, timeout: Duration) -> Result<()> {
         )));
     }
     tracing::info!(pid, "sending SIGTERM and waiting for the final sync");
+    let waiter = waiter_file(path);
+    let _ = fs::write(&waiter, format!("{}\n", std::process::id()));
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).context("cannot signal the process")?;
+    let exit = exit_file(path);
+    let recorded_by = |text: &str| text.split_whitespace().next() == Some(pid.to_string().as_str());
     let deadline = Instant::now() + timeout;
-    while is_running(pid) {
+    let recorded = loop {
+        // The exit code appears just before the process exits; as PID 1 it waits for us to
+        // read it, so it is read as soon as it appears.
+        let text = fs::read_to_string(&exit).unwrap_or_default();
+        if recorded_by(&text) || !is_running(pid) {
+            break if text.is_empty() {
+                fs::read_to_string(&exit).unwrap_or_default()
+            } else {
+                text
+            };
+        }
         if Instant::now() >= deadline {
+            let _ = fs::remove_file(&waiter);
             return Err(Error::Other(anyhow::anyhow!(
                 "pid {pid} has not exited within {timeout:?}; its final sync may still be running"
             )));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let exit = exit_file(path);
-    let recorded = fs::read_to_string(&exit).unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let _ = fs::remove_file(&exit);
+    // Wait for the exit itself, unless it is PID 1: its exit would kill us too.
+    while pid != 1 && is_running(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     match recorded.split_whitespace().collect::<Vec<_>>()[..] {
         [p, "0"] if p == pid.to_string() => {
             tracing::info!(pid, "the process finished its final sync and exited");

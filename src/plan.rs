@@ -140,10 +140,19 @@ async fn build(
     let binary = rclone::resolve_binary(common.rclone_binary.as_deref())?;
 
     let remote_display = format!("{REMOTE_SECTION}:{remote_path}");
+    // What rclone syncs with is always a directory. Saying so with a trailing '/' stops rclone
+    // from first probing whether the path is a single object: when that probe fails (wrong
+    // credentials, endpoint down) rclone reports "is a file not a directory" and hides the
+    // real cause. An empty path stays empty ("remote:/" would be the root on some backends).
+    let remote_dir = if remote_path.is_empty() || remote_path.ends_with('/') {
+        remote_display.clone()
+    } else {
+        format!("{remote_display}/")
+    };
     let (config, remote, key_check) = match (crypt_settings, remote_options, base_text) {
         (None, None, Some(_)) => {
             let path = common.config_path.as_deref().expect("checked above");
-            (ConfigFile::existing(path), remote_display.clone(), None)
+            (ConfigFile::existing(path), remote_dir, None)
         }
         (crypt, options, base) => {
             let mut text = match (&options, base) {
@@ -156,7 +165,7 @@ async fn build(
                 .map(|o| config::render_redacted(REMOTE_SECTION, o))
                 .unwrap_or_else(|| "(existing config file)\n".into());
             let mut key_check = None;
-            let mut remote = remote_display.clone();
+            let mut remote = remote_dir;
             if let Some(crypt) = crypt {
                 // Obscuring a passphrase needs rclone, but no config yet.
                 let obscurer = Rclone::new(binary.clone(), PathBuf::from("/dev/null"), verbose);

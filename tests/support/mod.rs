@@ -604,3 +604,55 @@ pub fn rclone_pids_with(needle: &str) -> Vec<i32> {
     }
     pids
 }
+
+impl S3Server {
+    /// Like [`S3Server::start`], but on a port below the kernel's ephemeral range, for tests
+    /// that [`stop`](S3Server::stop) and [`restart`](S3Server::restart) the server: while it
+    /// is stopped, a port from the ephemeral range can be handed to any other process asking
+    /// for "any free port" (e.g. another test's server), and the client would then talk to
+    /// that one instead of finding the remote down. Ports below the range are only ever taken
+    /// by an explicit bind.
+    pub fn start_restartable() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(data.join(BUCKET)).unwrap();
+        let low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768);
+        let floor = 10000u16.min(low / 2);
+        assert!(
+            low > floor + 100,
+            "no room below the ephemeral port range ({low})"
+        );
+        let seed = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+        let candidates = random_bytes(64, seed);
+        let mut errors = Vec::new();
+        for pair in candidates.chunks(2) {
+            let r = u16::from_le_bytes([pair[0], pair[1]]);
+            let port = floor + r % (low - floor);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue; // taken
+            }
+            match try_spawn_server(&data, port) {
+                Ok((child, port)) => {
+                    return S3Server {
+                        data,
+                        port,
+                        child: Some(child),
+                        _dir: dir,
+                    };
+                }
+                Err(e) => errors.push(format!("port {port}: {e}")),
+            }
+        }
+        panic!(
+            "cannot start `rclone serve s3` below port {low}:\n{}",
+            errors.join("\n")
+        );
+    }
+}
