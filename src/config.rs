@@ -151,8 +151,8 @@ impl ConfigFile {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
+        // No fsync: the file lives only as long as this process, and it costs milliseconds.
         file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(ConfigFile {
             path,

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# `make bench`: measures the release binary against plain rclone on a local S3 server
+# (`rclone serve s3` on 127.0.0.1, a free port) and writes BENCHMARKS.md. Never part of
+# `make test`; its exit status never depends on a target being met.
+#
+#   1. overhead: steady-state sync-to-remote of a tree vs. plain `rclone sync` with our flags
+#   2. the empty-remote valve on a small and a big flat remote
+#   3. idle and peak RSS in --schedule mode (/proc), rclone's peak separately
+#   4. binary size (static build if `make build-static` exists) and --version start-up
+#
+# Sizes and repetitions (environment, defaults in brackets):
+#   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
+#   BENCH_RUNS [10] timed runs per command   BENCH_WARMUP [2] warm-up runs per command
+#   BENCH_PASS_RUNS [2] runs per hyperfine pass; passes alternate the order of two commands
+#   BENCH_RSS_RUNS [5] scheduled processes for the memory figures
+#   BENCH_OUT [BENCHMARKS.md]   BENCH_KEEP=1 keeps the work directory   BENCH_NOTE free text
+#   VSO_BINARY [target/release/volume-syncing-operator]   RCLONE_BINARY [rclone]
+#   BENCH_STATIC_BINARY: the static binary, if `make build-static` puts it somewhere unusual
+# Needs hyperfine, python3, setpriv (util-linux) when run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+files=${BENCH_FILES:-2000}
+small=${BENCH_SMALL_REMOTE:-10}
+big=${BENCH_BIG_REMOTE:-20000}
+runs=${BENCH_RUNS:-10}
+warmup=${BENCH_WARMUP:-2}
+rss_runs=${BENCH_RSS_RUNS:-5}
+out=${BENCH_OUT:-BENCHMARKS.md}
+
+die() { echo "bench: $*" >&2; exit 1; }
+step() { printf '\n\033[1m== bench: %s\033[0m\n' "$*" >&2; }
+
+for tool in hyperfine python3; do
+  command -v "$tool" >/dev/null || die "$tool is needed (make bench installs hyperfine with apt-get)"
+done
+bin=${VSO_BINARY:-target/release/volume-syncing-operator}
+[ -x "$bin" ] || die "$bin not found: run cargo build --release (make bench does)"
+bin=$(realpath "$bin")
+rclone=$(command -v "${RCLONE_BINARY:-rclone}") || die "rclone not found: run make tools"
+rclone=$(realpath "$rclone")
+export RCLONE_BINARY=$rclone
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vso-bench.XXXXXX")
+case $work in *[[:space:]]*) die "the work directory $work contains white space" ;; esac
+chmod 755 "$work"
+results=$work/results
+mkdir -p "$results"
+cleanup() {
+  scripts/s3-server.sh stop "$work" >/dev/null 2>&1 || true
+  if [ "${BENCH_KEEP:-}" = 1 ]; then echo "bench: work directory kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+fact() { printf '%s=%s\n' "$1" "$2" >>"$results/facts.env"; }
+show() { local s=${*//$work/\$WORK}; s=${s//$bin/volume-syncing-operator}; echo "${s//$rclone/rclone}"; }
+kib_mib() { awk -v b="$1" 'BEGIN { printf "%.2f MiB (%d bytes)", b / 1048576, b }'; }
+linkage() {
+  local f
+  f=$(file -b "$1")
+  printf '%s%s' "$(grep -oE 'static-pie linked|statically linked|dynamically linked' <<<"$f" | head -1)" \
+    "$(grep -q ', stripped' <<<"$f" && echo ', stripped')"
+}
+
+# The timed runs of two commands are split into hyperfine passes of BENCH_PASS_RUNS runs each,
+# alternating the order of the commands, so that a drift of the machine's load does not favour
+# one of them; the warm-up runs are in the first pass.
+pass_runs=${BENCH_PASS_RUNS:-2}
+compare() { # compare PREFIX "HYPERFINE OPTIONS" NAME1 CMD1 NAME2 CMD2
+  local prefix=$1 opts done=0 n pass=0 w=$warmup
+  read -r -a opts <<<"$2"
+  while [ "$done" -lt "$runs" ]; do
+    n=$((runs - done < pass_runs ? runs - done : pass_runs))
+    pass=$((pass + 1))
+    if [ $((pass % 2)) = 1 ]; then
+      hyperfine "${opts[@]}" --warmup "$w" --runs "$n" --export-json "$results/$prefix-$pass.json" \
+        -n "$3" "$4" -n "$5" "$6" >&2
+    else
+      hyperfine "${opts[@]}" --warmup "$w" --runs "$n" --export-json "$results/$prefix-$pass.json" \
+        -n "$5" "$6" -n "$3" "$4" >&2
+    fi
+    done=$((done + n))
+    w=0
+  done
+}
+
+# --- the machine ------------------------------------------------------------------------------
+step "machine"
+validation=0 why=()
+[ "$files" = 2000 ] || why+=("BENCH_FILES=$files")
+[ "$small" = 10 ] || why+=("BENCH_SMALL_REMOTE=$small")
+[ "$big" = 20000 ] || why+=("BENCH_BIG_REMOTE=$big")
+[ "$runs" -ge 10 ] || why+=("BENCH_RUNS=$runs")
+[ "$rss_runs" -ge 5 ] || why+=("BENCH_RSS_RUNS=$rss_runs")
+[ "${#why[@]}" -eq 0 ] || validation=1
+fact validation "$validation"
+fact validation_why "${why[*]:-}"
+fact note "${BENCH_NOTE:-}"
+fact date "$(date -u '+%Y-%m-%d %H:%M:%S')"
+fact cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+fact cores "$(nproc) of $(grep -c '^processor' /proc/cpuinfo)"
+fact memory "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+fact kernel "$(uname -sr) $(uname -m)"
+fact os "$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
+fact rclone_version "$("$rclone" version | head -1)"
+fact binary_version "$("$bin" --version)"
+fact binary "$(realpath --relative-to=. "$bin")"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit with uncommitted changes"
+fact commit "$commit"
+fact hyperfine "$(hyperfine --version)"
+fact load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+fact files "$files"
+fact small_remote "$small"
+fact big_remote "$big"
+fact runs "$runs"
+fact warmup "$warmup"
+fact pass_runs "$pass_runs"
+fact rss_runs "$rss_runs"
+[ "$validation" = 0 ] || echo "bench: validation run (${why[*]}): the report will say so" >&2
+
+# --- data: the tree, and the remotes created directly in the S3 server's data directory --------
+step "data: a tree of $files files; flat remotes of $small and $big objects"
+tree=$work/tree
+python3 scripts/bench.py tree "$tree" "$files"
+fact tree_bytes "$(find "$tree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')"
+fact tree_dirs "$(find "$tree" -mindepth 1 -type d | wc -l)"
+python3 scripts/bench.py flat "$work/s3/demo/small" "$small"
+python3 scripts/bench.py flat "$work/s3/demo/big" "$big"
+
+scripts/s3-server.sh start "$work"
+eval "$(scripts/s3-server.sh env "$work")"
+# Plain rclone gets the same [remote] section our binary renders from REMOTE_*.
+conf=$work/rclone.conf
+cat >"$conf" <<CONF
+[remote]
+type = $REMOTE_TYPE
+provider = $REMOTE_PROVIDER
+access_key_id = $REMOTE_ACCESS_KEY_ID
+endpoint = $REMOTE_ENDPOINT
+secret_access_key = $REMOTE_SECRET_ACCESS_KEY
+CONF
+chmod 644 "$conf"
+
+# Plain rclone also gets exactly the arguments our binary gives rclone: a recorder in place of
+# rclone writes them down (one file per invocation, NUL-separated) and runs the real rclone.
+argv_dir=$work/argv
+mkdir -p "$argv_dir"
+chmod 1777 "$argv_dir"
+recorder=$work/rclone-recorder
+cat >"$recorder" <<'SH'
+#!/bin/sh
+printf '%s\0' "$@" >"$BENCH_ARGV_DIR/$(date +%s%N).$$"
+exec "$BENCH_REAL_RCLONE" "$@"
+SH
+chmod 755 "$recorder"
+quote() { python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@"; }
+# recorded OPERATION COMMAND…: runs COMMAND (our binary) with the recorder and prints, shell-quoted,
+# the rclone command line it ran for OPERATION (sync, lsf…), with our config file instead of its
+# temporary one.
+recorded() {
+  local op=$1 f args
+  shift
+  rm -f "$argv_dir"/*
+  RCLONE_BINARY=$recorder BENCH_ARGV_DIR=$argv_dir BENCH_REAL_RCLONE=$rclone "$@" >/dev/null 2>&1 || true
+  for f in $(ls "$argv_dir" | sort -n); do
+    mapfile -d '' args <"$argv_dir/$f"
+    if [ "${args[0]:-}" = --config ] && [ "${args[2]:-}" = "$op" ]; then
+      args[1]=$conf
+      quote "$rclone" "${args[@]}"
+      return 0
+    fi
+  done
+  die "our binary did not run rclone $op: $*"
+}
+
+# --- 1. overhead -------------------------------------------------------------------------------
+step "1. overhead: sync-to-remote vs. plain rclone sync, nothing changed"
+ours="$bin sync-to-remote -s $tree -d demo/tree"
+"$bin" sync-to-remote -s "$tree" -d demo/tree 2>"$work/seed.log" || { cat "$work/seed.log" >&2; die "the first upload failed"; }
+# The same rclone command line as ours (at the time of writing: sync SRC remote:DST/
+# --create-empty-src-dirs --exclude '/.volume-syncing-operator.*' --use-json-log --stats 30s
+# --stats-log-level NOTICE --stats-one-line).
+plain=$(recorded sync $ours)
+fact overhead_ours "$(show "$ours")"
+fact overhead_plain "$(show "$plain")"
+# Steady state: a second run of each transfers and deletes nothing.
+"$bin" --log-format json sync-to-remote -s "$tree" -d demo/tree 2>"$work/check-ours.log"
+eval "$plain" 2>"$work/check-plain.log"
+fields() { grep -o "$1" | tr -d '"' | tr '\n' ' ' | sed 's/ $//'; }
+check="our second run: $(grep 'sync finished' "$work/check-ours.log" | fields '"\(result\|transferred_files\|deleted_files\)":"*[a-z0-9]*')"
+check="$check; plain rclone: $(tail -1 "$work/check-plain.log" | fields '"\(checks\|transfers\|deletes\)":[0-9]*')"
+fact overhead_check "$check"
+compare overhead "-N" "ours" "$ours" "plain rclone" "$plain"
+for _ in $(seq 1 "$runs"); do
+  python3 scripts/bench.py phases "$results/phases.jsonl" -- "$bin" --log-format json sync-to-remote \
+    -s "$tree" -d demo/tree
+done
+
+# --- 2. the empty-remote valve -------------------------------------------------------------------
+step "2. the empty-remote valve: $small vs. $big objects"
+# Cross-check through the binary: a restore into a directory that holds data runs the valve;
+# an unknown rclone flag after `--` then makes the sync itself fail at once.
+target=$work/restore-target
+mkdir -p "$target" "$work/tmp-runner"
+echo data >"$target/file"
+run_as=""
+if [ "$(id -u)" = 0 ]; then
+  # As root, foreign-owner would refuse first (the target is root's): run as uid 65534.
+  command -v setpriv >/dev/null || die "setpriv (util-linux) is needed when running as root"
+  chown -R 65534:65534 "$target" "$work/tmp-runner"
+  run_as="setpriv --reuid=65534 --regid=65534 --clear-groups env TMPDIR=$work/tmp-runner "
+fi
+valve() { echo "$run_as$bin remote-to-local-sync -s demo/$1 -d $target --dry-run --retries 0 ${2:-}-- --bench-stop-after-the-valves"; }
+fact valve_binary_cmd "$(show "$(valve big)")"
+
+# The probe: exactly the listing our binary runs for the valve (at the time of writing
+# `lsf --max-depth 1 --exclude '/.volume-syncing-operator.*' remote:PATH/`), stopped after its
+# first line by `head -1` as our binary stops it.
+declare -A probe_cmd
+for which in small big; do
+  probe_cmd[$which]="$(recorded lsf $(valve "$which"))"
+  # One run with --dump headers: which requests did the probe send, and when did its first line
+  # arrive?
+  eval "python3 scripts/bench.py trace probe_$which -- ${probe_cmd[$which]} --dump headers" \
+    >>"$results/facts.env"
+done
+fact probe_cmd "$(show "${probe_cmd[big]} | head -1")"
+compare valve-probe "" "small" "${probe_cmd[small]} | head -1" "big" "${probe_cmd[big]} | head -1"
+set +e
+$(valve big "-vv ") 2>"$work/valve-check.log"
+code=$?
+set -e
+probe_ran=$(grep -c 'emptiness check' "$work/valve-check.log" || true)
+refused=$(grep -c 'refused' "$work/valve-check.log" || true)
+if [ "$code" = 1 ] && [ "$probe_ran" -gt 0 ] && [ "$refused" = 0 ]; then
+  fact valve_binary_check "the binary started the emptiness probe, was not refused, and exited 1 on the unknown flag"
+else
+  fact valve_binary_check "**NOT VALID**: exit code $code, probe lines $probe_ran, refusal lines $refused (the timing below does not isolate the valve)"
+  tail -5 "$work/valve-check.log" >&2
+fi
+compare valve-binary "-N -i" "small" "$(valve small)" "big" "$(valve big)"
+
+# --- 3. memory -----------------------------------------------------------------------------------
+step "3. memory in --schedule mode ($rss_runs processes)"
+sched=("$bin" sync-to-remote -s "$tree" -d demo/tree --schedule '@every 1h' --pid-path "$work/sched.pid")
+fact rss_cmd "$(show "${sched[*]:0:6}") --schedule '@every 1h' --pid-path \$WORK/sched.pid"
+for i in $(seq 1 "$rss_runs"); do
+  python3 scripts/bench.py rss "$results/rss.jsonl" "$work/sched-$i.log" -- "${sched[@]}"
+  tail -1 "$results/rss.jsonl" >&2
+done
+for _ in $(seq 1 "$rss_runs"); do
+  eval "python3 scripts/bench.py maxrss $results/plain-rss.jsonl -- $plain"
+done
+
+# --- 4. size and start-up -------------------------------------------------------------------------
+step "4. binary size and --version start-up"
+fact release_size "$(kib_mib "$(stat -c %s "$bin")")"
+fact release_kind "$(linkage "$bin")"
+static=${BENCH_STATIC_BINARY:-}
+if [ -z "$static" ] && grep -qE '^build-static:' Makefile; then
+  if ${MAKE:-make} --no-print-directory build-static >&2; then
+    static=$(ls -t target/*-linux-musl/release/volume-syncing-operator 2>/dev/null | head -1 || true)
+    [ -n "$static" ] || fact static_note "\`make build-static\` ran, but its binary was not found under target/*-linux-musl/release/ (set BENCH_STATIC_BINARY)."
+  else
+    fact static_note "\`make build-static\` failed; only the release build is reported."
+  fi
+elif [ -z "$static" ]; then
+  fact static_note "There is no \`make build-static\` target yet: the size reported is that of the release build (\`cargo build --release\`), which is not a static binary."
+fi
+startup=(-n "volume-syncing-operator --version" "$bin --version")
+if [ -n "$static" ] && [ -x "$static" ]; then
+  static=$(realpath "$static")
+  fact static_binary "$(realpath --relative-to=. "$static")"
+  fact static_size "$(kib_mib "$(stat -c %s "$static")")"
+  fact static_kind "$(linkage "$static")"
+  startup+=(-n "static volume-syncing-operator --version" "$static --version")
+fi
+startup+=(-n "rclone --version (reference)" "$rclone --version")
+hyperfine -N --warmup 5 --runs $((runs < 6 ? 30 : runs * 5)) --export-json "$results/startup-1.json" \
+  "${startup[@]}" >&2
+
+# --- the report -------------------------------------------------------------------------------------
+fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+python3 scripts/bench.py report "$results" "$out"
+step "wrote $out"
