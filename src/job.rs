@@ -62,6 +62,19 @@ pub struct Job {
     pub key_check: Option<KeyCheck>,
 }
 
+/// Runs a check that asks the remote, so that an abort (a signal) stops it: a listing of an
+/// unreachable remote can take minutes of rclone retries. Dropping the check kills its rclone
+/// (`kill_on_drop`); nothing has been changed at that point.
+async fn unless_aborted<T>(
+    abort: &mut Abort,
+    check: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        reason = aborted(abort) => Err(Error::Interrupted(reason)),
+        result = check => result,
+    }
+}
+
 /// How a run ended when it did not fail.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -219,11 +232,21 @@ impl Job {
             check.verify(&self.rclone, false, self.dry_run).await?;
         }
         if check_remote {
-            safety::check_remote_not_empty(&self.rclone, &self.remote).await?;
+            unless_aborted(
+                abort,
+                safety::check_remote_not_empty(&self.rclone, &self.remote),
+            )
+            .await?;
         } else if !local.has_data
-            && !safety::remote_has_entries(&self.rclone, &self.remote)
-                .await
-                .unwrap_or(true)
+            && !unless_aborted(
+                abort,
+                safety::remote_has_entries(&self.rclone, &self.remote),
+            )
+            .await
+            .or_else(|e| match e {
+                Error::Interrupted(_) => Err(e),
+                _ => Ok(true),
+            })?
         {
             // Both ends empty: nothing to restore and nothing to lose. rclone would fail on a
             // missing remote directory, which is the normal state before the first upload.
