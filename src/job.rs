@@ -201,7 +201,7 @@ impl Job {
             o.upload_partial,
         )?;
         if let Some(check) = &self.key_check {
-            check.verify(&self.rclone, true, self.dry_run).await?;
+            unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
         }
         let stats = self
             .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
@@ -229,7 +229,7 @@ impl Job {
             RestoreDecision::Proceed { check_remote } => check_remote,
         };
         if let Some(check) = &self.key_check {
-            check.verify(&self.rclone, false, self.dry_run).await?;
+            unless_aborted(abort, check.verify(&self.rclone, false, self.dry_run)).await?;
         }
         if check_remote {
             unless_aborted(

@@ -30,6 +30,17 @@ use crate::error::{Error, Result};
 /// How long rclone gets between SIGTERM and SIGKILL when it must stop.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Flags of the short checks (listings, key check): fail within seconds on a dead endpoint
+/// instead of rclone's minutes of low-level retries; a failed check is retried by the next run.
+const CHECK_FLAGS: [&str; 6] = [
+    "--low-level-retries",
+    "2",
+    "--contimeout",
+    "15s",
+    "--timeout",
+    "1m",
+];
+
 /// Environment variables that are turned into the config and are not passed to rclone.
 const PRIVATE_ENV_PREFIXES: [&str; 3] = ["REMOTE_", "ENCRYPTED_", "ENCRYPTION_"];
 
@@ -197,7 +208,7 @@ impl Rclone {
     /// (reading more is not needed). `Ok(None)` when rclone printed nothing and succeeded, or
     /// failed with "directory not found" (exit 3): the path does not exist.
     pub async fn first_line(&self, args: &[OsString], operation: &str) -> Result<Option<String>> {
-        let mut child = self.spawn(args, operation)?;
+        let mut child = self.spawn(&with_check_flags(args), operation)?;
         let stdout = child.stdout.take().context("rclone stdout")?;
         let stderr = child.stderr.take().context("rclone stderr")?;
         let stderr_task = tokio::spawn(collect_tail(stderr));
@@ -223,7 +234,7 @@ impl Rclone {
         stdin: Option<&str>,
         operation: &str,
     ) -> Result<String> {
-        let mut cmd = self.command(args);
+        let mut cmd = self.command(with_check_flags(args));
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
         }
@@ -259,6 +270,13 @@ impl Rclone {
         tracing::debug!(pid = child.id(), operation, "started rclone");
         Ok(child)
     }
+}
+
+fn with_check_flags(args: &[OsString]) -> Vec<OsString> {
+    args.iter()
+        .cloned()
+        .chain(CHECK_FLAGS.map(OsString::from))
+        .collect()
 }
 
 fn failure(operation: &str, status: ExitStatus, detail: &str) -> Error {

@@ -12,8 +12,8 @@
 //! Decisions:
 //! - The local checks are pure functions of the file system, cheap and testable.
 //! - The remote check reads at most one entry ([`crate::rclone::Rclone::first_line`] on
-//!   `lsf --max-depth 1`), through exactly the remote the sync uses (so through the crypt layer
-//!   when encryption is on). A listing error is a refusal, never "empty".
+//!   `lsf -R --files-only`, a streamed listing), through exactly the remote the sync uses (so
+//!   through the crypt layer when encryption is on). A listing error is a refusal, never "empty".
 //! - A target holding the restore marker was left by an interrupted restore: it is partial,
 //!   so it counts as safe to overwrite.
 //! - With `--no-delete` nothing is deleted at the destination, so the emptiness rules, which
@@ -212,13 +212,15 @@ pub async fn check_remote_not_empty(rclone: &Rclone, remote: &str) -> Result<()>
     }
 }
 
-/// Whether the remote path holds at least one entry (this program's own files aside). Reads
-/// one line of a one-level listing, whatever the remote's size.
+/// Whether the remote path holds at least one file (this program's own files aside). Reads one
+/// line of a recursive listing and stops rclone: on bucket-based remotes (S3 & co.) that is one
+/// page of a flat, streamed listing, whatever the remote's size. (A one-level listing,
+/// `--max-depth 1`, is sorted first, so rclone would fetch every page before printing.)
 pub async fn remote_has_entries(rclone: &Rclone, remote: &str) -> Result<bool> {
     let args: Vec<OsString> = [
         "lsf",
-        "--max-depth",
-        "1",
+        "-R",
+        "--files-only",
         "--exclude",
         INTERNAL_FILES_FILTER,
         remote,
