@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::schedule::parse_duration;
 
@@ -52,6 +52,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("long_running").multiple(true)))]
 pub struct SyncToRemoteArgs {
     /// Local directory to upload.
     #[arg(short, long, value_name = "LOCAL_DIR")]
@@ -72,10 +73,36 @@ pub struct SyncToRemoteArgs {
     pub force_upload_partial_restore: bool,
 
     #[command(flatten)]
+    pub watch: WatchArgs,
+
+    #[command(flatten)]
     pub common: CommonArgs,
 }
 
+/// Sync on change (sync-to-remote only).
 #[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Sync when files change (inotify), uploading only what changed; combines with --schedule.
+    /// Runs a full sync at start, then after each burst of changes, until SIGTERM/SIGINT
+    /// (one final sync).
+    #[arg(long, group = "long_running")]
+    pub watch: bool,
+
+    /// With --watch: wait for this quiet period after the last change before syncing.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION", requires = "watch")]
+    pub debounce: Duration,
+
+    /// With --watch: at most one sync per this interval (default: no limit).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "watch")]
+    pub min_interval: Option<Duration>,
+
+    /// With --watch: also run a full sync this often, to catch anything the watcher missed.
+    #[arg(long, value_parser = parse_duration, default_value = "1h", value_name = "DURATION", requires = "watch")]
+    pub full_sync_every: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("long_running").multiple(true)))]
 pub struct RemoteToLocalArgs {
     /// Path on the remote to restore from, e.g. bucket/path.
     #[arg(short, long, value_name = "REMOTE_PATH")]
@@ -146,24 +173,38 @@ pub struct CommonArgs {
     pub rclone_args: Vec<String>,
 }
 
-/// The long-running mode.
+/// The long-running mode (--schedule and/or --watch).
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
     /// Repeat the sync: `@every 1m`, `@every 1h30m`, cron with seconds `0 30 * * * *`,
     /// standard cron `*/6 * * * *`, or @hourly, @daily, @weekly, @monthly, @yearly.
     /// Runs once at start, then on the schedule; SIGTERM/SIGINT triggers one final sync.
-    #[arg(long, value_name = "EXPR")]
+    #[arg(long, value_name = "EXPR", group = "long_running")]
     pub schedule: Option<String>,
 
     /// Upper bound for the final sync after SIGTERM/SIGINT (e.g. 30s, 5m); after it rclone is
     /// stopped and the exit code is 1.
-    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION", requires = "schedule")]
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION", requires = "long_running")]
     pub shutdown_timeout: Duration,
 
     /// Where the scheduled process writes its PID (read by `interrupt`).
     /// Default: $TMPDIR/volume-syncing-operator.pid.
-    #[arg(long, value_name = "FILE", requires = "schedule")]
+    #[arg(long, value_name = "FILE", requires = "long_running")]
     pub pid_path: Option<PathBuf>,
+
+    /// Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 0.0.0.0:9090) while
+    /// running with --schedule or --watch. Off by default.
+    #[arg(
+        long,
+        env = "METRICS_ADDRESS",
+        value_name = "HOST:PORT",
+        requires = "long_running"
+    )]
+    pub metrics_address: Option<String>,
+
+    /// /healthz answers 503 after this many consecutive failed syncs, 200 again after a success.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_consecutive_failures: u32,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +321,28 @@ mod tests {
                 "1m",
             ],
             &["sync-to-remote", "-s", "/d", "-d", "b", "--pid-path", "/x"],
+            &[
+                "sync-to-remote",
+                "-s",
+                "/d",
+                "-d",
+                "b",
+                "--metrics-address",
+                "127.0.0.1:9090",
+            ],
+            &["sync-to-remote", "-s", "/d", "-d", "b", "--debounce", "1s"],
+            &["remote-to-local-sync", "-s", "b", "-d", "/d", "--watch"],
+            &[
+                "sync-to-remote",
+                "-s",
+                "/d",
+                "-d",
+                "b",
+                "--schedule",
+                "@daily",
+                "--max-consecutive-failures",
+                "0",
+            ],
             &["sync-to-remote", "-s", "/d", "-d", "b", "--if-local-empty"],
             &[
                 "remote-to-local-sync",

@@ -3,18 +3,23 @@
 //!
 //! A [`Job`] is immutable and shared by every run of a schedule. The restore marker is written
 //! before rclone starts and removed only after rclone succeeded, so an interrupted restore is
-//! recognisable by the next run (see [`crate::safety`]).
+//! recognisable by the next run (see [`crate::safety`]). An upload is either a full
+//! `rclone sync` or, in watch mode, an incremental one ([`SyncPlan::Incremental`]): `rclone copy`
+//! of the changed paths and `rclone delete` of the removed ones, after the same valves.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::{DateTime, Local};
 
 use crate::crypt::KeyCheck;
 use crate::error::{Error, Result};
 use crate::rclone::{Abort, Rclone, Stats, aborted};
 use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
+pub use crate::watch::SyncPlan;
 
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,19 +87,42 @@ pub enum Outcome {
     Skipped(String),
 }
 
+/// Writes rclone filter rules, closed by `- **`, to a temporary file.
+fn filter_file(rules: &[String]) -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("volume-syncing-operator-filter-")
+        .tempfile()
+        .context("cannot create a filter file in TMPDIR")?;
+    for rule in rules {
+        writeln!(file, "{rule}").context("cannot write the filter file")?;
+    }
+    writeln!(file, "- **").context("cannot write the filter file")?;
+    Ok(file)
+}
+
 /// First backoff delay; doubled after every failed attempt, capped at [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// A finished run: its result, how long it took and how many attempts it made.
+#[derive(Debug)]
+pub struct Report {
+    pub result: Result<Outcome>,
+    pub elapsed: Duration,
+    pub attempts: u32,
+    /// `full` or `incremental`.
+    pub kind: &'static str,
+}
+
 impl Job {
-    /// Runs the sync, retrying temporary failures up to `retries` times, and logs a summary.
-    pub async fn run(&self, abort: &mut Abort) -> Result<Outcome> {
+    /// Runs the sync, retrying temporary failures up to `retries` times.
+    pub async fn run(&self, plan: &SyncPlan, abort: &mut Abort) -> Report {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match self.attempt(abort).await {
+            match self.attempt(plan, abort).await {
                 Err(e) if e.is_retryable() && attempt <= self.retries => {
                     tracing::warn!(
                         attempt,
@@ -110,8 +138,15 @@ impl Job {
                 other => break other,
             }
         };
-        self.log_summary(&result, started.elapsed(), attempt);
-        result
+        Report {
+            result,
+            elapsed: started.elapsed(),
+            attempts: attempt,
+            kind: match plan {
+                SyncPlan::Full(_) => "full",
+                SyncPlan::Incremental { .. } => "incremental",
+            },
+        }
     }
 
     fn source_and_destination(&self) -> (String, String) {
@@ -122,11 +157,15 @@ impl Job {
         }
     }
 
-    fn log_summary(&self, result: &Result<Outcome>, elapsed: Duration, attempts: u32) {
+    /// Logs the one summary line of a run; `next_run` when a schedule or watch goes on.
+    pub fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>) {
         let (source, destination) = self.source_and_destination();
         let direction = self.direction.as_str();
-        let duration_seconds = elapsed.as_secs_f64();
-        match result {
+        let duration_seconds = report.elapsed.as_secs_f64();
+        let attempts = report.attempts;
+        let kind = report.kind;
+        let next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default();
+        match &report.result {
             Ok(Outcome::Synced(s)) => tracing::info!(
                 direction,
                 source,
@@ -139,6 +178,8 @@ impl Job {
                 deleted_files = s.deletes,
                 errors = s.errors,
                 dry_run = self.dry_run,
+                kind,
+                next_run,
                 "sync finished"
             ),
             Ok(Outcome::Skipped(why)) => tracing::info!(
@@ -147,6 +188,7 @@ impl Job {
                 destination,
                 result = "skipped",
                 duration_seconds,
+                next_run,
                 "sync skipped: {why}"
             ),
             Err(e) => tracing::error!(
@@ -160,15 +202,20 @@ impl Job {
                 },
                 duration_seconds,
                 attempts,
+                kind,
+                next_run,
                 "sync failed: {e}"
             ),
         }
     }
 
-    async fn attempt(&self, abort: &mut Abort) -> Result<Outcome> {
-        match self.direction {
-            Direction::Upload => self.upload(abort).await,
-            Direction::Restore => self.restore(abort).await,
+    async fn attempt(&self, plan: &SyncPlan, abort: &mut Abort) -> Result<Outcome> {
+        match (self.direction, plan) {
+            (Direction::Upload, SyncPlan::Full(_)) => self.upload(abort).await,
+            (Direction::Upload, SyncPlan::Incremental { upload, delete }) => {
+                self.upload_incremental(upload, delete, abort).await
+            }
+            (Direction::Restore, _) => self.restore(abort).await,
         }
     }
 
@@ -206,6 +253,74 @@ impl Job {
         let stats = self
             .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
             .await?;
+        Ok(Outcome::Synced(stats))
+    }
+
+    /// Uploads only what changed: `rclone copy` of the paths that exist and `rclone delete` of
+    /// the ones that are gone, both as filter rules so rclone lists only what they touch.
+    async fn upload_incremental(
+        &self,
+        upload: &[String],
+        delete: &[String],
+        abort: &mut Abort,
+    ) -> Result<Outcome> {
+        let o = &self.overrides;
+        safety::check_upload(
+            &self.local,
+            !self.no_delete,
+            o.upload_empty,
+            o.upload_partial,
+        )?;
+        if let Some(check) = &self.key_check {
+            unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
+        }
+        let delete = if self.no_delete { &[][..] } else { delete };
+        if upload.is_empty() && delete.is_empty() {
+            return Ok(Outcome::Skipped(
+                "nothing changed since the last sync".into(),
+            ));
+        }
+        tracing::info!(
+            changed = upload.len(),
+            removed = delete.len() / 2,
+            "incremental upload of the changed paths"
+        );
+        let mut stats = Stats::default();
+        for (operation, rules, location) in [
+            (
+                "copy",
+                upload,
+                vec![
+                    self.local.clone().into_os_string(),
+                    self.remote.clone().into(),
+                ],
+            ),
+            ("delete", delete, vec![self.remote.clone().into()]),
+        ] {
+            if rules.is_empty() {
+                continue;
+            }
+            let rules_file = filter_file(rules)?;
+            let mut args = location;
+            args.extend([
+                "--exclude".into(),
+                INTERNAL_FILES_FILTER.into(),
+                "--filter-from".into(),
+            ]);
+            args.push(rules_file.path().into());
+            if operation == "copy" {
+                args.push("--no-traverse".into());
+            }
+            if self.dry_run {
+                args.push("--dry-run".into());
+            }
+            stats.add(
+                &self
+                    .rclone
+                    .run(operation, &args, &self.user_flags, abort)
+                    .await?,
+            );
+        }
         Ok(Outcome::Synced(stats))
     }
 

@@ -7,8 +7,9 @@
 //! 2. A [`job::Job`] is one sync: the safety valves ([`safety`], and the encryption key check)
 //!    refuse anything that would wipe data (exit 3), then rclone runs as a child in its own
 //!    process group with its log streamed into ours ([`rclone`]).
-//! 3. [`supervisor`] runs the job once, or on a schedule until SIGTERM/SIGINT and then once more;
-//!    [`pidfile`] lets `interrupt` (a preStop hook) trigger that and wait for it.
+//! 3. [`supervisor`] runs the job once, or — on a [`schedule`] and/or on file changes
+//!    ([`watch`]) — until SIGTERM/SIGINT and then once more; [`pidfile`] lets `interrupt` (a
+//!    preStop hook) trigger that and wait for it; [`metrics`] and [`http`] make it observable.
 //! 4. Every error is an [`error::Error`], mapped to an exit code in one place.
 //!
 //! The rendered config lives exactly as long as the plan: signals are turned into ordinary
@@ -18,20 +19,24 @@ pub mod cli;
 pub mod config;
 pub mod crypt;
 pub mod error;
+pub mod http;
 pub mod job;
 pub mod logging;
+pub mod metrics;
 pub mod pidfile;
 pub mod plan;
 pub mod rclone;
 pub mod safety;
 pub mod schedule;
 pub mod supervisor;
+pub mod watch;
 
 use std::sync::Arc;
 
 use cli::{Cli, Command, default_pid_path};
 use error::Result;
-use supervisor::{Scheduled, Signals};
+use metrics::Metrics;
+use supervisor::{LongRunning, Signals};
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<()> {
@@ -45,15 +50,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             return pidfile::interrupt(&path, args.timeout).await;
         }
     };
-    let result = match plan.schedule {
+    let result = match plan.long_running {
         None => supervisor::run_once(&plan.job, signals).await,
-        Some(scheduled) => {
-            let mode = Scheduled {
-                schedule: scheduled.schedule,
-                shutdown_timeout: scheduled.shutdown_timeout,
-                pid_path: &scheduled.pid_path,
+        Some(long) => {
+            let metrics = Arc::new(Metrics::new(long.max_consecutive_failures));
+            if let Some(address) = &long.metrics_address {
+                http::serve(address, Arc::clone(&metrics)).await?;
+            }
+            let mode = LongRunning {
+                schedule: long.schedule,
+                watch: long.watch,
+                shutdown_timeout: long.shutdown_timeout,
+                pid_path: &long.pid_path,
+                metrics,
             };
-            supervisor::run_scheduled(Arc::new(plan.job), mode, signals).await
+            supervisor::run_long(Arc::new(plan.job), mode, signals).await
         }
     };
     drop(plan.config);

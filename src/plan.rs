@@ -3,6 +3,7 @@
 //! found here is a configuration error (exit 2) and nothing has started.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::{CommonArgs, RemoteToLocalArgs, SyncToRemoteArgs, default_pid_path};
 use crate::config::{self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION};
@@ -16,14 +17,27 @@ use crate::schedule::Schedule;
 /// and so on disk, exactly as long as the plan).
 pub struct Plan {
     pub job: Job,
-    pub schedule: Option<ScheduledPlan>,
+    /// Set for the long-running mode (--schedule and/or --watch).
+    pub long_running: Option<LongRunningPlan>,
     pub config: ConfigFile,
 }
 
-pub struct ScheduledPlan {
-    pub schedule: Schedule,
-    pub shutdown_timeout: std::time::Duration,
+/// How the long-running mode triggers syncs and reports on them.
+pub struct LongRunningPlan {
+    pub schedule: Option<Schedule>,
+    pub watch: Option<WatchSettings>,
+    pub shutdown_timeout: Duration,
     pub pid_path: PathBuf,
+    pub metrics_address: Option<String>,
+    pub max_consecutive_failures: u32,
+}
+
+/// --watch and its timing.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    pub debounce: Duration,
+    pub min_interval: Duration,
+    pub full_sync_every: Duration,
 }
 
 /// Builds the plan for sync-to-remote.
@@ -48,12 +62,18 @@ pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
         upload_partial: args.force_upload_partial_restore,
         ..Overrides::default()
     };
+    let watch = args.watch.watch.then(|| WatchSettings {
+        debounce: args.watch.debounce,
+        min_interval: args.watch.min_interval.unwrap_or(Duration::ZERO),
+        full_sync_every: args.watch.full_sync_every,
+    });
     build(
         Direction::Upload,
         args.src,
         args.dst,
         overrides,
         args.common,
+        watch,
         verbose,
     )
     .await
@@ -78,6 +98,7 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
         args.src,
         overrides,
         args.common,
+        None,
         verbose,
     )
     .await
@@ -89,6 +110,7 @@ async fn build(
     remote_path: String,
     overrides: Overrides,
     common: CommonArgs,
+    watch: Option<WatchSettings>,
     verbose: u8,
 ) -> Result<Plan> {
     if remote_path.contains(['\n', '\r']) {
@@ -203,18 +225,21 @@ async fn build(
         retries: common.retries,
         key_check,
     };
-    let schedule = schedule.map(|schedule| ScheduledPlan {
+    let long_running = (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
         schedule,
+        watch,
         shutdown_timeout: common.schedule.shutdown_timeout,
         pid_path: common
             .schedule
             .pid_path
             .clone()
             .unwrap_or_else(default_pid_path),
+        metrics_address: common.schedule.metrics_address.clone(),
+        max_consecutive_failures: common.schedule.max_consecutive_failures,
     });
     Ok(Plan {
         job,
-        schedule,
+        long_running,
         config,
     })
 }

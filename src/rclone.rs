@@ -107,6 +107,18 @@ pub struct Stats {
     pub elapsed_time: f64,
 }
 
+impl Stats {
+    /// Adds the statistics of another rclone run (incremental uploads run two).
+    pub fn add(&mut self, other: &Stats) {
+        self.bytes += other.bytes;
+        self.transfers += other.transfers;
+        self.deletes += other.deletes;
+        self.errors += other.errors;
+        self.checks += other.checks;
+        self.elapsed_time += other.elapsed_time;
+    }
+}
+
 #[derive(Deserialize)]
 struct LogLine {
     level: String,

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Local};
+use chrono::{DateTime, Local, Timelike};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
@@ -81,7 +81,11 @@ impl Schedule {
     pub fn next_after(&self, after: DateTime<Local>) -> Option<DateTime<Local>> {
         match self {
             Schedule::Every(d) => Some(after + chrono::Duration::from_std(*d).ok()?),
-            Schedule::Cron(cron, _) => cron.find_next_occurrence(&after, false).ok(),
+            // Cron fires on whole seconds; croner would keep the sub-second part of `after`.
+            Schedule::Cron(cron, _) => {
+                let whole = after.with_nanosecond(0).unwrap_or(after);
+                cron.find_next_occurrence(&whole, false).ok()
+            }
         }
     }
 }
@@ -154,7 +158,7 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Timelike};
+    use chrono::TimeZone;
 
     #[test]
     fn durations() {
@@ -230,6 +234,15 @@ mod tests {
             .next_after(t)
             .unwrap();
         assert_eq!((five.hour(), five.minute(), five.second()), (10, 12, 0));
+        let fraction = t + chrono::Duration::milliseconds(250);
+        assert_eq!(
+            Schedule::parse("0 30 * * * *")
+                .unwrap()
+                .next_after(fraction)
+                .unwrap()
+                .nanosecond(),
+            0
+        );
         let hourly = Schedule::parse("@hourly").unwrap().next_after(t).unwrap();
         assert_eq!((hourly.hour(), hourly.minute()), (11, 0));
         let daily = Schedule::parse("@daily").unwrap().next_after(t).unwrap();

@@ -1,14 +1,18 @@
-//! The control loop: one-shot runs and the long-running scheduled mode, driven by events
-//! (schedule ticks, a finished sync, signals) in one `tokio::select!` loop.
+//! The control loop: one-shot runs and the long-running mode, driven by events (schedule
+//! ticks, file changes, a finished sync, signals) in one `tokio::select!` loop.
 //!
 //! Decisions:
-//! - Signals are events, not work done in a handler. In scheduled mode the first SIGTERM or
-//!   SIGINT stops scheduling, lets a running sync finish and runs one final sync, bounded by
-//!   `--shutdown-timeout`; a second signal stops rclone at once. In a one-shot run the first
-//!   signal stops rclone. Either way `run` returns normally, so the private config is removed.
-//! - Never two syncs at once: the running sync is the only task; a tick that finds it still
-//!   running is skipped with a warning.
-//! - A failed scheduled run is logged and the schedule goes on (retries happen inside the job).
+//! - Signals are events, not work done in a handler. In the long-running mode the first
+//!   SIGTERM or SIGINT stops the triggers, lets a running sync finish and runs one final sync,
+//!   bounded by `--shutdown-timeout`; a second signal stops rclone at once. In a one-shot run
+//!   the first signal stops rclone. Either way `run` returns normally, so the private config is
+//!   removed.
+//! - Never two syncs at once: the running sync is the only task. A schedule tick that finds it
+//!   running is skipped with a warning; file changes that arrive meanwhile wait, and cause
+//!   exactly one follow-up sync when it is done.
+//! - A failed run is logged and the triggers go on (retries happen inside the job). In watch
+//!   mode the changes of a failed run are kept, the next run is a full sync, and it waits for a
+//!   backoff so a broken remote is not hammered.
 //! - Handling SIGTERM ourselves is also what makes the program work as PID 1 in a container,
 //!   where the kernel would otherwise ignore it. rclone, our only child, is always reaped.
 
@@ -23,10 +27,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, Outcome};
+use crate::job::{Job, Report, SyncPlan};
+use crate::metrics::Metrics;
 use crate::pidfile::PidFile;
+use crate::plan::WatchSettings;
 use crate::rclone::Abort;
 use crate::schedule::{Schedule, format_duration};
+use crate::watch::{Changes, TreeWatcher};
 
 /// SIGTERM and SIGINT as one stream of events.
 pub struct Signals {
@@ -54,58 +61,192 @@ impl Signals {
 /// Runs the job once; a signal stops rclone and the run fails as interrupted.
 pub async fn run_once(job: &Job, mut signals: Signals) -> Result<()> {
     let (abort_tx, mut abort_rx) = watch::channel(None);
-    let run = job.run(&mut abort_rx);
+    let plan = SyncPlan::Full("one-shot run".into());
+    let run = job.run(&plan, &mut abort_rx);
     tokio::pin!(run);
-    loop {
+    let report = loop {
         tokio::select! {
-            result = &mut run => return result.map(|_| ()),
+            report = &mut run => break report,
             sig = signals.recv() => {
                 tracing::warn!("received {sig}: stopping rclone");
                 let _ = abort_tx.send(Some(sig));
             }
         }
-    }
+    };
+    job.log_summary(&report, None);
+    report.result.map(|_| ())
 }
 
 /// Settings of the long-running mode.
-pub struct Scheduled<'a> {
-    pub schedule: Schedule,
+pub struct LongRunning<'a> {
+    pub schedule: Option<Schedule>,
+    pub watch: Option<WatchSettings>,
     pub shutdown_timeout: Duration,
     pub pid_path: &'a Path,
+    pub metrics: Arc<Metrics>,
 }
 
-/// Runs the job now and on every tick until a signal, then once more.
-pub async fn run_scheduled(job: Arc<Job>, mode: Scheduled<'_>, mut signals: Signals) -> Result<()> {
+/// The sync in progress: its task, and the changes it is bringing over (put back on failure).
+struct Running {
+    handle: JoinHandle<Report>,
+    changes: Changes,
+}
+
+/// The state of the long-running loop, owned by that loop alone.
+struct Loop<'a> {
+    job: Arc<Job>,
+    mode: LongRunning<'a>,
+    abort: Abort,
+    running: Option<Running>,
+    /// Changes not yet handed to a sync (watch mode).
+    changes: Changes,
+    next_tick: Option<DateTime<Local>>,
+    next_full: Option<Instant>,
+    last_change: Instant,
+    last_start: Instant,
+    /// After a failure in watch mode: no change-triggered sync before this.
+    not_before: Instant,
+    failures: u32,
+}
+
+impl Loop<'_> {
+    /// Starts a sync now.
+    fn start(&mut self, why: &str) {
+        let changes = std::mem::take(&mut self.changes);
+        let plan = match &self.mode.watch {
+            Some(_) => changes.plan(&self.job.local),
+            None => SyncPlan::Full(why.to_string()),
+        };
+        tracing::info!(trigger = why, "starting a sync");
+        let job = Arc::clone(&self.job);
+        let mut abort = self.abort.clone();
+        self.last_start = Instant::now();
+        if let Some(watch) = &self.mode.watch
+            && matches!(plan, SyncPlan::Full(_))
+        {
+            self.next_full = Some(Instant::now() + watch.full_sync_every);
+        }
+        self.running = Some(Running {
+            handle: tokio::spawn(async move { job.run(&plan, &mut abort).await }),
+            changes,
+        });
+    }
+
+    /// When the recorded changes should be synced, if they should.
+    fn change_due(&self) -> Option<Instant> {
+        let watch = self.mode.watch.as_ref()?;
+        if self.changes.is_empty() || self.running.is_some() {
+            return None;
+        }
+        Some(
+            (self.last_change + watch.debounce)
+                .max(self.last_start + watch.min_interval)
+                .max(self.not_before),
+        )
+    }
+
+    /// The next time a sync is planned, for the log and the metrics.
+    fn next_run(&self) -> Option<DateTime<Local>> {
+        let full = self.next_full.map(|at| {
+            Local::now() + chrono::Duration::from_std(at - Instant::now()).unwrap_or_default()
+        });
+        match (self.next_tick, full) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Records a finished sync: summary line, metrics, and in watch mode what to do next.
+    fn finished(&mut self, report: Report, changes: Changes) {
+        let next = self.next_run();
+        self.job.log_summary(&report, next);
+        self.mode
+            .metrics
+            .record(self.job.direction, &report.result, report.elapsed);
+        log_next(next, &self.mode.metrics);
+        if report.result.is_ok() {
+            self.failures = 0;
+            return;
+        }
+        self.failures += 1;
+        if self.mode.watch.is_some() {
+            self.changes.merge(changes);
+            self.changes.need_full("the previous sync failed");
+            let backoff =
+                Duration::from_secs(1 << self.failures.min(8)).min(Duration::from_secs(300));
+            self.not_before = Instant::now() + backoff;
+            tracing::warn!(
+                "watch mode: the next sync is a full one, in {} at the earliest",
+                format_duration(backoff)
+            );
+        } else {
+            tracing::warn!("the schedule goes on after a failed sync");
+        }
+    }
+}
+
+/// Runs the job now and on every trigger (schedule tick, file changes, periodic full sync)
+/// until a signal, then once more.
+pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals) -> Result<()> {
     let pid_file = PidFile::create(mode.pid_path)?;
-    let (abort_tx, abort_rx) = watch::channel(None);
-    let spawn = |job: &Arc<Job>| {
-        let job = Arc::clone(job);
-        let mut abort = abort_rx.clone();
-        tokio::spawn(async move { job.run(&mut abort).await })
+    // Watch before the first sync, so that no change made during it is missed.
+    let mut watcher = match &mode.watch {
+        Some(_) => Some(TreeWatcher::start(&job.local)?),
+        None => None,
     };
-    tracing::info!(schedule = %mode.schedule, "scheduled mode: syncing now, then on the schedule");
-    let mut running: Option<JoinHandle<Result<Outcome>>> = Some(spawn(&job));
-    let mut next = next_fire(&mode.schedule, Local::now());
-    log_next(next);
+    let (abort_tx, abort_rx) = watch::channel(None);
+    let now = Instant::now();
+    let mut changes = Changes::default();
+    changes.need_full("the first sync");
+    let mut state = Loop {
+        next_tick: mode.schedule.as_ref().map(|s| next_fire(s, Local::now())),
+        next_full: None,
+        job,
+        mode,
+        abort: abort_rx,
+        running: None,
+        changes,
+        last_change: now,
+        last_start: now,
+        not_before: now,
+        failures: 0,
+    };
+    let schedule = state
+        .mode
+        .schedule
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let watch = state.mode.watch.is_some();
+    tracing::info!(schedule = %schedule, watch, "long-running mode: syncing now, then on every trigger");
+    state.start("start");
+    state.mode.metrics.set_ready();
+    log_next(state.next_run(), &state.mode.metrics);
 
     let first_signal = loop {
+        let change_due = state.change_due();
         tokio::select! {
-            () = tokio::time::sleep_until(instant_of(next)) => {
-                if running.is_some() {
+            () = sleep_until(state.next_tick.map(instant_of)) => {
+                if state.running.is_some() {
                     tracing::warn!("the previous sync is still running; skipping this scheduled run");
                 } else {
-                    running = Some(spawn(&job));
+                    state.changes.need_full("scheduled sync");
+                    state.start("schedule");
                 }
-                next = next_fire(&mode.schedule, next.max(Local::now()));
-                log_next(next);
+                let schedule = state.mode.schedule.as_ref().expect("ticks only with a schedule");
+                let after = state.next_tick.unwrap_or_else(Local::now).max(Local::now());
+                state.next_tick = Some(next_fire(schedule, after));
+                log_next(state.next_run(), &state.mode.metrics);
             }
-            joined = join(&mut running), if running.is_some() => {
-                running = None;
-                // The job already logged its summary; a failure does not stop the schedule.
-                if let Err(e) = joined {
-                    tracing::warn!("the schedule goes on after a failed sync: {e}");
-                }
-                log_next(next);
+            () = sleep_until(change_due) => state.start("file changes"),
+            () = sleep_until(state.next_full), if state.running.is_none() => {
+                state.changes.need_full("periodic full sync (--full-sync-every)");
+                state.start("periodic full sync");
+            }
+            () = next_change(&mut watcher, &mut state.changes) => state.last_change = Instant::now(),
+            (report, changes) = join(&mut state.running) => {
+                state.running = None;
+                state.finished(report, changes);
             }
             sig = signals.recv() => break sig,
         }
@@ -114,17 +255,9 @@ pub async fn run_scheduled(job: Arc<Job>, mode: Scheduled<'_>, mut signals: Sign
     tracing::info!(
         "received {first_signal}: no more scheduled runs; finishing the running sync, then one final \
          sync (at most {}; a second signal stops it at once)",
-        format_duration(mode.shutdown_timeout)
+        format_duration(state.mode.shutdown_timeout)
     );
-    let result = shutdown(
-        &job,
-        running,
-        abort_tx,
-        abort_rx.clone(),
-        &mut signals,
-        mode.shutdown_timeout,
-    )
-    .await;
+    let result = shutdown(&mut state, &mut watcher, abort_tx, &mut signals).await;
     let code = match &result {
         Ok(()) => 0,
         Err(e) => e.exit_code(),
@@ -135,23 +268,40 @@ pub async fn run_scheduled(job: Arc<Job>, mode: Scheduled<'_>, mut signals: Sign
 
 /// Finishes the running sync, runs the final one; a second signal or the timeout aborts both.
 async fn shutdown(
-    job: &Job,
-    running: Option<JoinHandle<Result<Outcome>>>,
+    state: &mut Loop<'_>,
+    watcher: &mut Option<TreeWatcher>,
     abort_tx: watch::Sender<Option<&'static str>>,
-    mut abort_rx: Abort,
     signals: &mut Signals,
-    timeout: Duration,
 ) -> Result<()> {
+    let timeout = state.mode.shutdown_timeout;
+    let mut abort = state.abort.clone();
     let final_sync = async {
-        if let Some(handle) = running {
+        if let Some(running) = state.running.take() {
             tracing::info!("waiting for the running sync to finish");
-            let _ = handle.await;
+            if let Ok(report) = running.handle.await {
+                state.finished(report, running.changes);
+            }
         }
-        if let Some(reason) = *abort_rx.borrow() {
+        if let Some(reason) = *abort.borrow() {
             return Err(Error::Interrupted(reason));
         }
+        if let Some(watcher) = watcher {
+            // Let the events of writes made just before the signal arrive.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            watcher.drain(&mut state.changes);
+        }
+        let plan = match &state.mode.watch {
+            Some(_) => state.changes.plan(&state.job.local),
+            None => SyncPlan::Full("final sync".into()),
+        };
         tracing::info!("running the final sync");
-        job.run(&mut abort_rx).await.map(|_| ())
+        let report = state.job.run(&plan, &mut abort).await;
+        state.job.log_summary(&report, None);
+        state
+            .mode
+            .metrics
+            .record(state.job.direction, &report.result, report.elapsed);
+        report.result.map(|_| ())
     };
     tokio::pin!(final_sync);
     let deadline = Instant::now() + timeout;
@@ -178,11 +328,31 @@ async fn shutdown(
     }
 }
 
-async fn join(running: &mut Option<JoinHandle<Result<Outcome>>>) -> Result<Outcome> {
+async fn join(running: &mut Option<Running>) -> (Report, Changes) {
     match running {
-        Some(handle) => handle
-            .await
-            .unwrap_or_else(|e| Err(Error::Other(anyhow::anyhow!("sync task failed: {e}")))),
+        Some(r) => {
+            let report = (&mut r.handle).await.unwrap_or_else(|e| Report {
+                result: Err(Error::Other(anyhow::anyhow!("sync task failed: {e}"))),
+                elapsed: Duration::ZERO,
+                attempts: 1,
+                kind: "full",
+            });
+            (report, std::mem::take(&mut r.changes))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_change(watcher: &mut Option<TreeWatcher>, changes: &mut Changes) {
+    match watcher {
+        Some(w) => w.next(changes).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -199,6 +369,13 @@ fn instant_of(at: DateTime<Local>) -> Instant {
     Instant::now() + wait
 }
 
-fn log_next(next: DateTime<Local>) {
-    tracing::info!(next_run = %next.to_rfc3339(), "next scheduled sync at {}", next.format("%Y-%m-%d %H:%M:%S %Z"));
+fn log_next(next: Option<DateTime<Local>>, metrics: &Metrics) {
+    if let Some(next) = next {
+        metrics.set_next_sync(next);
+        tracing::info!(
+            next_run = %next.to_rfc3339(),
+            "next scheduled sync at {}",
+            next.format("%Y-%m-%d %H:%M:%S %Z")
+        );
+    }
 }

@@ -1,0 +1,259 @@
+//! Prometheus metrics and the health state of the long-running mode.
+//!
+//! Decisions:
+//! - `prometheus-client` (the Prometheus project's Rust client) encodes the registry; every
+//!   metric is prefixed `volume_syncing_operator_`.
+//! - Health is derived from one number, the consecutive failed syncs: `/healthz` is 503 once it
+//!   reaches `--max-consecutive-failures` and 200 again after a success. A refusal by a safety
+//!   valve counts as a failure (the backup did not happen); a skipped run does not.
+//! - The state is updated only by the supervisor after each run, so the HTTP side only reads.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Local};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::{Error, Result};
+use crate::job::{Direction, Outcome};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    direction: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: &'static str,
+}
+
+/// The metrics of one process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    syncs: Family<SyncLabels, Counter>,
+    duration: Histogram,
+    last_success: Gauge<f64, AtomicU64>,
+    next_sync: Gauge<f64, AtomicU64>,
+    consecutive_failures_gauge: Gauge,
+    transferred_bytes: Counter,
+    transferred_files: Counter,
+    deleted_files: Counter,
+    refusals: Family<RuleLabels, Counter>,
+    consecutive_failures: AtomicU32,
+    max_consecutive_failures: u32,
+    ready: AtomicBool,
+    last_failure: Mutex<String>,
+}
+
+impl Metrics {
+    pub fn new(max_consecutive_failures: u32) -> Self {
+        let mut registry = Registry::with_prefix("volume_syncing_operator");
+        let syncs = Family::<SyncLabels, Counter>::default();
+        registry.register(
+            "syncs",
+            "Finished syncs by direction and result",
+            syncs.clone(),
+        );
+        let duration = Histogram::new([
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+        ]);
+        registry.register_with_unit(
+            "sync_duration",
+            "Duration of syncs",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "last_success_timestamp",
+            "Unix time of the last successful sync",
+            Unit::Seconds,
+            last_success.clone(),
+        );
+        let next_sync = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "next_sync_timestamp",
+            "Unix time of the next scheduled sync",
+            Unit::Seconds,
+            next_sync.clone(),
+        );
+        let consecutive_failures_gauge = Gauge::default();
+        registry.register(
+            "consecutive_failures",
+            "Failed or refused syncs since the last success",
+            consecutive_failures_gauge.clone(),
+        );
+        let transferred_bytes = Counter::default();
+        registry.register(
+            "transferred_bytes",
+            "Bytes transferred by rclone",
+            transferred_bytes.clone(),
+        );
+        let transferred_files = Counter::default();
+        registry.register(
+            "transferred_files",
+            "Files transferred by rclone",
+            transferred_files.clone(),
+        );
+        let deleted_files = Counter::default();
+        registry.register(
+            "deleted_files",
+            "Files deleted at the destination by rclone",
+            deleted_files.clone(),
+        );
+        let refusals = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Runs refused by a safety rule",
+            refusals.clone(),
+        );
+        Metrics {
+            registry,
+            syncs,
+            duration,
+            last_success,
+            next_sync,
+            consecutive_failures_gauge,
+            transferred_bytes,
+            transferred_files,
+            deleted_files,
+            refusals,
+            consecutive_failures: AtomicU32::new(0),
+            max_consecutive_failures,
+            ready: AtomicBool::new(false),
+            last_failure: Mutex::new(String::new()),
+        }
+    }
+
+    /// Records a finished run.
+    pub fn record(&self, direction: Direction, result: &Result<Outcome>, elapsed: Duration) {
+        let label = match result {
+            Ok(Outcome::Synced(_)) => "success",
+            Ok(Outcome::Skipped(_)) => "skipped",
+            Err(Error::Refused { .. }) => "refused",
+            Err(_) => "failure",
+        };
+        self.syncs
+            .get_or_create(&SyncLabels {
+                direction: direction.as_str(),
+                result: label,
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        match result {
+            Ok(outcome) => {
+                if let Outcome::Synced(stats) = outcome {
+                    self.transferred_bytes.inc_by(stats.bytes);
+                    self.transferred_files.inc_by(stats.transfers);
+                    self.deleted_files.inc_by(stats.deletes);
+                }
+                self.last_success.set(unix_now());
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if let Error::Refused { rule, .. } = e {
+                    self.refusals.get_or_create(&RuleLabels { rule }).inc();
+                }
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+            }
+        }
+        self.consecutive_failures_gauge
+            .set(i64::from(self.consecutive_failures.load(Ordering::Relaxed)));
+    }
+
+    pub fn set_next_sync(&self, at: DateTime<Local>) {
+        self.next_sync.set(at.timestamp_millis() as f64 / 1000.0);
+    }
+
+    /// The schedule is armed: `/readyz` answers 200 from now on.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// `Ok(())` while healthy, else the reason.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        let failures = self.consecutive_failures.load(Ordering::Relaxed);
+        if failures < self.max_consecutive_failures {
+            return Ok(());
+        }
+        let last = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Err(format!("{failures} consecutive syncs failed; last: {last}"))
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rclone::Stats;
+
+    #[test]
+    fn health_follows_consecutive_failures() {
+        let m = Metrics::new(2);
+        let fail: Result<Outcome> = Err(Error::Interrupted("test"));
+        let ok: Result<Outcome> = Ok(Outcome::Synced(Stats {
+            bytes: 10,
+            transfers: 2,
+            ..Stats::default()
+        }));
+        m.record(Direction::Upload, &fail, Duration::from_secs(1));
+        assert!(m.health().is_ok());
+        m.record(Direction::Upload, &fail, Duration::from_secs(1));
+        assert!(m.health().unwrap_err().contains("2 consecutive"));
+        m.record(Direction::Upload, &ok, Duration::from_secs(1));
+        assert!(m.health().is_ok());
+        let text = m.encode();
+        for needle in [
+            "volume_syncing_operator_syncs_total{direction=\"upload\",result=\"failure\"} 2",
+            "volume_syncing_operator_syncs_total{direction=\"upload\",result=\"success\"} 1",
+            "volume_syncing_operator_transferred_bytes_total 10",
+            "volume_syncing_operator_transferred_files_total 2",
+            "volume_syncing_operator_consecutive_failures 0",
+            "volume_syncing_operator_sync_duration_seconds_count 3",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_counted_by_rule() {
+        let m = Metrics::new(3);
+        let refused: Result<Outcome> = Err(Error::refused("empty-source", "x", "--force"));
+        m.record(Direction::Upload, &refused, Duration::from_millis(5));
+        assert!(
+            m.encode()
+                .contains("volume_syncing_operator_refusals_total{rule=\"empty-source\"} 1")
+        );
+    }
+}
