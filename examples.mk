@@ -1,12 +1,13 @@
 # Runnable examples against the demo's local S3 server (included by the Makefile).
 # Each target starts the server if needed; `make example-stop` stops it.
-#   make example-upload example-restore example-dry-run example-refusal example-schedule example-encrypted
+#   make example-upload example-restore example-dry-run example-refusal example-schedule
+#        example-watch example-metrics example-encrypted
 
 EXAMPLE_STATE := .demo
 EXAMPLE_ENV = eval "$$(scripts/s3-server.sh env $(EXAMPLE_STATE))"
 
 .PHONY: example-server example-stop example-upload example-restore example-dry-run example-refusal \
-	example-schedule example-encrypted examples
+	example-schedule example-watch example-metrics example-encrypted examples
 
 example-server: tools build
 	scripts/s3-server.sh start $(EXAMPLE_STATE)
@@ -27,7 +28,8 @@ example-restore: example-upload
 example-dry-run: example-upload
 	$(EXAMPLE_ENV) && $(BIN) sync-to-remote --dry-run -v -s examples/data -d demo/example -- --max-age 1h
 
-## A safety valve refusing a restore from an empty path into a directory holding data (exit 3).
+## A safety valve refusing a restore that would delete local data (exit 3): the path is empty
+## (rule empty-remote; run as root the directory is root-owned, so rule foreign-owner fires first).
 example-refusal: example-server
 	mkdir -p $(EXAMPLE_STATE)/precious && echo keep > $(EXAMPLE_STATE)/precious/data.txt
 	$(EXAMPLE_ENV) && $(BIN) remote-to-local-sync -s demo/no-such-path -d $(EXAMPLE_STATE)/precious; \
@@ -39,8 +41,27 @@ example-schedule: example-server
 	$(EXAMPLE_ENV) && { $(BIN) sync-to-remote --schedule '@every 2s' --pid-path $(EXAMPLE_STATE)/vso.pid \
 	  -s examples/data -d demo/scheduled & sleep 5; $(BIN) interrupt --pid-path $(EXAMPLE_STATE)/vso.pid; }
 
+## Sync on change: a file written into the watched tree is uploaded within ~1s, then the
+## preStop-style interrupt runs the final sync.
+example-watch: example-server
+	rm -rf $(EXAMPLE_STATE)/watched && cp -r examples/data $(EXAMPLE_STATE)/watched
+	$(EXAMPLE_ENV) && { $(BIN) sync-to-remote --watch --debounce 500ms --pid-path $(EXAMPLE_STATE)/watch.pid \
+	  -s $(EXAMPLE_STATE)/watched -d demo/watched & sleep 2; \
+	  echo "written at $$(date)" > $(EXAMPLE_STATE)/watched/new-file.txt; sleep 2; \
+	  $(BIN) interrupt --pid-path $(EXAMPLE_STATE)/watch.pid; }
+	test -f $(EXAMPLE_STATE)/s3/demo/watched/new-file.txt && echo "new-file.txt is on the remote"
+
+## Metrics and health of a scheduled sidecar: scrape /metrics and /healthz, then stop it.
+example-metrics: example-server
+	$(EXAMPLE_ENV) && { $(BIN) sync-to-remote --schedule '@every 1m' --metrics-address 127.0.0.1:19090 \
+	  --pid-path $(EXAMPLE_STATE)/metrics.pid -s examples/data -d demo/metrics & sleep 2; \
+	  python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:19090/healthz").read().decode()); \
+	    print(u.urlopen("http://127.0.0.1:19090/metrics").read().decode())' | grep -v '^#'; \
+	  $(BIN) interrupt --pid-path $(EXAMPLE_STATE)/metrics.pid; }
+
 ## End-to-end encryption with a passphrase: the server stores only ciphertext.
 example-encrypted: example-server
+	rm -rf $(EXAMPLE_STATE)/decrypted
 	$(EXAMPLE_ENV) && export ENCRYPTION_PASSPHRASE='demo passphrase, back it up' && \
 	  $(BIN) sync-to-remote -s examples/data -d demo/encrypted && \
 	  $(BIN) remote-to-local-sync -s demo/encrypted -d $(EXAMPLE_STATE)/decrypted
@@ -48,5 +69,6 @@ example-encrypted: example-server
 	@echo "stored names:" && find $(EXAMPLE_STATE)/s3/demo/encrypted -type f | head -3
 
 ## Run all examples, then stop the server.
-examples: example-restore example-dry-run example-refusal example-schedule example-encrypted
+examples: example-restore example-dry-run example-refusal example-schedule example-watch \
+	example-metrics example-encrypted
 	$(MAKE) example-stop
