@@ -240,124 +240,46 @@ mod tests {
 
     #[test]
     fn valid_and_invalid_command_lines() {
-        let ok: &[&[&str]] = &[
-            &["sync-to-remote", "-s", "/data", "-d", "b/p"],
-            &[
-                "sync-to-remote",
-                "-s",
-                "/data",
-                "-d",
-                "b/p",
-                "-x",
-                "--dry-run",
-                "-vv",
-            ],
-            &[
-                "sync-to-remote",
-                "-s",
-                "/d",
-                "-d",
-                "b",
-                "--",
-                "--transfers",
-                "16",
-            ],
-            &[
-                "remote-to-local-sync",
-                "-s",
-                "b/p",
-                "-d",
-                "/data",
-                "--if-local-empty",
-            ],
-            &[
-                "remote-to-local-sync",
-                "-s",
-                "b",
-                "-d",
-                "/d",
-                "-c",
-                "f",
-                "--no-template",
-            ],
-            &[
-                "sync-to-remote",
-                "-s",
-                "/d",
-                "-d",
-                "b",
-                "--schedule",
-                "@every 1m",
-            ],
-            &[
-                "sync-to-remote",
-                "-s",
-                "/d",
-                "-d",
-                "b",
-                "--schedule",
-                "@daily",
-                "--shutdown-timeout",
-                "30s",
-            ],
-            &["interrupt"],
-            &["interrupt", "--pid-path", "/tmp/x.pid", "--timeout", "1m"],
+        let ok = [
+            "sync-to-remote -s /data -d b/p",
+            "sync-to-remote -s /data -d b/p -x --dry-run -vv",
+            "sync-to-remote -s /d -d b -- --transfers 16",
+            "remote-to-local-sync -s b/p -d /data --if-local-empty",
+            "remote-to-local-sync -s b -d /d -c f --no-template",
+            "sync-to-remote -s /d -d b --schedule @hourly",
+            "sync-to-remote -s /d -d b --schedule @daily --shutdown-timeout 30s",
+            "sync-to-remote -s /d -d b --watch --debounce 1s --min-interval 1m",
+            "sync-to-remote -s /d -d b --watch --schedule @hourly --pid-path /p",
+            "sync-to-remote -s /d -d b --watch --metrics-address 127.0.0.1:0",
+            "remote-to-local-sync -s b -d /d --schedule @hourly --metrics-address :9090",
+            "interrupt",
+            "interrupt --pid-path /tmp/x.pid --timeout 1m",
         ];
-        for args in ok {
-            assert!(parse(args).is_ok(), "should parse: {args:?}");
+        for line in ok {
+            assert!(
+                parse(&line.split_whitespace().collect::<Vec<_>>()).is_ok(),
+                "should parse: {line}"
+            );
         }
-        let bad: &[&[&str]] = &[
-            &["sync-to-remote", "-s", "/data"],
-            &["sync-to-remote", "-d", "b"],
-            &["sync-to-remote", "-s", "/d", "-d", "b", "-c", "f"],
-            &["sync-to-remote", "-s", "/d", "-d", "b", "--no-template"],
-            &[
-                "sync-to-remote",
-                "-s",
-                "/d",
-                "-d",
-                "b",
-                "--shutdown-timeout",
-                "1m",
-            ],
-            &["sync-to-remote", "-s", "/d", "-d", "b", "--pid-path", "/x"],
-            &[
-                "sync-to-remote",
-                "-s",
-                "/d",
-                "-d",
-                "b",
-                "--metrics-address",
-                "127.0.0.1:9090",
-            ],
-            &["sync-to-remote", "-s", "/d", "-d", "b", "--debounce", "1s"],
-            &["remote-to-local-sync", "-s", "b", "-d", "/d", "--watch"],
-            &[
-                "sync-to-remote",
-                "-s",
-                "/d",
-                "-d",
-                "b",
-                "--schedule",
-                "@daily",
-                "--max-consecutive-failures",
-                "0",
-            ],
-            &["sync-to-remote", "-s", "/d", "-d", "b", "--if-local-empty"],
-            &[
-                "remote-to-local-sync",
-                "-s",
-                "b",
-                "-d",
-                "/d",
-                "--force-even-if-remote-would-be-cleared",
-            ],
-            &["interrupt", "--timeout", "soon"],
-            &["no-such-command"],
+        let bad = [
+            "sync-to-remote -s /data",
+            "sync-to-remote -d b",
+            "sync-to-remote -s /d -d b -c f",
+            "sync-to-remote -s /d -d b --no-template",
+            "sync-to-remote -s /d -d b --shutdown-timeout 1m",
+            "sync-to-remote -s /d -d b --pid-path /x",
+            "sync-to-remote -s /d -d b --metrics-address 127.0.0.1:9090",
+            "sync-to-remote -s /d -d b --debounce 1s",
+            "remote-to-local-sync -s b -d /d --watch",
+            "sync-to-remote -s /d -d b --schedule @daily --max-consecutive-failures 0",
+            "sync-to-remote -s /d -d b --if-local-empty",
+            "remote-to-local-sync -s b -d /d --force-even-if-remote-would-be-cleared",
+            "interrupt --timeout soon",
+            "no-such-command",
         ];
-        for args in bad {
-            let err = parse(args).expect_err(&format!("should fail: {args:?}"));
-            assert_eq!(err.exit_code(), 2, "usage errors exit 2: {args:?}");
+        for line in bad {
+            let err = parse(&line.split_whitespace().collect::<Vec<_>>()).expect_err(line);
+            assert_eq!(err.exit_code(), 2, "usage errors exit 2: {line}");
         }
     }
 }

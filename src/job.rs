@@ -239,7 +239,8 @@ impl Job {
             .await
     }
 
-    async fn upload(&self, abort: &mut Abort) -> Result<Outcome> {
+    /// The checks before any upload, full or incremental: the valves, then the key check.
+    async fn check_upload(&self, abort: &mut Abort) -> Result<()> {
         let o = &self.overrides;
         safety::check_upload(
             &self.local,
@@ -250,6 +251,11 @@ impl Job {
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
         }
+        Ok(())
+    }
+
+    async fn upload(&self, abort: &mut Abort) -> Result<Outcome> {
+        self.check_upload(abort).await?;
         let stats = self
             .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
             .await?;
@@ -264,16 +270,7 @@ impl Job {
         delete: &[String],
         abort: &mut Abort,
     ) -> Result<Outcome> {
-        let o = &self.overrides;
-        safety::check_upload(
-            &self.local,
-            !self.no_delete,
-            o.upload_empty,
-            o.upload_partial,
-        )?;
-        if let Some(check) = &self.key_check {
-            unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
-        }
+        self.check_upload(abort).await?;
         let delete = if self.no_delete { &[][..] } else { delete };
         if upload.is_empty() && delete.is_empty() {
             return Ok(Outcome::Skipped(
