@@ -40,15 +40,17 @@ use supervisor::{LongRunning, Signals};
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<()> {
-    // Signals are caught from the start, so no exit path skips the clean-up.
+    if let Command::Interrupt(args) = &cli.command {
+        // Keeps the default signal handling: Ctrl-C stops the waiting.
+        let path = args.pid_path.clone().unwrap_or_else(default_pid_path);
+        return pidfile::interrupt(&path, args.timeout).await;
+    }
+    // Signals are caught before anything is created, so no exit path skips the clean-up.
     let signals = Signals::new()?;
     let plan = match cli.command {
         Command::SyncToRemote(args) => plan::upload(args, cli.verbose).await?,
         Command::RemoteToLocalSync(args) => plan::restore(args, cli.verbose).await?,
-        Command::Interrupt(args) => {
-            let path = args.pid_path.unwrap_or_else(default_pid_path);
-            return pidfile::interrupt(&path, args.timeout).await;
-        }
+        Command::Interrupt(_) => unreachable!("handled above"),
     };
     let result = match plan.long_running {
         None => supervisor::run_once(&plan.job, signals).await,
