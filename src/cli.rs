@@ -194,12 +194,7 @@ pub struct ScheduleArgs {
 
     /// Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 0.0.0.0:9090) while
     /// running with --schedule or --watch. Off by default.
-    #[arg(
-        long,
-        env = "METRICS_ADDRESS",
-        value_name = "HOST:PORT",
-        requires = "long_running"
-    )]
+    #[arg(long, value_name = "HOST:PORT", requires = "long_running")]
     pub metrics_address: Option<String>,
 
     /// /healthz answers 503 after this many consecutive failed syncs, 200 again after a success.

@@ -116,17 +116,24 @@ impl From<std::io::Error> for Error {
     }
 }
 
-/// Converts a result into the process exit code, printing the error chain once.
-pub fn report(result: Result<(), Error>) -> ExitCode {
+/// Converts a result into the process exit code, reporting the error chain once: as an
+/// `error: …` line, or, when the log is JSON, as one more JSON event (so every line parses).
+pub fn report(result: Result<(), Error>, json_log: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
             // `{:#}` on anyhow prints the whole context chain on one line.
-            match &e {
-                Error::Other(inner) => eprintln!("error: {inner:#}"),
-                other => eprintln!("error: {other}"),
+            let message = match &e {
+                Error::Other(inner) => format!("{inner:#}"),
+                other => other.to_string(),
+            };
+            let exit_code = e.exit_code();
+            if json_log {
+                tracing::error!(exit_code, "{message}");
+            } else {
+                eprintln!("error: {message}");
             }
-            ExitCode::from(e.exit_code())
+            ExitCode::from(exit_code)
         }
     }
 }

@@ -160,52 +160,40 @@ impl Job {
     /// Logs the one summary line of a run; `next_run` when a schedule or watch goes on.
     pub fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>) {
         let (source, destination) = self.source_and_destination();
-        let direction = self.direction.as_str();
-        let duration_seconds = report.elapsed.as_secs_f64();
-        let attempts = report.attempts;
-        let kind = report.kind;
-        let next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default();
-        match &report.result {
-            Ok(Outcome::Synced(s)) => tracing::info!(
-                direction,
-                source,
-                destination,
-                result = "success",
-                duration_seconds,
-                attempts,
-                transferred_files = s.transfers,
-                transferred_bytes = s.bytes,
-                deleted_files = s.deletes,
-                errors = s.errors,
-                dry_run = self.dry_run,
-                kind,
-                next_run,
-                "sync finished"
-            ),
-            Ok(Outcome::Skipped(why)) => tracing::info!(
-                direction,
-                source,
-                destination,
-                result = "skipped",
-                duration_seconds,
-                next_run,
-                "sync skipped: {why}"
-            ),
-            Err(e) => tracing::error!(
-                direction,
-                source,
-                destination,
-                result = if matches!(e, Error::Refused { .. }) {
-                    "refused"
-                } else {
-                    "failure"
-                },
-                duration_seconds,
-                attempts,
-                kind,
-                next_run,
-                "sync failed: {e}"
-            ),
+        let zero = Stats::default();
+        let (result, stats, message) = match &report.result {
+            Ok(Outcome::Synced(stats)) => ("success", stats, "sync finished".to_string()),
+            Ok(Outcome::Skipped(why)) => ("skipped", &zero, format!("sync skipped: {why}")),
+            Err(e @ Error::Refused { .. }) => ("refused", &zero, format!("sync failed: {e}")),
+            Err(e) => ("failure", &zero, format!("sync failed: {e}")),
+        };
+        // Every summary line carries every field, whatever the result, so log queries and
+        // dashboards can rely on them.
+        macro_rules! summary {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    direction = self.direction.as_str(),
+                    source,
+                    destination,
+                    result,
+                    duration_seconds = report.elapsed.as_secs_f64(),
+                    attempts = report.attempts,
+                    transferred_files = stats.transfers,
+                    transferred_bytes = stats.bytes,
+                    deleted_files = stats.deletes,
+                    errors = stats.errors,
+                    dry_run = self.dry_run,
+                    kind = report.kind,
+                    next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    "{message}"
+                )
+            };
+        }
+        if report.result.is_ok() {
+            summary!(tracing::Level::INFO);
+        } else {
+            summary!(tracing::Level::ERROR);
         }
     }
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use volume_syncing_operator::cli::Cli;
+use volume_syncing_operator::cli::{Cli, LogFormat};
 use volume_syncing_operator::error::report;
 use volume_syncing_operator::{logging, run};
 
@@ -17,9 +17,10 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cli.verbose, cli.log_format);
+    let json_log = cli.log_format == LogFormat::Json;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("cannot start the async runtime");
-    report(runtime.block_on(run(cli)))
+    report(runtime.block_on(run(cli)), json_log)
 }

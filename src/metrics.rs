@@ -7,6 +7,10 @@
 //!   reaches `--max-consecutive-failures` and 200 again after a success. A refusal by a safety
 //!   valve counts as a failure (the backup did not happen); a skipped run does not.
 //! - The state is updated only by the supervisor after each run, so the HTTP side only reads.
+//! - Every series whose labels are known in advance (both directions × every result, every
+//!   safety rule) exists from the start with 0: a family without series is not exported at all,
+//!   and a series that appears at 1 hides its first increase from `increase()`/`rate()`, so an
+//!   alert on the first failure or refusal would never fire.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -22,6 +26,19 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::{Error, Result};
 use crate::job::{Direction, Outcome};
+
+/// The values of the `result` label of `syncs_total`.
+const RESULTS: [&str; 4] = ["success", "skipped", "refused", "failure"];
+
+/// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety` and `crypt`).
+const RULES: [&str; 6] = [
+    "empty-source",
+    "restore-in-progress",
+    "system-directory",
+    "foreign-owner",
+    "empty-remote",
+    "encryption-key-mismatch",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SyncLabels {
@@ -115,6 +132,18 @@ impl Metrics {
             "Runs refused by a safety rule",
             refusals.clone(),
         );
+        for direction in [Direction::Upload, Direction::Restore] {
+            for result in RESULTS {
+                // Creating the series is the point; the guard is released at once.
+                drop(syncs.get_or_create(&SyncLabels {
+                    direction: direction.as_str(),
+                    result,
+                }));
+            }
+        }
+        for rule in RULES {
+            drop(refusals.get_or_create(&RuleLabels { rule }));
+        }
         Metrics {
             registry,
             syncs,
@@ -255,5 +284,22 @@ mod tests {
             m.encode()
                 .contains("volume_syncing_operator_refusals_total{rule=\"empty-source\"} 1")
         );
+    }
+
+    #[test]
+    fn every_known_series_exists_from_the_start() {
+        let text = Metrics::new(3).encode();
+        for direction in ["upload", "restore"] {
+            for result in RESULTS {
+                let needle = format!(
+                    "volume_syncing_operator_syncs_total{{direction=\"{direction}\",result=\"{result}\"}} 0\n"
+                );
+                assert!(text.contains(&needle), "{needle} missing in\n{text}");
+            }
+        }
+        for rule in RULES {
+            let needle = format!("volume_syncing_operator_refusals_total{{rule=\"{rule}\"}} 0\n");
+            assert!(text.contains(&needle), "{needle} missing in\n{text}");
+        }
     }
 }

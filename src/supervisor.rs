@@ -243,7 +243,12 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
                 state.changes.need_full("periodic full sync (--full-sync-every)");
                 state.start("periodic full sync");
             }
-            () = next_change(&mut watcher, &mut state.changes) => state.last_change = Instant::now(),
+            changed = next_change(&mut watcher, &mut state.changes) => {
+                // Reads (rclone's own included) must not postpone a pending sync forever.
+                if changed {
+                    state.last_change = Instant::now();
+                }
+            }
             (report, changes) = join(&mut state.running) => {
                 state.running = None;
                 state.finished(report, changes);
@@ -275,6 +280,9 @@ async fn shutdown(
 ) -> Result<()> {
     let timeout = state.mode.shutdown_timeout;
     let mut abort = state.abort.clone();
+    // No run is planned any more: summaries and metrics must not announce one.
+    state.next_tick = None;
+    state.next_full = None;
     let final_sync = async {
         if let Some(running) = state.running.take() {
             tracing::info!("waiting for the running sync to finish");
@@ -343,7 +351,7 @@ async fn join(running: &mut Option<Running>) -> (Report, Changes) {
     }
 }
 
-async fn next_change(watcher: &mut Option<TreeWatcher>, changes: &mut Changes) {
+async fn next_change(watcher: &mut Option<TreeWatcher>, changes: &mut Changes) -> bool {
     match watcher {
         Some(w) => w.next(changes).await,
         None => std::future::pending().await,

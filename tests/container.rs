@@ -13,7 +13,8 @@
 //! `pod_from_the_kubernetes_manifest` takes the containers' args and the preStop command from
 //! deploy/kubernetes/deployment.yaml, substituting only the remote path (`my-bucket/app` →
 //! `bucket/<unique>`) and the sidecar's schedule (→ `@every 3s`), so the manifest and the test
-//! cannot drift apart.
+//! cannot drift apart. It also probes the sidecar's liveness path and `/metrics` on the port
+//! the manifest names `metrics`, over the container network, as the kubelet and Prometheus do.
 
 mod support;
 
@@ -301,6 +302,44 @@ impl Lab {
         ]);
         flags.extend(self.remote_env());
         flags
+    }
+
+    /// `GET http://<container>:<port><path>` from another container on the network, as the
+    /// kubelet or Prometheus would (with the image's rclone: `rclone copyurl URL -` prints the
+    /// body and fails on a non-2xx status). Returns the body.
+    #[track_caller]
+    fn http_get(&mut self, container: &str, port: u64, path: &str) -> String {
+        let name = self.name("probe");
+        self.guard.containers.push(name.clone());
+        let url = format!("http://{container}:{port}{path}");
+        let out = docker_run_raw(
+            &strings(&[
+                "run",
+                "--rm",
+                "--name",
+                &name,
+                "--network",
+                &self.network,
+                "--user",
+                IMAGE_UID,
+                "--read-only",
+                "--tmpfs",
+                "/tmp:rw,mode=1777",
+                "--entrypoint",
+                "/usr/local/bin/rclone",
+                &image(),
+                "--config",
+                "/dev/null",
+                "--retries",
+                "1",
+                "copyurl",
+                &url,
+                "-",
+            ]),
+            None,
+        );
+        assert_eq!(out.code, 0, "GET {url} failed:\n{}", out.all());
+        out.stdout
     }
 
     /// Runs the image to completion with `mounts` (`-v` values) and `args`; returns its output.
@@ -598,6 +637,11 @@ struct ManifestContainer {
     restart_policy: Option<String>,
     mounts: BTreeMap<String, String>,
     read_only_root: bool,
+    /// `containerPort` of the port named `metrics`.
+    metrics_port: Option<u64>,
+    /// The livenessProbe: (httpGet path, httpGet port).
+    liveness: Option<(String, Value)>,
+    has_readiness_probe: bool,
 }
 
 fn string_list(value: &Value, what: &str) -> Vec<String> {
@@ -660,6 +704,21 @@ fn container(workload: &Value, name: &str) -> ManifestContainer {
             })
             .unwrap_or_default(),
         read_only_root: found["securityContext"]["readOnlyRootFilesystem"].as_bool() == Some(true),
+        metrics_port: found["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"].as_str() == Some("metrics"))
+            .and_then(|p| p["containerPort"].as_u64()),
+        liveness: found["livenessProbe"]["httpGet"]["path"]
+            .as_str()
+            .map(|path| {
+                (
+                    path.to_string(),
+                    found["livenessProbe"]["httpGet"]["port"].clone(),
+                )
+            }),
+        has_readiness_probe: found.get("readinessProbe").is_some(),
     }
 }
 
@@ -770,6 +829,48 @@ fn manifests_are_consistent() {
             "{rel}: terminationGracePeriodSeconds {grace} must exceed --shutdown-timeout {shutdown:?}"
         );
 
+        // Observability: the sidecar serves on the port named `metrics`, which the liveness
+        // probe and the Prometheus annotations point at; no readiness probe (a sidecar's
+        // readiness is part of the pod's, so a broken remote would take the app out of its
+        // Services; see the comment in the manifests).
+        let address = flag_value(&sidecar.args, "--metrics-address")
+            .unwrap_or_else(|| panic!("{rel}: the sidecar has no --metrics-address"));
+        let port: u64 = address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("{rel}: --metrics-address {address} has no port"));
+        assert!(
+            address.starts_with("0.0.0.0:"),
+            "{rel}: the kubelet and Prometheus connect to the pod IP, not localhost"
+        );
+        assert_eq!(sidecar.metrics_port, Some(port), "{rel}: port `metrics`");
+        let (path, probe_port) = sidecar
+            .liveness
+            .as_ref()
+            .unwrap_or_else(|| panic!("{rel}: the sidecar has no httpGet livenessProbe"));
+        assert_eq!(path, "/healthz", "{rel}");
+        assert!(
+            probe_port.as_str() == Some("metrics") || probe_port.as_u64() == Some(port),
+            "{rel}: the livenessProbe does not probe the metrics port: {probe_port:?}"
+        );
+        assert!(!sidecar.has_readiness_probe, "{rel}: readinessProbe");
+        let annotations = &workload["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/scrape"].as_str(),
+            Some("true"),
+            "{rel}"
+        );
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some(port.to_string().as_str()),
+            "{rel}"
+        );
+        assert_eq!(
+            annotations["prometheus.io/path"].as_str(),
+            Some("/metrics"),
+            "{rel}"
+        );
+
         let native = is_in_init_containers(workload, "volume-syncing-sidecar");
         if rel.contains("classic") {
             assert!(
@@ -827,6 +928,20 @@ fn pod_from_the_kubernetes_manifest() {
     // The native sidecar starts before the app and syncs on its schedule.
     let side = lab.start_vso("volume-syncing-sidecar", &mount, &sidecar_args);
     lab.wait_for_logs(&side, "result=\"success\"", 1);
+    // What the kubelet's liveness probe and Prometheus see, on the manifest's port.
+    let port = sidecar.metrics_port.expect("the sidecar's metrics port");
+    let (liveness_path, _) = sidecar
+        .liveness
+        .clone()
+        .expect("the sidecar's livenessProbe");
+    assert_eq!(lab.http_get(&side, port, &liveness_path), "ok\n");
+    let metrics = lab.http_get(&side, port, "/metrics");
+    assert!(
+        metrics.contains(
+            "volume_syncing_operator_syncs_total{direction=\"upload\",result=\"success\"} "
+        ) && metrics.ends_with("# EOF\n"),
+        "{metrics}"
+    );
     lab.app_write(&data, "app/first.txt", b"first write\n");
     support::wait_until(
         "a scheduled sync uploads the app's first write",

@@ -656,3 +656,51 @@ impl S3Server {
         );
     }
 }
+
+/// A response from the binary's HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+/// `GET path` on `address` (HOST:PORT) with a raw HTTP/1.1 request over a `TcpStream`; reads
+/// until the server closes the connection and checks `Content-Length` against the body.
+pub fn http_get(address: &str, path: &str) -> std::io::Result<HttpResponse> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no end of the head in {text:?}")))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    if let Some(len) = headers.get("content-length") {
+        assert_eq!(
+            len.parse::<usize>().ok(),
+            Some(body.len()),
+            "Content-Length of GET {path} does not match its body"
+        );
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
