@@ -59,13 +59,14 @@ impl TreeWatcher {
         })
     }
 
-    /// Waits for the next event and records it in `changes`.
-    pub async fn next(&mut self, changes: &mut Changes) {
+    /// Waits for the next event and records it in `changes`; true if it was a change (not a
+    /// read or a metadata change, which are ignored and must not restart the quiet period).
+    pub async fn next(&mut self, changes: &mut Changes) -> bool {
         match self.events.recv().await {
             Some(event) => changes.record(&self.root, event),
             None => {
                 changes.need_full("the file watcher stopped");
-                std::future::pending::<()>().await;
+                std::future::pending::<bool>().await
             }
         }
     }
@@ -127,44 +128,53 @@ impl Changes {
         }
     }
 
-    fn record(&mut self, root: &Path, event: notify::Result<Event>) {
+    /// Records one event; true if it was a change to sync (reads, metadata changes and this
+    /// program's own files are not).
+    fn record(&mut self, root: &Path, event: notify::Result<Event>) -> bool {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
                 let text = describe(&e);
                 tracing::error!("file watcher: {text}");
                 self.need_full(format!("the file watcher reported an error: {text}"));
-                return;
+                return true;
             }
         };
         if event.need_rescan() {
             self.need_full("the file watcher's event queue overflowed");
-            return;
+            return true;
         }
         if matches!(
             event.kind,
             EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
         ) {
-            return;
+            return false;
         }
+        let mut changed = false;
         for path in &event.paths {
             match path.strip_prefix(root) {
                 Ok(rel) if rel.as_os_str().is_empty() => {
-                    self.need_full("the watched directory itself changed")
+                    self.need_full("the watched directory itself changed");
+                    changed = true;
                 }
                 Ok(rel) if is_internal(rel) => {}
                 Ok(rel) => {
                     self.paths.insert(rel.to_path_buf());
+                    changed = true;
                 }
-                Err(_) => self.need_full(format!(
-                    "an event outside the watched tree: {}",
-                    path.display()
-                )),
+                Err(_) => {
+                    self.need_full(format!(
+                        "an event outside the watched tree: {}",
+                        path.display()
+                    ));
+                    changed = true;
+                }
             }
         }
         if self.paths.len() > MAX_INCREMENTAL_PATHS {
             self.need_full(format!("more than {MAX_INCREMENTAL_PATHS} paths changed"));
         }
+        changed
     }
 
     /// Turns the recorded changes into a plan, looking at what exists now under `root`.
@@ -262,6 +272,31 @@ mod tests {
                 delete: vec!["+ /gone.txt".into(), "+ /gone.txt/**".into()],
             }
         );
+    }
+
+    #[test]
+    fn reads_and_metadata_changes_are_not_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut changes = Changes::default();
+        let file = root.join("f");
+        let open = EventKind::Access(notify::event::AccessKind::Open(
+            notify::event::AccessMode::Any,
+        ));
+        let chmod = EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any));
+        assert!(!changes.record(root, event(open, &file)));
+        assert!(!changes.record(root, event(open, root)));
+        assert!(!changes.record(root, event(chmod, &file)));
+        assert!(!changes.record(
+            root,
+            event(
+                EventKind::Create(CreateKind::File),
+                &root.join(".volume-syncing-operator.keycheck"),
+            )
+        ));
+        assert!(changes.is_empty());
+        assert!(changes.record(root, event(EventKind::Create(CreateKind::File), &file)));
+        assert!(!changes.is_empty());
     }
 
     #[test]
