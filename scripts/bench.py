@@ -11,6 +11,13 @@
   bench.py phases OUT.jsonl -- CMD…   runs our binary (CMD must include --log-format json) with
                                  debug events and splits its wall time at "started rclone" and
                                  "sync finished": before rclone, rclone, after rclone
+  bench.py summary OUT.jsonl LABEL -- CMD…  runs our binary (CMD must include --log-format json)
+                                 once; records the `duration_seconds` and `kind` of its summary
+  bench.py watch OUT.jsonl LABEL TREE OBJECTS RUNS -- CMD…  runs a `--watch` process (CMD must
+                                 include --log-format json) on TREE, whose objects the S3 server
+                                 stores under OBJECTS; after its first sync, RUNS times: rewrite
+                                 one file, time until the object holds the new bytes (polled),
+                                 then read that sync's summary; then SIGTERM
   bench.py report RESULTS_DIR OUT.md  writes the report from the results and facts.env
 """
 
@@ -199,6 +206,120 @@ def phases(out_path, cmd):
         f.write(json.dumps(result) + "\n")
 
 
+def summary_of(line):
+    """The summary event of a sync in a JSON log line, or None."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    msg = event.get("message", "")
+    if msg == "sync finished" or msg.startswith("sync failed") or msg.startswith("sync skipped"):
+        return event
+    return None
+
+
+def summary(out_path, label, cmd):
+    """One run of a one-shot sync: its summary's duration and kind, and the process's wall time."""
+    start = time.monotonic()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = {"label": label, "exit_code": proc.returncode, "total": time.monotonic() - start}
+    for line in proc.stderr.splitlines():
+        event = summary_of(line)
+        if event is not None:
+            result.update(result=event.get("result"), kind=event.get("kind"),
+                          seconds=float(event.get("duration_seconds", "nan")),
+                          transferred_files=event.get("transferred_files"))
+    with open(out_path, "a") as f:
+        f.write(json.dumps(result) + "\n")
+
+
+def watch(out_path, label, tree, objects, runs, cmd):
+    """Change-to-remote latency in watch mode: the time from the write of one file (after its
+    close) until the S3 server's data directory holds the new bytes, polled every 2 ms; and the
+    duration of the sync that carried it, from its summary."""
+    import queue
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    summaries = queue.Queue()
+    log_tail = []
+
+    def read_log():
+        for line in proc.stderr:
+            log_tail.append(line)
+            del log_tail[:-50]
+            event = summary_of(line)
+            if event is not None:
+                summaries.put(event)
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    result = {"label": label, "latency": [], "incremental": [], "kinds": [], "errors": []}
+
+    def next_summary(timeout):
+        try:
+            return summaries.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    first = next_summary(900)
+    if first is None:
+        result["errors"].append("no first sync")
+    else:
+        result["first_kind"] = first.get("kind")
+        result["first_result"] = first.get("result")
+        result["first_seconds"] = float(first.get("duration_seconds", "nan"))
+    files = sorted(os.path.relpath(os.path.join(d, n), tree)
+                   for d, _, names in os.walk(tree) for n in names)
+    rnd = random.Random(7)
+    time.sleep(1.0)
+    for i in range(runs if first is not None and first.get("result") == "success" else 0):
+        rel = files[rnd.randrange(len(files))]
+        content = f"watch run {label} {i}\n".encode() + rnd.randbytes(rnd.randint(512, 4096))
+        target = os.path.join(objects, rel)
+        with open(os.path.join(tree, rel), "wb") as f:
+            f.write(content)
+        t0 = time.monotonic()
+        deadline = t0 + 300
+        while time.monotonic() < deadline:
+            try:
+                with open(target, "rb") as f:
+                    if f.read() == content:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        else:
+            result["errors"].append(f"run {i}: {rel} did not reach the remote within 300 s")
+            break
+        result["latency"].append(time.monotonic() - t0)
+        event = next_summary(300)
+        if event is None:
+            result["errors"].append(f"run {i}: no summary for the sync")
+            break
+        result["kinds"].append(event.get("kind"))
+        if event.get("result") != "success":
+            result["errors"].append(f"run {i}: {event.get('message')}")
+        elif event.get("kind") == "incremental":
+            result["incremental"].append(float(event["duration_seconds"]))
+        # Any later summary would belong to this change too (none is expected): let it pass.
+        time.sleep(1.0)
+        while not summaries.empty():
+            extra = summaries.get()
+            result["errors"].append(f"run {i}: an extra sync ({extra.get('kind')})")
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # final sync (nothing to do), then exit
+        try:
+            proc.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=5)
+    result["exit_code"] = proc.returncode
+    if result["errors"] or proc.returncode != 0:
+        result["log_tail"] = "".join(log_tail[-10:])
+    with open(out_path, "a") as f:
+        f.write(json.dumps(result) + "\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # The report
 
@@ -255,6 +376,126 @@ def verdict(value, target):
     if value is None:
         return "not measured"
     return "target met" if value <= target else "**target missed**"
+
+
+def seconds(x):
+    return f"{x:.3f} s" if x >= 1 else ms(x)
+
+
+def seconds_row(label, xs):
+    if not xs:
+        return f"| {label} | — | — | — | — | 0 |"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return (f"| {label} | **{seconds(statistics.median(xs))}** | {seconds(min(xs))} "
+            f"| {seconds(max(xs))} | {seconds(sd)} | {len(xs)} |")
+
+
+def load_watch(results):
+    """The watch-mode results: per debounce label, and the one-shot full no-change syncs."""
+    runs = load_lines(os.path.join(results, "watch.jsonl"))
+    full = [x for x in load_lines(os.path.join(results, "watch-full.jsonl"))
+            if x.get("exit_code") == 0 and x.get("result") == "success"]
+    return runs, full
+
+
+def watch_summary_rows(results, F):
+    runs, full = load_watch(results)
+    if not runs:
+        return ["| 5. watch mode | not measured | — |"]
+    full_med = statistics.median([x["seconds"] for x in full]) if full else None
+    parts = []
+    for r in runs:
+        if r["latency"]:
+            parts.append(f"latency {seconds(statistics.median(r['latency']))} with "
+                         f"{debounce_label(r['label'])}")
+    incremental = [x for r in runs for x in r["incremental"]]
+    rows = [f"| 5. watch mode, one changed file in {F('watch_files')} files | "
+            + ("; ".join(parts) or "—") + " | — |"]
+    if incremental and full_med:
+        rows.append(f"| 5. incremental sync ÷ full no-change sync, {F('watch_files')} files | "
+                    f"{statistics.median(incremental) / full_med:.3f} | — |")
+    return rows
+
+
+def debounce_label(label):
+    return f"`--debounce {label}`" + (" (the default)" if label == "2s" else "")
+
+
+def watch_section(results, F, w):
+    runs, full = load_watch(results)
+    w(f"## 5. Watch mode: one changed file in a tree of {F('watch_files')} files")
+    w("")
+    w(f"A tree of {F('watch_files')} files ({F('watch_tree_bytes')} bytes in "
+      f"{F('watch_tree_dirs')} directories), uploaded once beforehand. A `--watch` process")
+    w("starts (its first sync is a full one, with nothing to transfer); then, "
+      f"{F('watch_runs')} times, one")
+    w("file of the tree, picked at random, is rewritten with new bytes, and the time is taken")
+    w("from the end of that write (the file closed) until the S3 server's data directory holds")
+    w("the new bytes (polled every 2 ms): the **change-to-remote latency**, which includes the")
+    w("quiet period `--debounce` (default 2 s). The sync that carried the change reports its")
+    w("own duration in its summary line (`duration_seconds`, `kind=\"incremental\"`: the valves,")
+    w("then `rclone copy --filter-from … --no-traverse` of the one changed path). It is compared")
+    w("with a **full no-change sync** of the same tree: `sync-to-remote` without `--watch`, the")
+    w("duration from its summary line (`kind=\"full\"`, nothing to transfer).")
+    w("")
+    w("```")
+    for r in runs:
+        w(f"watch:     {F('watch_cmd_' + r['label'])}")
+    w(f"full sync: {F('watch_full_cmd')}")
+    w("```")
+    w("")
+    if not runs:
+        w("Not measured (no results).")
+        w("")
+        return
+    w(TIME_HEADER.replace("command", "figure"))
+    for r in runs:
+        w(seconds_row(f"change-to-remote latency, {debounce_label(r['label'])}", r["latency"]))
+    for r in runs:
+        w(seconds_row(f"— of which the incremental sync (summary), {debounce_label(r['label'])}",
+                      r["incremental"]))
+    w(seconds_row("full no-change sync, one-shot `sync-to-remote` (summary)",
+                  [x["seconds"] for x in full]))
+    w(seconds_row("— the same, whole process (wall time)", [x["total"] for x in full]))
+    w(seconds_row("first sync of each `--watch` process (full, nothing to transfer; summary)",
+                  [r["first_seconds"] for r in runs if "first_seconds" in r]))
+    w("")
+    incremental = [x for r in runs for x in r["incremental"]]
+    if incremental and full:
+        full_med = statistics.median([x["seconds"] for x in full])
+        inc_med = statistics.median(incremental)
+        w(f"**Incremental sync ÷ full no-change sync (medians): {inc_med / full_med:.3f}** "
+          f"({seconds(inc_med)} vs. {seconds(full_med)}, all debounce settings pooled).")
+        w("")
+    for r in runs:
+        if r["latency"]:
+            try:
+                debounce = parse_duration(r["label"])
+            except ValueError:
+                continue
+            beyond = [x - debounce for x in r["latency"]]
+            w(f"- {debounce_label(r['label'])}: latency minus the quiet period, median "
+              f"{seconds(statistics.median(beyond))} (the sync itself, the log and the polling).")
+    w("")
+    kinds = [k for r in runs for k in r["kinds"]]
+    if any(k != "incremental" for k in kinds):
+        w(f"Kinds of the syncs that carried the changes: {kinds} (expected: all incremental).")
+        w("")
+    bad = [r for r in runs if r["errors"] or r.get("exit_code") != 0
+           or r.get("first_kind") != "full"]
+    if bad:
+        w("**Problems during the watch runs:** "
+          + "; ".join(f"`--debounce {r['label']}`: {r['errors']}, exit code {r.get('exit_code')}"
+                      for r in bad))
+        w("")
+
+
+def parse_duration(text):
+    """`2s`, `200ms`, `1m` -> seconds."""
+    for unit, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(unit) and text[:-len(unit)].replace(".", "").isdigit():
+            return float(text[:-len(unit)]) * factor
+    raise ValueError(text)
 
 
 def report(results, out):
@@ -533,15 +774,12 @@ def report(results, out):
     for name in ("static volume-syncing-operator --version", "volume-syncing-operator --version"):
         if st.get(name):
             S.append(f"| 4. `{name}` start-up | {ms(statistics.median(st[name]))} | — |")
-    S.append("| 5. watch mode | does not exist yet | — |")
+    S.extend(watch_summary_rows(results, F))
     S.append("")
     L[summary_at:summary_at] = S
 
     # 5. watch mode
-    w("## 5. Watch mode")
-    w("")
-    w("Not measured: watch mode (sync on file-system events) does not exist yet.")
-    w("")
+    watch_section(results, F, w)
     w("## Reproducing")
     w("")
     w("```sh")
@@ -551,6 +789,7 @@ def report(results, out):
     w("")
     w("Environment: `BENCH_FILES` (2000), `BENCH_SMALL_REMOTE` (10), `BENCH_BIG_REMOTE` (20000),")
     w("`BENCH_RUNS` (10), `BENCH_WARMUP` (2), `BENCH_PASS_RUNS` (2), `BENCH_RSS_RUNS` (5),")
+    w("`BENCH_WATCH_FILES` (20000), `BENCH_WATCH_RUNS` (10),")
     w("`BENCH_OUT` (BENCHMARKS.md), `BENCH_NOTE` (a remark for the report), `BENCH_KEEP=1` (keep")
     w("the work directory), `VSO_BINARY`, `RCLONE_BINARY`. The machine should be otherwise idle:")
     w("the load averages above show whether it was.")
@@ -576,6 +815,12 @@ def main(argv):
     elif cmd == "phases":
         sep = argv.index("--")
         phases(argv[2], argv[sep + 1:])
+    elif cmd == "summary":
+        sep = argv.index("--")
+        summary(argv[2], argv[3], argv[sep + 1:])
+    elif cmd == "watch":
+        sep = argv.index("--")
+        watch(argv[2], argv[3], argv[4], argv[5], int(argv[6]), argv[sep + 1:])
     elif cmd == "report":
         report(argv[2], argv[3])
     else:

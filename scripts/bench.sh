@@ -7,9 +7,12 @@
 #   2. the empty-remote valve on a small and a big flat remote
 #   3. idle and peak RSS in --schedule mode (/proc), rclone's peak separately
 #   4. binary size (static build if `make build-static` exists) and --version start-up
+#   5. watch mode: change-to-remote latency of one changed file in a big tree (default debounce
+#      and --debounce 200ms), and that incremental sync's time vs. a full no-change sync
 #
 # Sizes and repetitions (environment, defaults in brackets):
 #   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
+#   BENCH_WATCH_FILES [20000] files in the watched tree  BENCH_WATCH_RUNS [10] changes per setting
 #   BENCH_RUNS [10] timed runs per command   BENCH_WARMUP [2] warm-up runs per command
 #   BENCH_PASS_RUNS [2] runs per hyperfine pass; passes alternate the order of two commands
 #   BENCH_RSS_RUNS [5] scheduled processes for the memory figures
@@ -26,6 +29,8 @@ big=${BENCH_BIG_REMOTE:-20000}
 runs=${BENCH_RUNS:-10}
 warmup=${BENCH_WARMUP:-2}
 rss_runs=${BENCH_RSS_RUNS:-5}
+watch_files=${BENCH_WATCH_FILES:-20000}
+watch_runs=${BENCH_WATCH_RUNS:-10}
 out=${BENCH_OUT:-BENCHMARKS.md}
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -92,6 +97,8 @@ validation=0 why=()
 [ "$big" = 20000 ] || why+=("BENCH_BIG_REMOTE=$big")
 [ "$runs" -ge 10 ] || why+=("BENCH_RUNS=$runs")
 [ "$rss_runs" -ge 5 ] || why+=("BENCH_RSS_RUNS=$rss_runs")
+[ "$watch_files" = 20000 ] || why+=("BENCH_WATCH_FILES=$watch_files")
+[ "$watch_runs" -ge 10 ] || why+=("BENCH_WATCH_RUNS=$watch_runs")
 [ "${#why[@]}" -eq 0 ] || validation=1
 fact validation "$validation"
 fact validation_why "${why[*]:-}"
@@ -117,6 +124,8 @@ fact runs "$runs"
 fact warmup "$warmup"
 fact pass_runs "$pass_runs"
 fact rss_runs "$rss_runs"
+fact watch_files "$watch_files"
+fact watch_runs "$watch_runs"
 [ "$validation" = 0 ] || echo "bench: validation run (${why[*]}): the report will say so" >&2
 
 # --- data: the tree, and the remotes created directly in the S3 server's data directory --------
@@ -279,6 +288,31 @@ fi
 startup+=(-n "rclone --version (reference)" "$rclone --version")
 hyperfine -N --warmup 5 --runs $((runs < 6 ? 30 : runs * 5)) --export-json "$results/startup-1.json" \
   "${startup[@]}" >&2
+
+# --- 5. watch mode ------------------------------------------------------------------------------------
+step "5. watch mode: one changed file in a tree of $watch_files files"
+wtree=$work/watch-tree
+python3 scripts/bench.py tree "$wtree" "$watch_files"
+fact watch_tree_bytes "$(find "$wtree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')"
+fact watch_tree_dirs "$(find "$wtree" -mindepth 1 -type d | wc -l)"
+"$bin" sync-to-remote -s "$wtree" -d demo/watch 2>"$work/watch-seed.log" ||
+  { cat "$work/watch-seed.log" >&2; die "the upload of the watched tree failed"; }
+# The denominator: a full sync of the same tree with nothing to transfer, as a one-shot run.
+full=("$bin" --log-format json sync-to-remote -s "$wtree" -d demo/watch)
+fact watch_full_cmd "$(show "${full[*]}")"
+for _ in $(seq 1 "$watch_runs"); do
+  python3 scripts/bench.py summary "$results/watch-full.jsonl" full -- "${full[@]}"
+done
+tail -1 "$results/watch-full.jsonl" >&2
+for debounce in 2s 200ms; do
+  watch=("$bin" --log-format json sync-to-remote -s "$wtree" -d demo/watch --watch
+    --pid-path "$work/watch.pid")
+  [ "$debounce" = 2s ] || watch+=(--debounce "$debounce") # 2s is the default
+  fact "watch_cmd_$debounce" "$(show "${watch[*]}")"
+  python3 scripts/bench.py watch "$results/watch.jsonl" "$debounce" "$wtree" "$work/s3/demo/watch" \
+    "$watch_runs" -- "${watch[@]}"
+  tail -1 "$results/watch.jsonl" | cut -c1-600 >&2
+done
 
 # --- the report -------------------------------------------------------------------------------------
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"

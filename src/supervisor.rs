@@ -35,6 +35,9 @@ use crate::rclone::Abort;
 use crate::schedule::{Schedule, format_duration};
 use crate::watch::{Changes, TreeWatcher};
 
+/// The longest a burst of changes waits for a quiet period before it is synced anyway.
+const MAX_DEBOUNCE_WAIT: Duration = Duration::from_secs(60);
+
 /// SIGTERM and SIGINT as one stream of events.
 pub struct Signals {
     term: Signal,
@@ -103,6 +106,8 @@ struct Loop<'a> {
     next_tick: Option<DateTime<Local>>,
     next_full: Option<Instant>,
     last_change: Instant,
+    /// The first change not yet handed to a sync: bounds how long debouncing may wait.
+    first_pending: Option<Instant>,
     last_start: Instant,
     /// After a failure in watch mode: no change-triggered sync before this.
     not_before: Instant,
@@ -113,6 +118,7 @@ impl Loop<'_> {
     /// Starts a sync now.
     fn start(&mut self, why: &str) {
         let changes = std::mem::take(&mut self.changes);
+        self.first_pending = None;
         let plan = match &self.mode.watch {
             Some(_) => changes.plan(&self.job.local),
             None => SyncPlan::Full(why.to_string()),
@@ -138,8 +144,15 @@ impl Loop<'_> {
         if self.changes.is_empty() || self.running.is_some() {
             return None;
         }
+        // A tree that never goes quiet (a log appended every second) is still synced: the
+        // quiet period is not awaited longer than MAX_DEBOUNCE_WAIT (or --debounce, if longer)
+        // after the first pending change.
+        let quiet = self.last_change + watch.debounce;
+        let cap =
+            self.first_pending.unwrap_or(self.last_change) + watch.debounce.max(MAX_DEBOUNCE_WAIT);
         Some(
-            (self.last_change + watch.debounce)
+            quiet
+                .min(cap)
                 .max(self.last_start + watch.min_interval)
                 .max(self.not_before),
         )
@@ -207,6 +220,7 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
         running: None,
         changes,
         last_change: now,
+        first_pending: None,
         last_start: now,
         not_before: now,
         failures: 0,
@@ -247,6 +261,7 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
                 // Reads (rclone's own included) must not postpone a pending sync forever.
                 if changed {
                     state.last_change = Instant::now();
+                    state.first_pending.get_or_insert(state.last_change);
                 }
             }
             (report, changes) = join(&mut state.running) => {
