@@ -353,10 +353,7 @@ fn existing_config_file_with_no_template_works_in_both_directions() {
         config_before,
         "the user's file is left as it was"
     );
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "no private copy is made (or it is removed)"
-    );
+    sandbox.assert_config_removed();
 }
 
 #[test]
@@ -897,7 +894,7 @@ fn private_config_is_removed_after_success_and_after_failure() {
     let sandbox = Sandbox::new();
     let src = sandbox.tree("src", &[("f.txt", b"x\n")]);
     upload(&sandbox, &server, &src, "bucket/app").assert_code(0);
-    assert!(sandbox.leftover_configs().is_empty(), "after success");
+    sandbox.assert_config_removed();
     Vso::s3(&sandbox, &server)
         .env("REMOTE_SECRET_ACCESS_KEY", "wrong")
         .args(["sync-to-remote", "--retries", "0", "-s"])
@@ -906,16 +903,13 @@ fn private_config_is_removed_after_success_and_after_failure() {
         .args(FAIL_FAST)
         .run()
         .assert_code(1);
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "after an rclone failure"
-    );
+    sandbox.assert_config_removed();
     Vso::s3(&sandbox, &server)
         .args(["remote-to-local-sync", "-s", "bucket/app", "-d"])
         .arg(sandbox.path("restored"))
         .run()
         .assert_code(0);
-    assert!(sandbox.leftover_configs().is_empty(), "after a restore");
+    sandbox.assert_config_removed();
     // A refusal by a safety valve (exit 3) happens after the config was rendered.
     let empty = sandbox.dir("empty");
     Vso::s3(&sandbox, &server)
@@ -924,7 +918,7 @@ fn private_config_is_removed_after_success_and_after_failure() {
         .args(["-d", "bucket/app"])
         .run()
         .assert_code(3);
-    assert!(sandbox.leftover_configs().is_empty(), "after a refusal");
+    sandbox.assert_config_removed();
     assert_eq!(
         names(&files_only(&snapshot(&server.path("bucket/app")))),
         ["f.txt"]

@@ -49,8 +49,5 @@ fn round_trip_through_s3_is_byte_identical() {
         files_only(&snapshot(&restored)),
         files_only(&snapshot(&src))
     );
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "the private config was removed"
-    );
+    sandbox.assert_config_removed();
 }

@@ -108,10 +108,7 @@ fn assert_refused(out: &Output, sandbox: &Sandbox, rule: &str, flag: &str) {
         .assert_contains(&format!("safety rule '{rule}'"))
         .assert_contains(flag)
         .assert_contains("nothing was changed");
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "the private config was removed after the refusal"
-    );
+    sandbox.assert_config_removed();
 }
 
 /// Success, and no refusal of any kind mentioned.
@@ -974,8 +971,5 @@ fn a_signal_during_the_remote_emptiness_check_stops_the_restore_and_changes_noth
         Duration::from_secs(30),
         || rclone_pids_with(tmp.to_str().unwrap()).is_empty(),
     );
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "the private config was removed"
-    );
+    sandbox.assert_config_removed();
 }

@@ -65,22 +65,12 @@ fn add_file(dir: &Path, name: &str, content: &[u8]) {
 /// Waits until `bucket/app/<name>` on the server holds exactly `content`.
 #[track_caller]
 fn wait_on_remote(server: &S3Server, name: &str, content: &[u8], timeout: Duration) {
-    let path = server.path(&format!("bucket/app/{name}"));
-    wait_until(&format!("{name} reaches the remote"), timeout, || {
-        fs::read(&path).is_ok_and(|c| c == content)
-    });
+    server.wait_for_object(&format!("bucket/app/{name}"), content, timeout);
 }
 
 #[track_caller]
 fn assert_on_remote(server: &S3Server, name: &str, content: &[u8]) {
-    let path = server.path(&format!("bucket/app/{name}"));
-    let got = fs::read(&path).unwrap_or_else(|e| panic!("{name} is not on the remote: {e}"));
-    assert!(
-        got == content,
-        "{name} on the remote differs ({} bytes, expected {})",
-        got.len(),
-        content.len()
-    );
+    server.assert_object(&format!("bucket/app/{name}"), content);
 }
 
 /// The default pid file of a binary started by `Vso` (its TMPDIR is the sandbox's tmp).
@@ -202,10 +192,7 @@ fn every_second_uploads_files_created_later() {
     vso.signal(Signal::SIGTERM);
     let out = vso.wait_output(LONG);
     out.assert_code(0).assert_contains("running the final sync");
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "the private config was removed"
-    );
+    sandbox.assert_config_removed();
 }
 
 #[test]
@@ -340,10 +327,7 @@ fn sigterm_while_idle_runs_a_final_sync_and_exits_0() {
         format!("{} 0\n", written.trim()),
         "the exit code is recorded next to the pid file"
     );
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "the private config was removed"
-    );
+    sandbox.assert_config_removed();
 }
 
 #[test]
@@ -451,10 +435,7 @@ fn a_second_signal_during_the_final_sync_stops_rclone_at_once() {
         "the recorded exit code {recorded:?} is the real one ({})",
         out.code()
     );
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "the private config was removed"
-    );
+    sandbox.assert_config_removed();
 }
 
 #[test]

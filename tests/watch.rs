@@ -70,10 +70,7 @@ fn remote(server: &S3Server, name: &str) -> std::path::PathBuf {
 /// Waits until `bucket/app/<name>` on the server holds exactly `content`.
 #[track_caller]
 fn wait_on_remote(server: &S3Server, name: &str, content: &[u8]) {
-    let path = remote(server, name);
-    wait_until(&format!("{name} reaches the remote"), LONG, || {
-        fs::read(&path).is_ok_and(|c| c == content)
-    });
+    server.wait_for_object(&format!("bucket/app/{name}"), content, LONG);
 }
 
 /// Waits until `bucket/app/<name>` is gone from the server.
@@ -87,14 +84,7 @@ fn wait_gone_from_remote(server: &S3Server, name: &str) {
 
 #[track_caller]
 fn assert_on_remote(server: &S3Server, name: &str, content: &[u8]) {
-    let got = fs::read(remote(server, name))
-        .unwrap_or_else(|e| panic!("{name} is not on the remote: {e}"));
-    assert!(
-        got == content,
-        "{name} on the remote differs ({} bytes, expected {})",
-        got.len(),
-        content.len()
-    );
+    server.assert_object(&format!("bucket/app/{name}"), content);
 }
 
 /// The files of the local tree and of the remote path, as comparable snapshots.
@@ -230,10 +220,7 @@ fn a_file_written_in_the_watched_tree_reaches_the_remote() {
 
     let out = stop(vso);
     assert!(!out.all().contains("sync failed"), "{}", out.all());
-    assert!(
-        sandbox.leftover_configs().is_empty(),
-        "the private config was removed"
-    );
+    sandbox.assert_config_removed();
 }
 
 #[test]

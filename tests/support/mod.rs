@@ -125,6 +125,30 @@ impl S3Server {
         }
     }
 
+    /// Waits until the object at `remote_path` (e.g. `bucket/app/a.txt`) holds `content`.
+    #[track_caller]
+    pub fn wait_for_object(&self, remote_path: &str, content: &[u8], timeout: Duration) {
+        let path = self.path(remote_path);
+        wait_until(
+            &format!("{remote_path} reaches the remote"),
+            timeout,
+            || fs::read(&path).is_ok_and(|c| c == content),
+        );
+    }
+
+    /// Asserts that the object at `remote_path` holds `content`.
+    #[track_caller]
+    pub fn assert_object(&self, remote_path: &str, content: &[u8]) {
+        let got = fs::read(self.path(remote_path))
+            .unwrap_or_else(|e| panic!("{remote_path} is not on the remote: {e}"));
+        assert!(
+            got == content,
+            "{remote_path} on the remote differs ({} bytes, expected {})",
+            got.len(),
+            content.len()
+        );
+    }
+
     /// The REMOTE_* variables that point at this server.
     pub fn remote_env(&self) -> Vec<(String, String)> {
         [
@@ -238,6 +262,16 @@ impl Sandbox {
         write_tree(&path, files);
         give_to_runner(&path);
         path
+    }
+
+    /// Asserts that the binary left no private config directory behind.
+    #[track_caller]
+    pub fn assert_config_removed(&self) {
+        let left = self.leftover_configs();
+        assert!(
+            left.is_empty(),
+            "the private config was not removed: {left:?}"
+        );
     }
 
     /// The private config directories the binary left behind in its TMPDIR.
