@@ -614,7 +614,7 @@ def report(results, out):
       f"{F('small_remote')} vs. {F('big_remote')} objects")
     w("")
     w("What is timed. The valve runs only for a restore into a directory that holds data; it")
-    w("reads one line of a one-level listing and then stops rclone (`safety::remote_has_entries`,")
+    w("reads one line of a recursive, streamed listing (`lsf -R --files-only`) and then stops rclone (`safety::remote_has_entries`,")
     w("`Rclone::first_line`). Two measurements, both on flat prefixes (all objects directly under")
     w("the prefix, created directly in the S3 server's data directory):")
     w("")
@@ -650,8 +650,10 @@ def report(results, out):
           + f"** — target ≤ 1.2: probe {verdict(rp, 1.2)}"
           + (f", through the binary {verdict(rb, 1.2)}" if rb is not None else "") + ".")
     w("")
-    w("S3 listing. With S3, `lsf --max-depth 1` is a delimiter listing (`ListObjectsV2` with")
-    w("`delimiter=/`), which the server returns in pages of at most 1,000 keys. The HTTP requests")
+    w("S3 listing. With S3, `lsf -R` is a flat listing (`ListObjectsV2` without a delimiter),")
+    w("which the server returns in pages of at most 1,000 keys and rclone prints as they come (a")
+    w("one-level `--max-depth 1` listing would be sorted first, so rclone would fetch every page")
+    w("before printing — the first version of the valve did that). The HTTP requests")
     w("of one probe run to completion with `--dump headers`, and how many list pages rclone had")
     w("fetched when the first line of its output arrived (the moment our binary stops it):")
     w("")
@@ -677,6 +679,14 @@ def report(results, out):
     elif pages >= 1 and before == 1:
         w("rclone printed the first entry after the first page: the valve's cost does not grow")
         w("with the prefix beyond the first 1,000 keys.")
+        if rp is not None and rp > 1.2:
+            w("")
+            w("Why the time ratio still misses the target: the remaining growth is the test")
+            w("server's, not the valve's. `rclone serve s3` answers even the first page by reading")
+            w("the whole directory through rclone's VFS (all "
+              f"{F('big_remote')} entries), so its first page costs more on a bigger prefix;")
+            w("a real S3 endpoint answers one page in the same time whatever the prefix holds. The")
+            w("part the valve controls — the requests it makes — is constant: one list page.")
     w("")
     w("Note also that `rclone serve s3` is not S3: it serves a directory through rclone's VFS,")
     w("which reads the whole directory to answer a listing (cached for `--dir-cache-time`, 5")
