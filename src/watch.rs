@@ -33,6 +33,9 @@ pub struct TreeWatcher {
     _watcher: RecommendedWatcher,
     events: mpsc::UnboundedReceiver<notify::Result<Event>>,
     root: PathBuf,
+    /// Set after the watcher reported an error (e.g. the inotify limit): some directories may
+    /// be unwatched, so every later sync is a full one.
+    degraded: bool,
 }
 
 impl TreeWatcher {
@@ -56,6 +59,7 @@ impl TreeWatcher {
             _watcher: watcher,
             events,
             root,
+            degraded: false,
         })
     }
 
@@ -63,7 +67,7 @@ impl TreeWatcher {
     /// read or a metadata change, which are ignored and must not restart the quiet period).
     pub async fn next(&mut self, changes: &mut Changes) -> bool {
         match self.events.recv().await {
-            Some(event) => changes.record(&self.root, event),
+            Some(event) => self.record(changes, event),
             None => {
                 changes.need_full("the file watcher stopped");
                 std::future::pending::<bool>().await
@@ -76,8 +80,19 @@ impl TreeWatcher {
     /// Records the events that have already arrived, without waiting.
     pub fn drain(&mut self, changes: &mut Changes) {
         while let Ok(event) = self.events.try_recv() {
-            changes.record(&self.root, event);
+            self.record(changes, event);
         }
+    }
+
+    fn record(&mut self, changes: &mut Changes, event: notify::Result<Event>) -> bool {
+        self.degraded |= event.is_err();
+        let changed = changes.record(&self.root, event);
+        if self.degraded && changed {
+            changes.need_full(
+                "the file watcher failed earlier, so parts of the tree may be unwatched",
+            );
+        }
+        changed
     }
 }
 

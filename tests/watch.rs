@@ -995,6 +995,22 @@ fn an_exhausted_inotify_limit_later_falls_back_to_a_full_sync() {
     );
     assert!(vso.child.try_wait().unwrap().is_none(), "{out}");
 
+    // Parts of the tree may now be unwatched, so later syncs stay full ones.
+    let finished = out.matches("sync finished").count();
+    write(&src, "after-the-error.txt", b"later\n");
+    wait_on_remote(&server, "after-the-error.txt", b"later\n");
+    vso.wait_for_output("sync finished", finished + 1);
+    let out = vso.output();
+    let later = out
+        .lines()
+        .filter(|l| l.contains("sync finished"))
+        .nth(finished)
+        .unwrap_or_else(|| panic!("no later sync:\n{out}"));
+    assert!(
+        later.contains("kind=\"full\""),
+        "a later sync after the watcher's error is a full one too: {later}\n{out}"
+    );
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(vso.child.id() as i32),
         Signal::SIGTERM,
