@@ -491,30 +491,6 @@ fn field_sum(summaries: &[BTreeMap<String, String>], field: &str) -> f64 {
         .sum()
 }
 
-/// `sync-to-remote -s <src> -d bucket/app <args> [-- <rclone_flags>]`, started.
-fn start(
-    sandbox: &Sandbox,
-    server: &S3Server,
-    src: &Path,
-    args: &[&str],
-    rclone_flags: &[&str],
-) -> Running {
-    let mut vso = Vso::s3(sandbox, server);
-    vso.args(["sync-to-remote", "-s"])
-        .arg(src)
-        .args(["-d", "bucket/app"])
-        .args(args);
-    if !rclone_flags.is_empty() {
-        vso.arg("--").args(rclone_flags);
-    }
-    vso.spawn()
-}
-
-fn add_file(dir: &Path, name: &str, content: &[u8]) {
-    write_tree(dir, &[(name, content)]);
-    give_to_runner(dir);
-}
-
 #[track_caller]
 fn assert_health(address: &str, status: u16) -> HttpResponse {
     let response = get(address, "/healthz");
@@ -549,7 +525,7 @@ fn metrics_count_what_the_syncs_did() {
         &[("a.txt", &a), ("dir/b.bin", &b), ("dir/sub/c.bin", &c)],
     );
     let started = unix_now();
-    let mut vso = start(
+    let mut vso = spawn_upload(
         &sandbox,
         &server,
         &src,
@@ -673,7 +649,7 @@ fn healthz_follows_consecutive_failures_and_recovers() {
     let mut server = S3Server::start_restartable();
     let sandbox = Sandbox::new();
     let src = sandbox.tree("src", &[("a.txt", b"a\n")]);
-    let mut vso = start(
+    let mut vso = spawn_upload(
         &sandbox,
         &server,
         &src,
@@ -789,7 +765,7 @@ fn refusals_are_counted_by_rule_and_make_the_process_unhealthy() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let src = sandbox.dir("empty-src");
-    let mut vso = start(
+    let mut vso = spawn_upload(
         &sandbox,
         &server,
         &src,
@@ -865,7 +841,7 @@ fn metrics_in_watch_mode() {
     let one = random_bytes(700, 5);
     let two = random_bytes(1300, 6);
     let src = sandbox.tree("src", &[("one.bin", &one), ("sub/two.bin", &two)]);
-    let mut vso = start(
+    let mut vso = spawn_upload(
         &sandbox,
         &server,
         &src,

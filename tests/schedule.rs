@@ -45,21 +45,11 @@ fn scheduled(
     extra: &[&str],
     rclone_flags: &[&str],
 ) -> Running {
-    let mut vso = Vso::s3(sandbox, server);
-    vso.args(["sync-to-remote", "-s"])
-        .arg(src)
-        .args(["-d", "bucket/app", "--schedule", schedule])
-        .args(extra);
-    if !rclone_flags.is_empty() {
-        vso.arg("--").args(rclone_flags);
-    }
-    vso.spawn()
-}
-
-/// Writes a file into an existing tree (readable by the runner).
-fn add_file(dir: &Path, name: &str, content: &[u8]) {
-    write_tree(dir, &[(name, content)]);
-    give_to_runner(dir);
+    let args: Vec<&str> = ["--schedule", schedule]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    spawn_upload(sandbox, server, src, &args, rclone_flags)
 }
 
 /// Waits until `bucket/app/<name>` on the server holds exactly `content`.

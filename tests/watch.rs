@@ -35,15 +35,11 @@ fn watching(
     extra: &[&str],
     rclone_flags: &[&str],
 ) -> Running {
-    let mut vso = Vso::s3(sandbox, server);
-    vso.args(["sync-to-remote", "-s"])
-        .arg(src)
-        .args(["-d", "bucket/app", "--watch"])
-        .args(extra);
-    if !rclone_flags.is_empty() {
-        vso.arg("--").args(rclone_flags);
-    }
-    vso.spawn()
+    let args: Vec<&str> = ["--watch"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    spawn_upload(sandbox, server, src, &args, rclone_flags)
 }
 
 /// Starts watching and waits until the first (full) sync is done.

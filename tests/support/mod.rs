@@ -301,6 +301,31 @@ pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
     }
 }
 
+/// Writes one file into an existing tree (creating parents) and hands it to the runner.
+pub fn add_file(dir: &Path, name: &str, content: &[u8]) {
+    write_tree(dir, &[(name, content)]);
+    give_to_runner(dir);
+}
+
+/// Starts `sync-to-remote -s <src> -d bucket/app <args> [-- <rclone_flags>]` against `server`.
+pub fn spawn_upload(
+    sandbox: &Sandbox,
+    server: &S3Server,
+    src: &Path,
+    args: &[&str],
+    rclone_flags: &[&str],
+) -> Running {
+    let mut vso = Vso::s3(sandbox, server);
+    vso.args(["sync-to-remote", "-s"])
+        .arg(src)
+        .args(["-d", "bucket/app"])
+        .args(args);
+    if !rclone_flags.is_empty() {
+        vso.arg("--").args(rclone_flags);
+    }
+    vso.spawn()
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
