@@ -62,8 +62,9 @@ pub struct SyncToRemoteArgs {
     #[arg(short, long, value_name = "REMOTE_PATH")]
     pub dst: String,
 
-    /// Upload even if the local directory is empty, which deletes everything at the
-    /// destination (safety rule 'empty-source').
+    /// Upload even if the local directory holds no regular file (only empty directories,
+    /// links, special files, lost+found), which deletes every file at the destination (safety
+    /// rule 'empty-source').
     #[arg(long)]
     pub force_even_if_remote_would_be_cleared: bool,
 

@@ -230,7 +230,7 @@ impl Job {
     /// The checks before any upload, full or incremental: the valves, then the key check.
     async fn check_upload(&self, abort: &mut Abort) -> Result<()> {
         let o = &self.overrides;
-        safety::check_upload(
+        let source_without_files = safety::check_upload(
             &self.local,
             !self.no_delete,
             o.upload_empty,
@@ -238,6 +238,18 @@ impl Job {
         )?;
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
+        }
+        if source_without_files {
+            unless_aborted(
+                abort,
+                safety::check_upload_remote(
+                    &self.rclone,
+                    &self.local,
+                    &self.remote,
+                    &self.remote_display,
+                ),
+            )
+            .await?;
         }
         Ok(())
     }

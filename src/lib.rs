@@ -26,8 +26,10 @@ pub mod metrics;
 pub mod pidfile;
 pub mod plan;
 pub mod rclone;
+pub mod remote_path;
 pub mod safety;
 pub mod schedule;
+pub mod scrub;
 pub mod supervisor;
 pub mod watch;
 
