@@ -73,6 +73,13 @@ pub struct SyncToRemoteArgs {
     #[arg(long)]
     pub force_upload_partial_restore: bool,
 
+    /// Refuse an upload that would delete more than this share (percent) of the files the
+    /// last upload to the path recorded, when that is 10 files or more (safety rule
+    /// 'mass-delete'); 100 switches the rule off.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_delete_percent: u8,
+
     #[command(flatten)]
     pub watch: WatchArgs,
 

@@ -96,6 +96,15 @@ impl Error {
         }
     }
 
+    /// rclone's exit code, when this error is (or wraps) a failed rclone run.
+    pub fn rclone_exit_code(&self) -> Option<i32> {
+        match self {
+            Error::Rclone { code, .. } => Some(*code),
+            Error::Other(inner) => inner.downcast_ref::<Error>()?.rclone_exit_code(),
+            _ => None,
+        }
+    }
+
     /// True when retrying the same run could succeed: rclone's "temporary error" (exit 5), or
     /// an uncategorised failure whose output looked like a connection problem.
     pub fn is_retryable(&self) -> bool {

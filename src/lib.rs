@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod job;
 pub mod logging;
+pub mod mass_delete;
 pub mod metrics;
 pub mod pidfile;
 pub mod plan;

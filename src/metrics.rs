@@ -30,9 +30,11 @@ use crate::job::{Direction, Outcome};
 /// The values of the `result` label of `syncs_total`.
 const RESULTS: [&str; 4] = ["success", "skipped", "refused", "failure"];
 
-/// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety` and `crypt`).
-const RULES: [&str; 6] = [
+/// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety`,
+/// `mass_delete` and `crypt`).
+const RULES: [&str; 7] = [
     "empty-source",
+    "mass-delete",
     "restore-in-progress",
     "system-directory",
     "foreign-owner",

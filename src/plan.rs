@@ -10,6 +10,7 @@ use crate::config::{self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION};
 use crate::crypt::{self, CryptSettings, KeyCheck};
 use crate::error::{Error, Result};
 use crate::job::{Direction, Job, Overrides};
+use crate::mass_delete::Guard;
 use crate::rclone::{self, Rclone};
 use crate::remote_path;
 use crate::schedule::Schedule;
@@ -62,6 +63,7 @@ pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
     let overrides = Overrides {
         upload_empty: args.force_even_if_remote_would_be_cleared,
         upload_partial: args.force_upload_partial_restore,
+        max_delete_percent: Some(args.max_delete_percent),
         ..Overrides::default()
     };
     let watch = args.watch.watch.then(|| WatchSettings {
@@ -248,6 +250,7 @@ async fn build(
         }
     };
 
+    let mass_delete_percent = overrides.max_delete_percent.unwrap_or(100);
     let job = Job {
         direction,
         local,
@@ -260,6 +263,7 @@ async fn build(
         user_flags: common.rclone_args,
         retries: common.retries,
         key_check,
+        mass_delete: Guard::new(mass_delete_percent),
     };
     let long_running = (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
         schedule,

@@ -4,6 +4,7 @@
 //! | rule | direction | fires when | override |
 //! |------|-----------|------------|----------|
 //! | `restore-in-progress` | upload | the source holds the marker of an unfinished restore | `--force-upload-partial-restore` |
+//! | `mass-delete` | upload | most files the last upload recorded are gone (see [`crate::mass_delete`]) | `--max-delete-percent 100` |
 //! | `empty-source` | upload | the source holds no regular file to upload, the remote path holds files, and the sync deletes | `--force-even-if-remote-would-be-cleared` |
 //! | `system-directory` | restore | the target resolves to `/`, `/etc`, `/usr`, … | `--force-delete-local-dir` |
 //! | `foreign-owner` | restore | the target holds data and is owned by root or another uid | `--force-delete-local-dir` |
@@ -105,6 +106,17 @@ pub fn local_state(dir: &Path) -> io::Result<LocalState> {
 /// symlinks, skips `lost+found` and this program's own files at the top (as the sync does,
 /// [`INTERNAL_FILES_FILTER`]), and stops at the first regular file.
 pub fn has_file_to_upload(src: &Path) -> io::Result<bool> {
+    Ok(files_to_upload(src, 1)? > 0)
+}
+
+/// How many regular files the upload would send (the same walk, to the end).
+pub fn count_files_to_upload(src: &Path) -> io::Result<u64> {
+    files_to_upload(src, u64::MAX)
+}
+
+/// Counts the regular files under `src` as the upload sees them, stopping at `limit`.
+fn files_to_upload(src: &Path, limit: u64) -> io::Result<u64> {
+    let mut count = 0;
     let mut dirs = vec![src.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -118,14 +130,16 @@ pub fn has_file_to_upload(src: &Path) -> io::Result<bool> {
             }
             let kind = entry.file_type()?;
             if kind.is_file() {
-                return Ok(true);
-            }
-            if kind.is_dir() {
+                count += 1;
+                if count >= limit {
+                    return Ok(count);
+                }
+            } else if kind.is_dir() {
                 dirs.push(entry.path());
             }
         }
     }
-    Ok(false)
+    Ok(count)
 }
 
 /// Valves for sync-to-remote that look only at the local source. `Ok(true)`: the source holds

@@ -242,13 +242,13 @@ fn the_override_lets_a_source_without_files_clear_the_remote_path() {
     upload(&sandbox, &server, &src, "bucket/app", &[FORCE_UPLOAD_EMPTY]).assert_code(0);
     assert!(
         lsnapshot(&server.path("bucket/app"))
-            .values()
-            .all(|v| v == "dir"),
+            .iter()
+            .all(|(k, v)| v == "dir" || k.starts_with(".volume-syncing-operator.")),
         "the override cleared the files of bucket/app"
     );
     assert_eq!(
         lsnapshot(&server.path("other-one/data")).len(),
-        6,
+        7, // 5 files, a directory, the upload record
         "other buckets are untouched"
     );
 }
@@ -475,4 +475,97 @@ fn sigkill_of_a_restore_leaves_no_rclone_and_nothing_more_is_written() {
         complete < files.len(),
         "the restore finished before the kill"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The next hole of the same family: a source with a few files where many were.
+// ---------------------------------------------------------------------------------------------
+
+/// `count` small files named `prefix-<i>.txt`.
+fn many_files(prefix: &str, count: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            (
+                format!("{prefix}-{i}.txt"),
+                format!("{prefix} {i}\n").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn tree_of(sandbox: &Sandbox, name: &str, files: &[(String, Vec<u8>)]) -> std::path::PathBuf {
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_slice()))
+        .collect();
+    sandbox.tree(name, &refs)
+}
+
+#[test]
+fn an_upload_that_would_delete_most_recorded_files_is_refused() {
+    let sandbox = Sandbox::new();
+    let server = server_with_buckets(&sandbox);
+    let full = tree_of(&sandbox, "full", &many_files("data", 40));
+    upload(&sandbox, &server, &full, "bucket/db", &[]).assert_code(0);
+
+    // A fresh skeleton in place of the volume: 3 files where 40 were.
+    let skeleton = tree_of(&sandbox, "skeleton", &many_files("fresh", 3));
+    let ends = Ends::capture(&skeleton, &server);
+    for extra in [
+        &[][..],
+        &["--dry-run"][..],
+        &["--max-delete-percent", "90"][..],
+    ] {
+        let out = upload(&sandbox, &server, &skeleton, "bucket/db", extra);
+        out.assert_code(3)
+            .assert_contains("refused by safety rule 'mass-delete'")
+            .assert_contains("holds 3 regular files where the last upload")
+            .assert_contains("recorded 40")
+            .assert_contains("--max-delete-percent 100");
+        ends.assert_unchanged(&format!("mass-delete {extra:?}"));
+    }
+    // -x deletes nothing, so it is not refused.
+    upload(&sandbox, &server, &skeleton, "bucket/db", &["-x"]).assert_code(0);
+
+    // Ordinary churn: deleting 10 of 40 (25 %) goes through; so does the override.
+    let churned: Vec<_> = many_files("data", 30);
+    let churned_dir = tree_of(&sandbox, "churned", &churned);
+    upload(&sandbox, &server, &churned_dir, "bucket/db", &[]).assert_code(0);
+    upload(
+        &sandbox,
+        &server,
+        &skeleton,
+        "bucket/db",
+        &["--max-delete-percent", "100"],
+    )
+    .assert_code(0);
+    let remote_files: Vec<_> = lsnapshot(&server.path("bucket/db"))
+        .into_keys()
+        .filter(|k| !k.starts_with(".volume-syncing-operator."))
+        .collect();
+    assert_eq!(remote_files.len(), 3, "{remote_files:?}");
+}
+
+#[test]
+fn a_scheduled_uploader_refuses_when_the_volume_loses_most_files_between_runs() {
+    let sandbox = Sandbox::new();
+    let server = S3Server::start();
+    let src = tree_of(&sandbox, "src", &many_files("f", 30));
+    let mut vso = spawn_upload(&sandbox, &server, &src, &["--schedule", "@every 1s"], &[]);
+    vso.wait_for_output("sync finished", 1, LONG);
+    for i in 0..25 {
+        fs::remove_file(src.join(format!("f-{i}.txt"))).unwrap();
+    }
+    vso.wait_for_output("refused by safety rule 'mass-delete'", 1, LONG);
+    assert_eq!(
+        lsnapshot(&server.path("bucket/app"))
+            .keys()
+            .filter(|k| k.starts_with("f-"))
+            .count(),
+        30,
+        "nothing was deleted on the remote"
+    );
+    vso.signal(Signal::SIGTERM);
+    let out = vso.wait_output(LONG);
+    out.assert_code(3);
 }

@@ -368,7 +368,22 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// A tree as a map: relative path → Some(content) for files, None for directories.
 pub type Snapshot = BTreeMap<String, Option<Vec<u8>>>;
 
+/// The program's own files beside the data (records, leases: anything named
+/// `.volume-syncing-operator.*`) are not the user's data and are left out, except the restore
+/// marker, which tests look for. [`snapshot_all`] keeps them.
 pub fn snapshot(root: &Path) -> Snapshot {
+    snapshot_all(root)
+        .into_iter()
+        .filter(|(path, _)| {
+            let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            !name.starts_with(".volume-syncing-operator.")
+                || name == ".volume-syncing-operator.restore-in-progress"
+        })
+        .collect()
+}
+
+/// Everything under `root`, as stored.
+pub fn snapshot_all(root: &Path) -> Snapshot {
     fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
