@@ -16,7 +16,7 @@
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_yaml::Value;
 
-use super::inject::{InjectError, Outcome, Settings, inject};
+use super::inject::{InjectError, Outcome, POD_FIELD_PREFIX, Settings, inject};
 use super::resource::PodFilesystemSync;
 
 /// Kinds with a pod template, and where it is.
@@ -214,7 +214,7 @@ fn inject_document(
     let roundtrip = serde_yaml::to_value(&template).map_err(|e| format!("{field}: {e}"))?;
     check_nothing_dropped(&input, &roundtrip, &field)?;
     let injected = match inject(&template, namespace.as_deref(), syncs, settings)
-        .map_err(|e: InjectError| e.to_string())?
+        .map_err(|e: InjectError| located(e, &field))?
     {
         Outcome::Unchanged => return Ok(doc),
         Outcome::Injected(t) => t,
@@ -230,6 +230,14 @@ fn inject_document(
         *slot = new;
     }
     Ok(doc)
+}
+
+/// The core names pod fields relative to the template; the message names them in the document.
+fn located(e: InjectError, template_field: &str) -> String {
+    match e.field.strip_prefix(POD_FIELD_PREFIX) {
+        Some(rest) => format!("{}: {}", join_path(template_field, rest), e.message),
+        None => e.to_string(),
+    }
 }
 
 fn join_path(base: &str, rest: &str) -> String {
