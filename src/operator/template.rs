@@ -98,6 +98,10 @@ mod tests {
             "b/$(VSO_POD_NAMESPACE)/web/blue/$(VSO_POD_NAME)"
         );
         assert_eq!(render("plain/path", &pod()).unwrap(), "plain/path");
+        assert_eq!(
+            render("b/{{ pod.annotations.team | upper }}", &pod()).unwrap(),
+            "b/BLUE"
+        );
     }
 
     #[test]
