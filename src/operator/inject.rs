@@ -201,15 +201,29 @@ pub fn inject(
     matching.sort_by_key(|s| s.name_any());
     for (i, a) in matching.iter().enumerate() {
         for b in &matching[i + 1..] {
-            if normalize(&a.spec.local_path) == normalize(&b.spec.local_path) {
+            let (pa, pb) = (normalize(&a.spec.local_path), normalize(&b.spec.local_path));
+            if pa == pb {
                 return Err(InjectError {
                     field: "spec.localPath".into(),
                     message: format!(
-                        "PodFilesystemSync {} and {} both sync {} of this Pod; one directory \
+                        "PodFilesystemSync {} and {} both sync {pa} of this Pod; one directory \
                          can have one sync only: delete one or change its selector",
                         a.name_any(),
                         b.name_any(),
-                        a.spec.local_path
+                    ),
+                });
+            }
+            // Nested directories: the outer sync would upload (and its restore overwrite) the
+            // inner one's data as well.
+            if is_within(pa, pb) || is_within(pb, pa) {
+                return Err(InjectError {
+                    field: "spec.localPath".into(),
+                    message: format!(
+                        "PodFilesystemSync {} ({pa}) and {} ({pb}) sync nested directories of \
+                         this Pod; the outer one would also sync the inner one's data: make \
+                         them disjoint",
+                        a.name_any(),
+                        b.name_any(),
                     ),
                 });
             }
@@ -371,6 +385,14 @@ struct Added {
     /// The sidecar's final-sync bound, when there is a sidecar.
     shutdown: Option<Duration>,
     metrics_port: Option<u16>,
+}
+
+/// `inner` lies strictly below `outer` (both normalized).
+fn is_within(inner: &str, outer: &str) -> bool {
+    outer == "/"
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn normalize(path: &str) -> &str {
@@ -1043,6 +1065,26 @@ mod tests {
         assert_eq!(err.field, "pod template: spec.restartPolicy");
         assert!(matches!(
             inject(&t, None, &[sync("one", "/data")], &settings(true)).unwrap(),
+            Outcome::Injected(_)
+        ));
+    }
+
+    #[test]
+    fn nested_local_paths_are_refused_siblings_are_not() {
+        let t = template(&[("data", "/data")]);
+        let err = inject(
+            &t,
+            None,
+            &[sync("a", "/data"), sync("b", "/data/sub/")],
+            &settings(true),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("nested"), "{err}");
+        let mut b = sync("b", "/data-2");
+        b.spec.metrics_port = 9091;
+        let t = template(&[("data", "/data"), ("d2", "/data-2")]);
+        assert!(matches!(
+            inject(&t, None, &[sync("a", "/data"), b], &settings(true)).unwrap(),
             Outcome::Injected(_)
         ));
     }
