@@ -535,6 +535,12 @@ fn inject_one(
     // variables, the passphrase.
     let mut user_env = Vec::new();
     for (key, value) in &s.env {
+        if key == "VSO_POD_NAME" || key == "VSO_POD_NAMESPACE" {
+            return Err(err(
+                &format!("spec.env.{key}"),
+                "reserved: the injector defines it for {{ pod.name }} / {{ pod.namespace }}".into(),
+            ));
+        }
         let rendered = render(value, ctx).map_err(|m| err(&format!("spec.env.{key}"), m))?;
         user_env.push(EnvVar {
             name: key.clone(),

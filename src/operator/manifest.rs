@@ -11,6 +11,8 @@
 //!   `kubectl --validate=strict`).
 //! - The comment lines in front of a document are kept in front of its output: the manifests
 //!   in deploy/kubernetes are generated and still explain themselves.
+//! - A `List` (as `kubectl get -o yaml` prints) is injected item by item, never passed through
+//!   with its workloads silently left alone.
 //! - All output is built in memory; on any error nothing is printed.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -172,6 +174,22 @@ fn inject_document(
     syncs: &[PodFilesystemSync],
     settings: &Settings,
 ) -> Result<Value, String> {
+    if kind == "List" {
+        // `kubectl get … -o yaml` wraps objects in a List: inject its items like documents.
+        if let Some(Value::Sequence(items)) = doc.get_mut("items") {
+            for (i, item) in items.iter_mut().enumerate() {
+                let item_kind = item
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let taken = std::mem::take(item);
+                *item = inject_document(taken, &item_kind, syncs, settings)
+                    .map_err(|e| format!("items[{i}] ({item_kind}): {e}"))?;
+            }
+        }
+        return Ok(doc);
+    }
     let Some(path) = template_path(kind) else {
         return Ok(doc);
     };
