@@ -53,7 +53,8 @@ pub enum Command {
     /// the pod templates of Kubernetes manifests, offline; prints the manifests.
     ///
     /// Reads multi-document YAML (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
-    /// CronJob; other kinds pass through unchanged). Bad input exits 2 and prints nothing.
+    /// CronJob, and the items of a List; other kinds pass through unchanged). Bad input exits 2
+    /// and prints nothing on stdout.
     Inject(InjectArgs),
     /// Print the CustomResourceDefinition of PodFilesystemSync (YAML).
     #[command(hide = true)]
