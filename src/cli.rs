@@ -49,7 +49,41 @@ pub enum Command {
     /// Meant as the Kubernetes preStop hook: it returns only after the process has exited,
     /// and exits 0 only if that process's final sync succeeded.
     Interrupt(InterruptArgs),
+    /// Add the restore init container and the sync sidecar of PodFilesystemSync resources to
+    /// the pod templates of Kubernetes manifests, offline; prints the manifests.
+    ///
+    /// Reads multi-document YAML (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
+    /// CronJob, and the items of a List; other kinds pass through unchanged). Bad input exits 2
+    /// and prints nothing on stdout.
+    Inject(InjectArgs),
+    /// Print the CustomResourceDefinition of PodFilesystemSync (YAML).
+    #[command(hide = true)]
+    Crd,
 }
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// The manifests to inject into; `-` reads stdin.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub filename: PathBuf,
+
+    /// A file of PodFilesystemSync resources (multi-document YAML); `-` reads stdin.
+    /// Repeatable.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub sync: Vec<PathBuf>,
+
+    /// Native sidecars (an init container with restartPolicy Always; Kubernetes >= 1.29), or
+    /// `false` for an ordinary sidecar container (older clusters).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub native_sidecars: bool,
+
+    /// The image of the injected containers when a resource sets none.
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+}
+
+/// The image `make image` builds; push it to a registry and pass `--image`.
+pub const DEFAULT_IMAGE: &str = "volume-syncing-operator:dev";
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("long_running").multiple(true)))]
@@ -257,6 +291,9 @@ mod tests {
             "remote-to-local-sync -s b -d /d --schedule @hourly --metrics-address :9090",
             "interrupt",
             "interrupt --pid-path /tmp/x.pid --timeout 1m",
+            "inject -f app.yaml --sync s.yaml",
+            "inject -f - --sync a.yaml --sync b.yaml --native-sidecars=false --image i:1",
+            "crd",
         ];
         for line in ok {
             assert!(
@@ -279,6 +316,9 @@ mod tests {
             "remote-to-local-sync -s b -d /d --force-even-if-remote-would-be-cleared",
             "interrupt --timeout soon",
             "no-such-command",
+            "inject -f app.yaml",
+            "inject --sync s.yaml",
+            "inject -f a --sync s --native-sidecars=maybe",
         ];
         for line in bad {
             let err = parse(&line.split_whitespace().collect::<Vec<_>>()).expect_err(line);

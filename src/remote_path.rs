@@ -19,32 +19,38 @@ use crate::error::{Error, Result};
 
 /// Checks a remote path; `flag` names where it came from in the error (e.g. `-d/--dst`).
 pub fn validate(path: &str, flag: &str) -> Result<()> {
-    let refuse = |why: &str| {
-        Err(Error::config(format!(
+    match problem(path) {
+        None => Ok(()),
+        Some(why) => Err(Error::config(format!(
             "{flag}: the remote path {why}; it must name something below the remote's root, \
              such as bucket/path (a sync with the root would replace every bucket or directory \
              of the remote)"
-        )))
-    };
+        ))),
+    }
+}
+
+/// What is wrong with a remote path, if anything (a fragment that reads after "the remote
+/// path"): the one rule, also used by the operator for rendered templates.
+pub fn problem(path: &str) -> Option<&'static str> {
     if path.trim().is_empty() {
-        return refuse("is empty");
+        return Some("is empty");
     }
     if path.chars().any(char::is_control) {
-        return refuse("contains a control character (such as a line break or tab)");
+        return Some("contains a control character (such as a line break or tab)");
     }
     let relative = path.strip_prefix('/').unwrap_or(path);
     if relative.is_empty() {
-        return refuse("is the root '/'");
+        return Some("is the root '/'");
     }
     for segment in relative.split('/') {
         match segment {
-            "" => return refuse("has an empty segment ('//' or a trailing '/')"),
-            "." | ".." => return refuse("has a '.' or '..' segment"),
-            s if s.trim().is_empty() => return refuse("has a segment of only white space"),
+            "" => return Some("has an empty segment ('//' or a trailing '/')"),
+            "." | ".." => return Some("has a '.' or '..' segment"),
+            s if s.trim().is_empty() => return Some("has a segment of only white space"),
             _ => {}
         }
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
