@@ -10,7 +10,10 @@
 //! 3. [`supervisor`] runs the job once, or — on a [`schedule`] and/or on file changes
 //!    ([`watch`]) — until SIGTERM/SIGINT and then once more; [`pidfile`] lets `interrupt` (a
 //!    preStop hook) trigger that and wait for it; [`metrics`] and [`http`] make it observable.
-//! 4. Every error is an [`error::Error`], mapped to an exit code in one place.
+//! 4. Restore fidelity ([`volume_meta`]): the upload records what rclone cannot keep (modes,
+//!    owners, symlinks, empty directories, hard links) in a manifest beside the data; the
+//!    restore applies it after the data sync, only where it matches the restored data.
+//! 5. Every error is an [`error::Error`], mapped to an exit code in one place.
 //!
 //! The rendered config lives exactly as long as the plan: signals are turned into ordinary
 //! returns, so it is removed on every exit path short of SIGKILL.
@@ -29,6 +32,7 @@ pub mod rclone;
 pub mod safety;
 pub mod schedule;
 pub mod supervisor;
+pub mod volume_meta;
 pub mod watch;
 
 use std::sync::Arc;

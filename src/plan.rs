@@ -224,6 +224,7 @@ async fn build(
         user_flags: common.rclone_args,
         retries: common.retries,
         key_check,
+        last_manifest: Default::default(),
     };
     let long_running = (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
         schedule,
