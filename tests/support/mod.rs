@@ -482,6 +482,12 @@ impl Vso {
         self
     }
 
+    /// Runs as `uid`/`gid` (the test must run as root to switch).
+    pub fn as_uid(&mut self, uid: u32, gid: u32) -> &mut Self {
+        self.cmd.uid(uid).gid(gid);
+        self
+    }
+
     /// Runs to completion (bounded: a hung binary fails the test).
     #[track_caller]
     pub fn run(&mut self) -> Output {
