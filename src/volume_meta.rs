@@ -246,12 +246,27 @@ fn walk(
     links: &mut HashMap<(u64, u64), u64>,
 ) -> io::Result<()> {
     let dir = root.join(rel);
-    let mut names: Vec<OsString> = fs::read_dir(&dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
+    let listing = fs::read_dir(&dir).and_then(|entries| {
+        entries
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<OsString>>>()
+    });
+    let mut names = match listing {
+        Ok(names) => names,
+        // A live volume: the directory went away after it was listed.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
+        // rclone reports an unreadable directory itself; its own entry is still recorded.
+        Err(e) if !rel.is_empty() => {
+            tracing::warn!(path = %dir.display(), "metadata of the contents not recorded: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     names.sort();
     for name in names {
-        if rel.is_empty() && is_internal_name(&name) {
+        // This program's own files, and the file system's lost+found (fsck's, root's, and not
+        // data to the valves either).
+        if rel.is_empty() && (is_internal_name(&name) || name == "lost+found") {
             continue;
         }
         let Some(name_str) = name.to_str() else {
@@ -266,7 +281,11 @@ fn walk(
         } else {
             format!("{rel}/{name_str}")
         };
-        let meta = fs::symlink_metadata(dir.join(&name))?;
+        let meta = match fs::symlink_metadata(dir.join(&name)) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
+            Err(e) => return Err(e),
+        };
         let kind = meta.file_type();
         if kind.is_dir() {
             lines.push(dir_line(p.clone(), &meta));
@@ -285,7 +304,11 @@ fn walk(
                 hl,
             });
         } else if kind.is_symlink() {
-            let target = fs::read_link(dir.join(&name))?;
+            let target = match fs::read_link(dir.join(&name)) {
+                Ok(target) => target,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let Some(to) = target.to_str() else {
                 tracing::warn!(path = %p, "symlink not recorded: its target is not UTF-8");
                 continue;
@@ -968,8 +991,10 @@ mod tests {
     fn a_truncated_manifest_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), "x").unwrap();
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        fs::write(dir.path().join(".volume-syncing-operator.x"), "").unwrap();
         let bytes = record(dir.path()).unwrap().bytes();
-        assert_eq!(parse(&bytes).unwrap().lines.len(), 2);
+        assert_eq!(parse(&bytes).unwrap().lines.len(), 2, "the root and f only");
         let cut = &bytes[..bytes.len() - 5];
         assert!(parse(cut).is_err());
         assert!(parse(b"").is_err());
