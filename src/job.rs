@@ -327,6 +327,13 @@ impl Job {
             tracing::info!("dry run: the metadata manifest is not written");
             return Ok(());
         };
+        if self.no_delete && record.is_empty() {
+            // Nothing was uploaded, and the remote's files are not this tree's: its manifest
+            // still describes them better than an empty one would.
+            writer.abandon();
+            volume.metadata = "unchanged";
+            return Ok(());
+        }
         let digest = record.digest();
         let last = *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner());
         if last == Some(digest) {
@@ -476,8 +483,10 @@ impl Job {
         let manifest = self.apply_manifest(abort, volume).await?;
         std::fs::remove_file(&marker)
             .with_context(|| format!("cannot remove the restore marker {}", marker.display()))?;
-        if let Some(manifest) = manifest {
-            volume_meta::apply_root(&self.local, &manifest, Self::as_root())?;
+        if let Some(manifest) = manifest
+            && volume_meta::apply_root(&self.local, &manifest, Self::as_root())?
+        {
+            volume.metadata = "partial";
         }
         Ok(Outcome::Synced(stats))
     }

@@ -147,6 +147,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether the tree held nothing but its root.
+    pub fn is_empty(&self) -> bool {
+        self.entries <= 1
+    }
+
     /// A digest of the entries, to skip writing an unchanged manifest again.
     pub fn digest(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -620,10 +625,11 @@ pub fn apply(root: &Path, manifest: &Manifest, as_root: bool) -> Result<Applied>
 }
 
 /// Applies the restore root's own owner, mode and mtime: last, after the restore marker is
-/// gone (a read-only root would keep it from being removed).
-pub fn apply_root(root: &Path, manifest: &Manifest, as_root: bool) -> Result<()> {
+/// gone (a read-only root would keep it from being removed). True if they could not be
+/// applied (a root that belongs to another user).
+pub fn apply_root(root: &Path, manifest: &Manifest, as_root: bool) -> Result<bool> {
     let Some(Line::Dir { m, u, g, s, n, .. }) = manifest.lines.first() else {
-        return Ok(());
+        return Ok(false);
     };
     let fd = open_root(root)?;
     let at = |what: &str, e: Errno| anyhow::anyhow!("cannot {what} {}: {e}", root.display());
@@ -631,11 +637,22 @@ pub fn apply_root(root: &Path, manifest: &Manifest, as_root: bool) -> Result<()>
         nix::unistd::fchown(&fd, Some(Uid::from_raw(*u)), Some(Gid::from_raw(*g)))
             .map_err(|e| at("set the owner of", e))?;
     }
-    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(*m))
-        .map_err(|e| at("set the mode of", e))?;
-    nix::sys::stat::futimens(&fd, &TimeSpec::UTIME_OMIT, &timespec((*s, *n)))
-        .map_err(|e| at("set the mtime of", e))?;
-    Ok(())
+    let chmod = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(*m));
+    let times = nix::sys::stat::futimens(&fd, &TimeSpec::UTIME_OMIT, &timespec((*s, *n)));
+    match chmod.and(times) {
+        Ok(()) => Ok(false),
+        // A mount point owned by root (or another user) that this process may write into but
+        // not chmod: its own mode stays; everything below it is restored.
+        Err(Errno::EPERM) if !as_root => {
+            tracing::warn!(
+                path = %root.display(),
+                "the recorded mode {m:04o} and mtime of the restore root were not applied: it \
+                 belongs to another user"
+            );
+            Ok(true)
+        }
+        Err(e) => Err(at("set the mode and mtime of", e).into()),
+    }
 }
 
 fn open_root(root: &Path) -> Result<OwnedFd> {
@@ -750,15 +767,23 @@ impl Ctx<'_> {
         .map_err(|e| io_error(&format!("cannot set the owner of {p}"), e))
     }
 
-    fn chmod(&mut self, p: &str, mode: u32) -> Result<()> {
+    /// Sets the mode; false (and a warning) when a non-root process is not permitted to: an
+    /// entry of another user in a target that already held data.
+    fn chmod(&mut self, p: &str, mode: u32) -> Result<bool> {
         let (dir, name) = self.parent(p)?.expect("checked by the caller");
-        fchmodat(
+        match fchmodat(
             dir,
             name,
             Mode::from_bits_truncate(mode),
             FchmodatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| io_error(&format!("cannot set the mode of {p}"), e))
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::EPERM) if !self.as_root => {
+                self.mismatch(p, "it belongs to another user");
+                Ok(false)
+            }
+            Err(e) => Err(io_error(&format!("cannot set the mode of {p}"), e)),
+        }
     }
 
     /// Applies a file's owner and mode if the restored file matches; true if it did.
@@ -787,7 +812,9 @@ impl Ctx<'_> {
             mode &= !SET_ID_BITS;
             self.applied.set_id_dropped += 1;
         }
-        self.chmod(p, mode)?;
+        if !self.chmod(p, mode)? {
+            return Ok(false);
+        }
         self.applied.files += 1;
         Ok(true)
     }
@@ -878,7 +905,10 @@ impl Ctx<'_> {
             &timespec(time),
             UtimensatFlags::NoFollowSymlink,
         )
-        .map_err(|e| io_error(&format!("cannot set the mtime of symlink {p}"), e))
+        .or_else(|e| match e {
+            Errno::EPERM if !self.as_root => Ok(()), // a link of another user: keeps its time
+            e => Err(io_error(&format!("cannot set the mtime of symlink {p}"), e)),
+        })
     }
 
     fn dir_attributes(&mut self, p: &str, m: u32, u: u32, g: u32, time: (i64, i64)) -> Result<()> {
@@ -886,7 +916,9 @@ impl Ctx<'_> {
             return Ok(()); // counted as a mismatch when creating
         }
         self.chown(p, u, g)?;
-        self.chmod(p, m)?;
+        if !self.chmod(p, m)? {
+            return Ok(());
+        }
         let (dir, name) = self.parent(p)?.expect("found above");
         nix::sys::stat::utimensat(
             dir,

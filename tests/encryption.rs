@@ -20,6 +20,8 @@ const WRONG_PASSPHRASE: &str = "incorrect donkey battery clip 17";
 const REMOTE: &str = "bucket/app";
 /// The check object's name inside the encrypted remote.
 const CHECK_OBJECT: &str = ".volume-syncing-operator.keycheck";
+/// The metadata manifest every successful upload writes (see tests/fidelity.rs).
+const MANIFEST: &str = ".volume-syncing-operator.manifest";
 
 /// Distinctive pieces of the sample tree's file and directory names.
 const NAME_MARKERS: [&str; 5] = [
@@ -312,8 +314,8 @@ fn upload_stores_neither_plaintext_names_nor_plaintext_contents() {
     let stored = stored_under(&server, REMOTE);
     assert_eq!(
         stored.len(),
-        file_count(&src) + 1,
-        "one object per file plus the check object: {:?}",
+        file_count(&src) + 2,
+        "one object per file plus the check object and the manifest: {:?}",
         stored.keys()
     );
     assert_no_plaintext(&server, true);
@@ -515,7 +517,11 @@ fn a_wrong_key_is_refused_on_a_remote_written_without_a_check_object() {
     upload(&sandbox, &server, &src, &right, &[]).assert_code(0);
     let stored = stored_under(&server, REMOTE);
     assert!(stored.contains_key(&check), "{:?}", stored.keys());
-    assert_eq!(stored.len(), file_count(&src) + 1);
+    assert_eq!(
+        stored.len(),
+        file_count(&src) + 2,
+        "files, check object, manifest"
+    );
     assert_key_mismatch(&restore(&sandbox, &server, &local, &wrong, &[]));
     assert_eq!(snapshot(&local), local_before, "local files untouched");
 }
@@ -582,6 +588,7 @@ fn filename_encryption_off_round_trips_with_bin_names_and_encrypted_contents() {
         .map(|name| format!("{name}.bin"))
         .collect();
     expected.push(format!("{CHECK_OBJECT}.bin"));
+    expected.push(format!("{MANIFEST}.bin"));
     expected.sort();
     assert_eq!(stored, expected, "names are kept, with .bin appended");
     assert_no_plaintext(&server, false);
@@ -667,7 +674,11 @@ fn obfuscated_names_round_trip_without_plaintext_contents() {
 
     let stored: Vec<String> = stored_under(&server, REMOTE).into_keys().collect();
     let plain: Vec<String> = files_only(&snapshot(&src)).into_keys().collect();
-    assert_eq!(stored.len(), plain.len() + 1, "{stored:?}");
+    assert_eq!(
+        stored.len(),
+        plain.len() + 2,
+        "files, check object, manifest: {stored:?}"
+    );
     for name in &plain {
         assert!(
             !stored.contains(name),

@@ -369,10 +369,12 @@ pub fn snapshot(root: &Path) -> Snapshot {
     out
 }
 
-/// Only the files of a snapshot (S3 keeps no empty directories).
+/// Only the data files of a snapshot (S3 keeps no empty directories): without this
+/// program's own files at the top (`.volume-syncing-operator.*`: the metadata manifest on a
+/// remote, the restore marker), which are not data.
 pub fn files_only(snap: &Snapshot) -> Snapshot {
     snap.iter()
-        .filter(|(_, v)| v.is_some())
+        .filter(|(k, v)| v.is_some() && !k.starts_with(".volume-syncing-operator."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
