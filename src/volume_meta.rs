@@ -45,7 +45,15 @@
 //! last, since every change inside a directory bumps its mtime), and the restore root itself
 //! after the restore marker is gone. Owners are set only when the restoring process is root;
 //! setuid/setgid on files likewise. Hard links are restored as links when every member of a
-//! group came back with identical content (compared byte by byte), else stay copies.
+//! group came back with identical content (compared byte by byte), else stay copies. A
+//! non-root restore that may not chmod an entry (another user's, e.g. a root-owned mount
+//! point as the restore root) says so and goes on: that is the normal Kubernetes volume.
+//!
+//! # What is recorded
+//! The walk never follows links, leaves out this program's own files and `lost+found` at the
+//! top, and tolerates a live volume (entries that vanish, unreadable subdirectories, which
+//! rclone reports itself). With `--no-delete` the manifest describes the local tree only; an
+//! empty tree then writes none, so the remote's manifest stays.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
