@@ -52,7 +52,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # tests/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
-.PHONY: all build tools test test-only lint demo bench clean build-static image lint-tools busybox-static
+.PHONY: all build tools test test-only lint demo bench clean build-static image lint-tools busybox-static test-packages
 all: build
 
 build:
@@ -66,8 +66,21 @@ $(TOOLS)/bin/rclone: scripts/install-rclone.sh
 ## test: lint, then every test (unit and integration, real rclone and S3 server)
 test: tools lint test-only
 
-test-only: tools image
+test-only: tools image test-packages
 	$(CARGO) test --all-targets
+
+## test-packages: Debian packages the tests run for real: PostgreSQL 15 (tests/fidelity.rs starts
+## a server on a restored data directory) and libnss-wrapper (a user name for its uid 65312).
+PG_BIN := /usr/lib/postgresql/15/bin
+NSS_WRAPPER := /usr/lib/x86_64-linux-gnu/libnss_wrapper.so
+test-packages:
+	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -f $(NSS_WRAPPER) ]; then \
+	  echo "installing postgresql and libnss-wrapper (Debian) for tests/fidelity.rs" >&2; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql libnss-wrapper >/dev/null; \
+	fi
+	@[ -x $(PG_BIN)/initdb ] || { echo "$(PG_BIN)/initdb missing after installing postgresql" >&2; exit 1; }
+	@[ -f $(NSS_WRAPPER) ] || { echo "$(NSS_WRAPPER) missing after installing libnss-wrapper" >&2; exit 1; }
 
 lint: lint-tools
 	$(VENV)/bin/hadolint $(DOCKERFILES)
@@ -128,13 +141,21 @@ demo: tools build
 	scripts/demo.sh
 
 ## bench: the wrapper vs. plain rclone on a local S3 server (release build) -> BENCHMARKS.md.
+## Section 6 compares with the release built from BENCH_BASELINE_REV (the last commit before the
+## metadata manifest; git archive into target/bench-baseline).
+BENCH_BASELINE_REV ?= 336333e
+BENCH_BASELINE_DIR := target/bench-baseline
 ## Not part of `make test`; never fails on a missed target. Sizes: see scripts/bench.sh.
 bench: tools
 	@command -v hyperfine >/dev/null || { echo "installing hyperfine (Debian) for make bench" >&2; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends hyperfine >/dev/null; }
 	$(CARGO) build --release
-	scripts/bench.sh
+	rm -rf $(BENCH_BASELINE_DIR)/src
+	mkdir -p $(BENCH_BASELINE_DIR)/src
+	git archive $(BENCH_BASELINE_REV) | tar -x -C $(BENCH_BASELINE_DIR)/src
+	cd $(BENCH_BASELINE_DIR)/src && CARGO_TARGET_DIR=$(CURDIR)/$(BENCH_BASELINE_DIR)/target $(CARGO) build --release --locked
+	BENCH_BASELINE_BINARY=$(BENCH_BASELINE_DIR)/target/release/volume-syncing-operator scripts/bench.sh
 
 clean:
 	$(CARGO) clean

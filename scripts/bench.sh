@@ -9,6 +9,9 @@
 #   4. binary size (static build if `make build-static` exists) and --version start-up
 #   5. watch mode: change-to-remote latency of one changed file in a big tree (default debounce
 #      and --debounce 200ms), and that incremental sync's time vs. a full no-change sync
+#   6. restore fidelity, before vs. after (when BENCH_BASELINE_BINARY names the binary from
+#      before the metadata manifest; `make bench` builds it): the no-change sync of the tree of
+#      section 1, and the restore of a remote of BENCH_RESTORE_FILES objects into a fresh directory
 #
 # Sizes and repetitions (environment, defaults in brackets):
 #   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
@@ -19,6 +22,8 @@
 #   BENCH_OUT [BENCHMARKS.md]   BENCH_KEEP=1 keeps the work directory   BENCH_NOTE free text
 #   VSO_BINARY [target/release/volume-syncing-operator]   RCLONE_BINARY [rclone]
 #   BENCH_STATIC_BINARY: the static binary, if `make build-static` puts it somewhere unusual
+#   BENCH_BASELINE_BINARY: the "before" binary of section 6 (unset: section 6 is skipped)
+#   BENCH_RESTORE_FILES [20000] objects restored in section 6   BENCH_RESTORE_RUNS [5] runs each
 # Needs hyperfine, python3, setpriv (util-linux) when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -313,6 +318,42 @@ for debounce in 2s 200ms; do
     "$watch_runs" -- "${watch[@]}"
   tail -1 "$results/watch.jsonl" | cut -c1-600 >&2
 done
+
+# --- 6. restore fidelity: before vs. after ----------------------------------------------------------
+if [ -n "${BENCH_BASELINE_BINARY:-}" ]; then
+  restore_files=${BENCH_RESTORE_FILES:-20000}
+  restore_runs=${BENCH_RESTORE_RUNS:-5}
+  base=$(realpath "$BENCH_BASELINE_BINARY")
+  step "6. restore fidelity: before ($base) vs. after, no-change sync and a $restore_files-object restore"
+  fact fidelity_baseline "$("$base" --version) at $(realpath --relative-to=. "$base")"
+  fact fidelity_restore_files "$restore_files"
+  fact fidelity_restore_runs "$restore_runs"
+  # a. The no-change sync of section 1's tree, each binary to its own remote path.
+  "$base" sync-to-remote -s "$tree" -d demo/fidelity-before 2>/dev/null
+  "$bin" sync-to-remote -s "$tree" -d demo/fidelity-after 2>/dev/null
+  before_sync="$base sync-to-remote -s $tree -d demo/fidelity-before"
+  after_sync="$bin sync-to-remote -s $tree -d demo/fidelity-after"
+  fact fidelity_sync_cmd "$(show "$after_sync") (before: the same with the baseline binary)"
+  compare fidelity-sync "-N" "before" "$before_sync" "after" "$after_sync"
+  # b. The restore of a remote written by the new binary (so it holds a manifest, which the old
+  # binary ignores) into a fresh directory.
+  rtree=$work/restore-tree
+  python3 scripts/bench.py tree "$rtree" "$restore_files"
+  "$bin" sync-to-remote -s "$rtree" -d demo/fidelity-restore 2>/dev/null
+  before_restore="$base remote-to-local-sync -s demo/fidelity-restore -d $work/restored-before"
+  after_restore="$bin remote-to-local-sync -s demo/fidelity-restore -d $work/restored-after"
+  fact fidelity_restore_cmd "$(show "$after_restore") (before: the same with the baseline binary)"
+  saved_runs=$runs saved_warmup=$warmup
+  runs=$restore_runs warmup=1
+  prepare=$work/fidelity-prepare.sh
+  printf '#!/bin/sh\nrm -rf %s %s\n' "$work/restored-before" "$work/restored-after" >"$prepare"
+  chmod 755 "$prepare"
+  compare fidelity-restore "-N --prepare $prepare" "before" "$before_restore" "after" "$after_restore"
+  runs=$saved_runs warmup=$saved_warmup
+  if [ -d "$work/restored-after" ] && diff -r "$rtree" "$work/restored-after" >/dev/null; then
+    fact fidelity_restore_check "the last restore by the new binary equals the tree"
+  fi
+fi
 
 # --- the report -------------------------------------------------------------------------------------
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -6,10 +6,16 @@
 //! recognisable by the next run (see [`crate::safety`]). An upload is either a full
 //! `rclone sync` or, in watch mode, an incremental one ([`SyncPlan::Incremental`]): `rclone copy`
 //! of the changed paths and `rclone delete` of the removed ones, after the same valves.
+//!
+//! Restore fidelity ([`crate::volume_meta`]): every successful upload is followed by the
+//! manifest of the volume's metadata (its `rcat` started with the sync, fed after it); every
+//! restore applies the manifest after the data sync, and the restore root's own attributes
+//! after the restore marker is gone.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::mass_delete::Guard;
 use crate::rclone::{Abort, Rclone, Stats, aborted};
 use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
+use crate::volume_meta;
 pub use crate::watch::SyncPlan;
 
 /// Which way the data flows.
@@ -70,6 +77,9 @@ pub struct Job {
     pub key_check: Option<KeyCheck>,
     /// The `mass-delete` valve of uploads.
     pub mass_delete: Guard,
+    /// Digest of the metadata manifest this process wrote last: an unchanged one is not
+    /// written again (schedule and watch mode).
+    pub last_manifest: Mutex<Option<u64>>,
 }
 
 /// Runs a check that asks the remote, so that an abort (a signal) stops it: a listing of an
@@ -109,6 +119,18 @@ fn filter_file(rules: &[String]) -> Result<tempfile::NamedTempFile> {
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// What a run did with the volume's metadata (see [`crate::volume_meta`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VolumeSummary {
+    /// FIFOs, sockets and devices not transferred (each logged at WARN).
+    pub skipped_special: u64,
+    /// `recorded`, `unchanged` (upload); `applied`, `partial`, `not-recorded`, `ignored`
+    /// (restore); `none` when the run did not get that far or was a dry run.
+    pub metadata: &'static str,
+    /// A restore could not set the recorded owners: not running as root.
+    pub owners_not_set: bool,
+}
+
 /// A finished run: its result, how long it took and how many attempts it made.
 #[derive(Debug)]
 pub struct Report {
@@ -117,6 +139,7 @@ pub struct Report {
     pub attempts: u32,
     /// `full` or `incremental`.
     pub kind: &'static str,
+    pub volume: VolumeSummary,
 }
 
 impl Job {
@@ -125,9 +148,14 @@ impl Job {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
+        let mut volume;
         let result = loop {
             attempt += 1;
-            match self.attempt(plan, abort).await {
+            volume = VolumeSummary {
+                metadata: "none",
+                ..VolumeSummary::default()
+            };
+            match self.attempt(plan, abort, &mut volume).await {
                 Err(e) if e.is_retryable() && attempt <= self.retries => {
                     tracing::warn!(
                         attempt,
@@ -151,6 +179,7 @@ impl Job {
                 SyncPlan::Full(_) => "full",
                 SyncPlan::Incremental { .. } => "incremental",
             },
+            volume,
         }
     }
 
@@ -166,12 +195,23 @@ impl Job {
     pub fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>) {
         let (source, destination) = self.source_and_destination();
         let zero = Stats::default();
-        let (result, stats, message) = match &report.result {
+        let (result, stats, mut message) = match &report.result {
             Ok(Outcome::Synced(stats)) => ("success", stats, "sync finished".to_string()),
             Ok(Outcome::Skipped(why)) => ("skipped", &zero, format!("sync skipped: {why}")),
             Err(e @ Error::Refused { .. }) => ("refused", &zero, format!("sync failed: {e}")),
             Err(e) => ("failure", &zero, format!("sync failed: {e}")),
         };
+        let volume = &report.volume;
+        if volume.owners_not_set {
+            // Said once, here: the files belong to this process, as without the manifest.
+            message.push_str("; owners were not restored (not running as root)");
+        }
+        if volume.skipped_special > 0 {
+            message.push_str(&format!(
+                "; {} special files (FIFOs, sockets, devices) were not transferred",
+                volume.skipped_special
+            ));
+        }
         // Every summary line carries every field, whatever the result, so log queries and
         // dashboards can rely on them.
         macro_rules! summary {
@@ -190,6 +230,8 @@ impl Job {
                     errors = stats.errors,
                     dry_run = self.dry_run,
                     kind = report.kind,
+                    skipped_special = volume.skipped_special,
+                    metadata = volume.metadata,
                     next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default(),
                     "{message}"
                 )
@@ -202,13 +244,18 @@ impl Job {
         }
     }
 
-    async fn attempt(&self, plan: &SyncPlan, abort: &mut Abort) -> Result<Outcome> {
+    async fn attempt(
+        &self,
+        plan: &SyncPlan,
+        abort: &mut Abort,
+        volume: &mut VolumeSummary,
+    ) -> Result<Outcome> {
         match (self.direction, plan) {
-            (Direction::Upload, SyncPlan::Full(_)) => self.upload(abort).await,
+            (Direction::Upload, SyncPlan::Full(_)) => self.upload(abort, volume).await,
             (Direction::Upload, SyncPlan::Incremental { upload, delete }) => {
-                self.upload_incremental(upload, delete, abort).await
+                self.upload_incremental(upload, delete, abort, volume).await
             }
-            (Direction::Restore, _) => self.restore(abort).await,
+            (Direction::Restore, _) => self.restore(abort, volume).await,
         }
     }
 
@@ -221,6 +268,8 @@ impl Job {
             from,
             to,
             "--create-empty-src-dirs".into(),
+            // Symlinks are recorded in the metadata manifest; rclone need not warn about each.
+            "--skip-links".into(),
             "--exclude".into(),
             INTERNAL_FILES_FILTER.into(),
         ];
@@ -259,7 +308,7 @@ impl Job {
         Ok(())
     }
 
-    async fn upload(&self, abort: &mut Abort) -> Result<Outcome> {
+    async fn upload(&self, abort: &mut Abort, volume: &mut VolumeSummary) -> Result<Outcome> {
         self.check_upload(abort).await?;
         let files = if self.no_delete {
             None
@@ -272,9 +321,11 @@ impl Job {
             );
             Some(unless_aborted(abort, check).await?)
         };
+        let writer = self.manifest_writer()?;
         let stats = self
             .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
             .await?;
+        self.write_manifest(writer, abort, volume).await?;
         if let Some(files) = files {
             self.record_upload(files).await;
         }
@@ -299,6 +350,55 @@ impl Job {
         }
     }
 
+    /// Starts the manifest's `rcat` before the data sync, so its start-up costs no time; a
+    /// dry run writes nothing.
+    fn manifest_writer(&self) -> Result<Option<volume_meta::Writer>> {
+        if self.dry_run {
+            return Ok(None);
+        }
+        volume_meta::Writer::start(&self.rclone, &self.remote).map(Some)
+    }
+
+    /// After a successful data sync: records the tree and writes the manifest, unless this
+    /// process wrote the same one last time.
+    async fn write_manifest(
+        &self,
+        writer: Option<volume_meta::Writer>,
+        abort: &mut Abort,
+        volume: &mut VolumeSummary,
+    ) -> Result<()> {
+        let local = self.local.clone();
+        let record = tokio::task::spawn_blocking(move || volume_meta::record(&local))
+            .await
+            .map_err(|e| Error::Other(anyhow::anyhow!("recording the metadata failed: {e}")))??;
+        volume.skipped_special = record.skipped_special;
+        let Some(writer) = writer else {
+            tracing::info!("dry run: the metadata manifest is not written");
+            return Ok(());
+        };
+        if self.no_delete && record.is_empty() {
+            // Nothing was uploaded, and the remote's files are not this tree's: its manifest
+            // still describes them better than an empty one would.
+            writer.abandon();
+            volume.metadata = "unchanged";
+            return Ok(());
+        }
+        let digest = record.digest();
+        let last = *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner());
+        if last == Some(digest) {
+            writer.abandon();
+            volume.metadata = "unchanged";
+            return Ok(());
+        }
+        tokio::select! {
+            reason = aborted(abort) => return Err(Error::Interrupted(reason)),
+            written = writer.write(&record) => written?,
+        }
+        *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
+        volume.metadata = "recorded";
+        Ok(())
+    }
+
     /// Uploads only what changed: `rclone copy` of the paths that exist and `rclone delete` of
     /// the ones that are gone, both as filter rules so rclone lists only what they touch.
     async fn upload_incremental(
@@ -306,6 +406,7 @@ impl Job {
         upload: &[String],
         delete: &[String],
         abort: &mut Abort,
+        volume: &mut VolumeSummary,
     ) -> Result<Outcome> {
         self.check_upload(abort).await?;
         let delete = if self.no_delete { &[][..] } else { delete };
@@ -319,6 +420,7 @@ impl Job {
             removed = delete.len() / 2,
             "incremental upload of the changed paths"
         );
+        let writer = self.manifest_writer()?;
         let mut stats = Stats::default();
         for (operation, rules, location) in [
             (
@@ -337,6 +439,7 @@ impl Job {
             let rules_file = filter_file(rules)?;
             let mut args = location;
             args.extend([
+                "--skip-links".into(),
                 "--exclude".into(),
                 INTERNAL_FILES_FILTER.into(),
                 "--filter-from".into(),
@@ -355,6 +458,8 @@ impl Job {
                     .await?,
             );
         }
+        // Metadata changes (a chmod, a new symlink or empty directory) reach the remote here.
+        self.write_manifest(writer, abort, volume).await?;
         // Deletions lower the count the mass-delete valve compares with; additions only raise
         // it, so a record lagging below them is merely less eager.
         if stats.deletes > 0 {
@@ -366,7 +471,7 @@ impl Job {
         Ok(Outcome::Synced(stats))
     }
 
-    async fn restore(&self, abort: &mut Abort) -> Result<Outcome> {
+    async fn restore(&self, abort: &mut Abort, volume: &mut VolumeSummary) -> Result<Outcome> {
         let o = &self.overrides;
         let euid = nix::unistd::geteuid().as_raw();
         let (decision, local) = safety::check_restore_local(
@@ -429,11 +534,90 @@ impl Job {
         let stats = self
             .transfer(self.remote.clone().into(), self.local.clone().into(), abort)
             .await?;
-        if !self.dry_run {
-            std::fs::remove_file(&marker).with_context(|| {
-                format!("cannot remove the restore marker {}", marker.display())
-            })?;
+        if self.dry_run {
+            return Ok(Outcome::Synced(stats));
+        }
+        let manifest = self.apply_manifest(abort, volume).await?;
+        std::fs::remove_file(&marker)
+            .with_context(|| format!("cannot remove the restore marker {}", marker.display()))?;
+        if let Some(manifest) = manifest
+            && volume_meta::apply_root(&self.local, &manifest, Self::as_root())?
+        {
+            volume.metadata = "partial";
         }
         Ok(Outcome::Synced(stats))
+    }
+}
+
+impl Job {
+    fn as_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// After the data sync of a restore: fetches the manifest and applies it (all but the
+    /// restore root's own attributes, returned manifest in hand for after the marker is gone).
+    async fn apply_manifest(
+        &self,
+        abort: &mut Abort,
+        volume: &mut VolumeSummary,
+    ) -> Result<Option<volume_meta::Manifest>> {
+        let fetched = unless_aborted(abort, volume_meta::fetch(&self.rclone, &self.remote)).await?;
+        let Some(bytes) = fetched else {
+            tracing::warn!(
+                "{} holds no metadata manifest (written by an older release, or never uploaded \
+                 by this one): the files are restored, but modes, owners, symlinks and empty \
+                 directories were not recorded",
+                self.remote_display
+            );
+            volume.metadata = "not-recorded";
+            return Ok(None);
+        };
+        let manifest = match volume_meta::parse(&bytes) {
+            Ok(manifest) => manifest,
+            Err(why) => {
+                tracing::warn!(
+                    "the metadata manifest on {} cannot be used ({why}): the files are restored, \
+                     but modes, owners, symlinks and empty directories are not; the next \
+                     successful upload writes a new one",
+                    self.remote_display
+                );
+                volume.metadata = "ignored";
+                return Ok(None);
+            }
+        };
+        let local = self.local.clone();
+        let as_root = Self::as_root();
+        let (manifest, applied) = tokio::task::spawn_blocking(move || {
+            volume_meta::apply(&local, &manifest, as_root).map(|a| (manifest, a))
+        })
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("applying the metadata failed: {e}")))??;
+        tracing::info!(
+            generation = %manifest.generation,
+            written = %manifest.written,
+            files = applied.files,
+            directories_created = applied.dirs_created,
+            symlinks = applied.links_created,
+            hard_links = applied.hard_links,
+            mismatched = applied.mismatched,
+            set_id_bits_dropped = applied.set_id_dropped,
+            "applied the recorded metadata of the volume"
+        );
+        if applied.mismatched > 0 {
+            tracing::warn!(
+                mismatched = applied.mismatched,
+                "{} recorded entries did not match the restored data (an upload that did not \
+                 complete?) and were left as rclone restored them",
+                applied.mismatched
+            );
+        }
+        volume.skipped_special = applied.skipped_special;
+        volume.owners_not_set = applied.owners_not_set;
+        volume.metadata = if applied.mismatched > 0 {
+            "partial"
+        } else {
+            "applied"
+        };
+        Ok(Some(manifest))
     }
 }

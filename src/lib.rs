@@ -10,8 +10,11 @@
 //! 3. [`supervisor`] runs the job once, or — on a [`schedule`] and/or on file changes
 //!    ([`watch`]) — until SIGTERM/SIGINT and then once more; [`pidfile`] lets `interrupt` (a
 //!    preStop hook) trigger that and wait for it; [`metrics`] and [`http`] make it observable.
-//! 4. Every error is an [`error::Error`], mapped to an exit code in one place.
-//! 5. [`operator`] is the Kubernetes side (the PodFilesystemSync resource and `inject`): it
+//! 4. Restore fidelity ([`volume_meta`]): the upload records what rclone cannot keep (modes,
+//!    owners, symlinks, empty directories, hard links) in a manifest beside the data; the
+//!    restore applies it after the data sync, only where it matches the restored data.
+//! 5. Every error is an [`error::Error`], mapped to an exit code in one place.
+//! 6. [`operator`] is the Kubernetes side (the PodFilesystemSync resource and `inject`): it
 //!    builds command lines for steps 1–3 and depends on them, never the other way round.
 //!
 //! The rendered config lives exactly as long as the plan: signals are turned into ordinary
@@ -35,6 +38,7 @@ pub mod safety;
 pub mod schedule;
 pub mod scrub;
 pub mod supervisor;
+pub mod volume_meta;
 pub mod watch;
 
 use std::sync::Arc;

@@ -264,6 +264,7 @@ async fn build(
         retries: common.retries,
         key_check,
         mass_delete: Guard::new(mass_delete_percent),
+        last_manifest: Default::default(),
     };
     let long_running = (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
         schedule,

@@ -298,6 +298,19 @@ impl Rclone {
         }
     }
 
+    /// Starts a short rclone command (with the check flags) whose standard input and output
+    /// are pipes for the caller: `rcat` fed after the data sync succeeded, `cat` read to the
+    /// end (see [`crate::volume_meta`]). The caller bounds it in time and reads its status.
+    pub fn spawn_piped(&self, args: &[OsString], operation: &str) -> Result<Child> {
+        let mut cmd = self.command(with_check_flags(args));
+        cmd.stdin(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {} for {operation}", self.binary.display()))?;
+        tracing::debug!(pid = child.id(), operation, "started rclone");
+        Ok(child)
+    }
+
     fn spawn(&self, args: &[OsString], operation: &str) -> Result<Child> {
         let child = self
             .command(args)

@@ -380,6 +380,7 @@ async fn join(running: &mut Option<Running>) -> (Report, Changes) {
                 elapsed: Duration::ZERO,
                 attempts: 1,
                 kind: "full",
+                volume: Default::default(),
             });
             (report, std::mem::take(&mut r.changes))
         }

@@ -9,6 +9,10 @@
 //!   after the fact we cannot tell which it was. Both are expressed as rclone filter rules
 //!   (`+ /path`, `+ /path/**`, then `- **`), so rclone descends only into the affected
 //!   directories and never lists the whole remote.
+//! - Metadata changes (a chmod, a chown, a new symlink or empty directory) are changes: the
+//!   path is passed to the incremental `rclone copy` (which transfers nothing for it) and the
+//!   manifest of the volume's metadata ([`crate::volume_meta`]) is refreshed after the sync.
+//!   Only reads (access events, rclone's own included) are ignored.
 //! - Any doubt falls back to a full `rclone sync`: the first run, a queue overflow, a watcher
 //!   error, the root itself changing, more than [`MAX_INCREMENTAL_PATHS`] paths. The caller
 //!   also runs a periodic full sync to catch anything missed.
@@ -16,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use notify::event::{EventKind, ModifyKind};
+use notify::event::{EventKind, MetadataKind, ModifyKind};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
@@ -64,7 +68,7 @@ impl TreeWatcher {
     }
 
     /// Waits for the next event and records it in `changes`; true if it was a change (not a
-    /// read or a metadata change, which are ignored and must not restart the quiet period).
+    /// read, which is ignored and must not restart the quiet period).
     pub async fn next(&mut self, changes: &mut Changes) -> bool {
         match self.events.recv().await {
             Some(event) => self.record(changes, event),
@@ -143,8 +147,8 @@ impl Changes {
         }
     }
 
-    /// Records one event; true if it was a change to sync (reads, metadata changes and this
-    /// program's own files are not).
+    /// Records one event; true if it was a change to sync (reads and this program's own files
+    /// are not; a metadata change is).
     fn record(&mut self, root: &Path, event: notify::Result<Event>) -> bool {
         let event = match event {
             Ok(event) => event,
@@ -161,7 +165,8 @@ impl Changes {
         }
         if matches!(
             event.kind,
-            EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+            EventKind::Access(_)
+                | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
         ) {
             return false;
         }
@@ -290,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_and_metadata_changes_are_not_changes() {
+    fn reads_are_not_changes_but_metadata_changes_are() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let mut changes = Changes::default();
@@ -301,7 +306,6 @@ mod tests {
         let chmod = EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any));
         assert!(!changes.record(root, event(open, &file)));
         assert!(!changes.record(root, event(open, root)));
-        assert!(!changes.record(root, event(chmod, &file)));
         assert!(!changes.record(
             root,
             event(
@@ -310,6 +314,9 @@ mod tests {
             )
         ));
         assert!(changes.is_empty());
+        assert!(changes.record(root, event(chmod, &file)));
+        assert!(!changes.is_empty());
+        let mut changes = Changes::default();
         assert!(changes.record(root, event(EventKind::Create(CreateKind::File), &file)));
         assert!(!changes.is_empty());
     }

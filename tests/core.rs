@@ -1131,8 +1131,13 @@ fn empty_directories_round_trip_through_the_local_backend() {
         .args(["-d", &remote_arg])
         .run()
         .assert_code(0);
+    let mut remote = snapshot(&remote_dir);
+    assert!(
+        remote.remove(".volume-syncing-operator.manifest").is_some(),
+        "the metadata manifest is stored beside the data"
+    );
     assert_eq!(
-        snapshot(&remote_dir),
+        remote,
         snapshot(&src),
         "the remote holds the empty directories"
     );

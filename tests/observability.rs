@@ -59,7 +59,7 @@ const FAMILIES: [(&str, &str); 9] = [
 ];
 
 /// The fields of every "sync finished" summary line.
-const SUMMARY_FIELDS: [&str; 12] = [
+const SUMMARY_FIELDS: [&str; 14] = [
     "direction",
     "source",
     "destination",
@@ -71,6 +71,8 @@ const SUMMARY_FIELDS: [&str; 12] = [
     "deleted_files",
     "errors",
     "kind",
+    "skipped_special",
+    "metadata",
     "next_run",
 ];
 

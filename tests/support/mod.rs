@@ -408,10 +408,12 @@ pub fn snapshot_all(root: &Path) -> Snapshot {
     out
 }
 
-/// Only the files of a snapshot (S3 keeps no empty directories).
+/// Only the data files of a snapshot (S3 keeps no empty directories): without this
+/// program's own files at the top (`.volume-syncing-operator.*`: the metadata manifest on a
+/// remote, the restore marker), which are not data.
 pub fn files_only(snap: &Snapshot) -> Snapshot {
     snap.iter()
-        .filter(|(_, v)| v.is_some())
+        .filter(|(k, v)| v.is_some() && !k.starts_with(".volume-syncing-operator."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -517,6 +519,12 @@ impl Vso {
     pub fn as_test_user(&mut self) -> &mut Self {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
+        self.cmd.uid(uid).gid(gid);
+        self
+    }
+
+    /// Runs as `uid`/`gid` (the test must run as root to switch).
+    pub fn as_uid(&mut self, uid: u32, gid: u32) -> &mut Self {
         self.cmd.uid(uid).gid(gid);
         self
     }
