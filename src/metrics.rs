@@ -31,13 +31,14 @@ use crate::job::{Direction, Outcome};
 const RESULTS: [&str; 4] = ["success", "skipped", "refused", "failure"];
 
 /// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety` and `crypt`).
-const RULES: [&str; 6] = [
+const RULES: [&str; 7] = [
     "empty-source",
     "restore-in-progress",
     "system-directory",
     "foreign-owner",
     "empty-remote",
     "encryption-key-mismatch",
+    "remote-in-use",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +69,8 @@ pub struct Metrics {
     max_consecutive_failures: u32,
     ready: AtomicBool,
     last_failure: Mutex<String>,
+    /// Why an uploader does not hold the lease of its remote path ([`crate::lease`]).
+    lease_wait: Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -159,6 +162,7 @@ impl Metrics {
             max_consecutive_failures,
             ready: AtomicBool::new(false),
             last_failure: Mutex::new(String::new()),
+            lease_wait: Mutex::new(None),
         }
     }
 
@@ -203,6 +207,12 @@ impl Metrics {
         self.next_sync.set(at.timestamp_millis() as f64 / 1000.0);
     }
 
+    /// An uploader without the lease is unhealthy, whatever its failure count: `None` once it
+    /// holds the lease.
+    pub fn set_lease_wait(&self, why: Option<String>) {
+        *self.lease_wait.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// The schedule is armed: `/readyz` answers 200 from now on.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
@@ -214,6 +224,14 @@ impl Metrics {
 
     /// `Ok(())` while healthy, else the reason.
     pub fn health(&self) -> std::result::Result<(), String> {
+        if let Some(why) = self
+            .lease_wait
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(why);
+        }
         let failures = self.consecutive_failures.load(Ordering::Relaxed);
         if failures < self.max_consecutive_failures {
             return Ok(());
