@@ -9,6 +9,7 @@
 #   4. binary size (static build if `make build-static` exists) and --version start-up
 #   5. watch mode: change-to-remote latency of one changed file in a big tree (default debounce
 #      and --debounce 200ms), and that incremental sync's time vs. a full no-change sync
+#   6. the lease: rclone calls of a one-shot upload, and the time taking and releasing it costs
 #
 # Sizes and repetitions (environment, defaults in brackets):
 #   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
@@ -313,6 +314,16 @@ for debounce in 2s 200ms; do
     "$watch_runs" -- "${watch[@]}"
   tail -1 "$results/watch.jsonl" | cut -c1-600 >&2
 done
+
+# --- 6. the lease ------------------------------------------------------------------------------------
+step "6. the lease: rclone calls and time of a one-shot upload, nothing changed"
+lease_cmd=("$bin" --log-format json sync-to-remote -s "$tree" -d demo/tree)
+fact lease_cmd "$(show "${lease_cmd[*]}")"
+for _ in $(seq 1 "$runs"); do
+  RCLONE_BINARY=$recorder BENCH_ARGV_DIR=$argv_dir BENCH_REAL_RCLONE=$rclone \
+    python3 scripts/bench.py lease "$results/lease.jsonl" "$argv_dir" -- "${lease_cmd[@]}"
+done
+tail -1 "$results/lease.jsonl" >&2
 
 # --- the report -------------------------------------------------------------------------------------
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
