@@ -30,8 +30,9 @@
 //!   protocol with the same `G` and `D` (they are constants of the program).
 //! - **Renew**: while held, every TTL/3 (a timer independent of syncs): read, check it is still
 //!   ours, write it with a new expiry — one small write per renewal, none per file. A lease that
-//!   is no longer ours (taken over, or deleted) is lost: the running upload is stopped and the
-//!   process fails loudly (exit 1). A renewal that fails (remote unreachable) is retried; if the
+//!   is no longer ours (taken over, or deleted) is lost: the running upload is stopped at once
+//!   and fails loudly; a long-running uploader must take the lease again before its next sync
+//!   (refused while the new writer holds it, /healthz 503). A renewal that fails (remote unreachable) is retried; if the
 //!   lease cannot be renewed before `expires` minus the time rclone needs to stop, it is
 //!   treated as lost too, because from then on another writer may take it over.
 //! - **Release**: after the one-shot run or the final sync, on every exit path short of
@@ -224,7 +225,7 @@ impl Lease {
             return Ok(None);
         }
         Ok(Some(Lease {
-            rclone: job.rclone.clone(),
+            rclone: job.rclone.for_single_objects(),
             // `job.remote` ends in '/' (`remote:bucket/path/`) or is a crypt root (`crypt:`).
             object: format!("{}{LEASE_OBJECT}", job.remote),
             display: format!("{}/{LEASE_OBJECT}", job.remote_display),
@@ -238,18 +239,40 @@ impl Lease {
     }
 
     /// Before a run: a writer acquires the lease (a no-op while held), a reader waits for the
-    /// writer. A signal (`abort`) stops either.
-    pub async fn before_run(&self, abort: &mut Abort) -> Result<()> {
-        let work = async {
-            match &self.role {
-                Role::Writer(settings) => self.acquire(settings).await,
-                Role::Reader { wait, max_skew } => self.wait_for_writer(*wait, *max_skew).await,
-                Role::None => Ok(()),
+    /// writer. Temporary rclone failures are retried `retries` times, as the sync's are; a
+    /// signal (`abort`) stops either.
+    pub async fn before_run(&self, abort: &mut Abort, retries: u32) -> Result<()> {
+        let mut backoff = Duration::from_secs(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let work = async {
+                match &self.role {
+                    Role::Writer(settings) => self.acquire(settings).await,
+                    Role::Reader { wait, max_skew } => self.wait_for_writer(*wait, *max_skew).await,
+                    Role::None => Ok(()),
+                }
+            };
+            let result = tokio::select! {
+                reason = aborted(abort) => Err(Error::Interrupted(reason)),
+                result = work => result,
+            };
+            match result {
+                Err(e) if is_retryable(&e) && attempt <= retries => {
+                    tracing::warn!(
+                        attempt,
+                        retries,
+                        "the lease step failed with a temporary error: {e}; retrying in {}",
+                        format_duration(backoff)
+                    );
+                    tokio::select! {
+                        reason = aborted(abort) => return Err(Error::Interrupted(reason)),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                other => return other,
             }
-        };
-        tokio::select! {
-            reason = aborted(abort) => Err(Error::Interrupted(reason)),
-            result = work => result,
         }
     }
 
@@ -418,8 +441,8 @@ impl Lease {
         )
     }
 
-    /// Renews the lease every TTL/3 while held; on loss, tells [`Lease::lost`] and returns.
-    /// Meant to be spawned once per process.
+    /// Renews the lease every TTL/3 while held; on loss, tells [`Lease::lost`]. Meant to be
+    /// spawned once per process; it runs until the process ends.
     pub async fn keep(self: std::sync::Arc<Self>) {
         let Some(settings) = self.settings().cloned() else {
             return;
@@ -448,8 +471,7 @@ impl Lease {
                         "lost the lease: {why}; stopping the upload so as not to overwrite the \
                          new writer's data"
                     );
-                    let _ = self.lost.send(Some(why));
-                    return;
+                    self.lost.send_replace(Some(why));
                 }
                 Err(Renewal::Failed(e)) => {
                     let margin = STOP_GRACE.min(settings.ttl / 3);
@@ -463,8 +485,8 @@ impl Lease {
                             rfc3339(current.expires)
                         );
                         tracing::error!(lease = self.display, "lost the lease: {why}");
-                        let _ = self.lost.send(Some(why));
-                        return;
+                        self.lost.send_replace(Some(why));
+                        continue;
                     }
                     tracing::warn!(
                         lease = self.display,
@@ -548,7 +570,15 @@ impl Lease {
         let start = Instant::now();
         let mut last_log: Option<Instant> = None;
         loop {
-            let record = match self.read().await? {
+            let found = match self.read().await {
+                Ok(found) => found,
+                // The restore's own checks decide what a remote that cannot be read means.
+                Err(e) => {
+                    tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
+                    return Ok(());
+                }
+            };
+            let record = match found {
                 Found::Lease(record) => record,
                 Found::Nothing => return Ok(()),
                 Found::Unreadable(why) => {
@@ -638,6 +668,7 @@ impl Lease {
                     format_duration(CALL_TIMEOUT)
                 )))
             })
+            .map_err(rclone_first)
     }
 }
 
@@ -648,14 +679,54 @@ enum Renewal {
     Failed(Error),
 }
 
+/// Puts the failed rclone operation, its exit code and meaning first, and rclone's own last
+/// line (the cause) after it: "rclone cat (lease) failed with exit code 1 (…): <cause>".
+fn rclone_first(e: Error) -> Error {
+    let Error::Other(inner) = &e else {
+        return e;
+    };
+    let Some(rclone) = inner.chain().find_map(|c| match c.downcast_ref::<Error>() {
+        Some(Error::Rclone {
+            operation,
+            code,
+            meaning,
+            connection_failure,
+        }) => Some(Error::Rclone {
+            operation: operation.clone(),
+            code: *code,
+            meaning,
+            connection_failure: *connection_failure,
+        }),
+        _ => None,
+    }) else {
+        return e;
+    };
+    let cause = inner.to_string();
+    // The rclone error stays reachable (as the context) for `rclone_code`.
+    Error::Other(anyhow::anyhow!(cause).context(rclone))
+}
+
+/// Whether an error of a lease call is rclone's temporary error or a connection failure.
+fn is_retryable(e: &Error) -> bool {
+    match e {
+        Error::Other(inner) => inner
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_retryable),
+        other => other.is_retryable(),
+    }
+}
+
 /// rclone's exit code in an error, if the error is an rclone failure (possibly with context).
 fn rclone_code(e: &Error) -> Option<i32> {
     match e {
         Error::Rclone { code, .. } => Some(*code),
-        Error::Other(inner) => inner.chain().find_map(|c| match c.downcast_ref::<Error>() {
+        Error::Other(inner) => match inner.downcast_ref::<Error>() {
             Some(Error::Rclone { code, .. }) => Some(*code),
-            _ => None,
-        }),
+            _ => inner.chain().find_map(|c| match c.downcast_ref::<Error>() {
+                Some(Error::Rclone { code, .. }) => Some(*code),
+                _ => None,
+            }),
+        },
         _ => None,
     }
 }
@@ -702,6 +773,27 @@ mod tests {
     #[test]
     fn the_lease_is_an_internal_file() {
         assert!(LEASE_OBJECT.starts_with(INTERNAL_FILE_PREFIX));
+    }
+
+    #[test]
+    fn rclone_failures_name_the_operation_first_and_keep_the_code() {
+        let raw = Error::Other(
+            anyhow::Error::new(Error::Rclone {
+                operation: "cat (lease)".into(),
+                code: 1,
+                meaning: "uncategorised error",
+                connection_failure: true,
+            })
+            .context("dial tcp: connection refused"),
+        );
+        let e = rclone_first(raw);
+        assert_eq!(rclone_code(&e), Some(1));
+        assert!(is_retryable(&e));
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "rclone cat (lease) failed with exit code 1 (uncategorised error): dial tcp: \
+             connection refused"
+        );
     }
 
     #[test]

@@ -122,8 +122,11 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
         verbose,
     )
     .await?;
-    // A scheduled restore mirrors a live writer on purpose: it does not wait for it.
-    let lease = if plan.long_running.is_some() {
+    // A scheduled restore mirrors a live writer on purpose: it does not wait for it. Nor does
+    // a restore that --if-local-empty will skip (a recreated Pod keeping its volume).
+    let skipped = args.if_local_empty
+        && crate::safety::local_state(&plan.job.local).is_ok_and(|s| s.has_data && !s.has_marker);
+    let lease = if plan.long_running.is_some() || skipped {
         lease::Role::None
     } else {
         lease::Role::Reader {

@@ -18,7 +18,9 @@
 //! - The lease ([`crate::lease`]) is taken at the start of every sync that does not hold it
 //!   yet ([`run_with_lease`]), so a long-running uploader refused with `remote-in-use` keeps
 //!   trying on its schedule, and /healthz stays 503 until it holds the lease. Its loss is an
-//!   event of the loop: the running sync is stopped, no final sync runs, and the process exits 1.
+//!   event of the loop: the running sync is stopped at once, and the next one must take the
+//!   lease again (refused while another writer holds it). In a one-shot run, and during the
+//!   final sync, the loss stops rclone and the run fails (exit 1).
 //! - Handling SIGTERM ourselves is also what makes the program work as PID 1 in a container,
 //!   where the kernel would otherwise ignore it. rclone, our only child, is always reaped.
 
@@ -97,7 +99,7 @@ pub async fn run_with_lease(
 ) -> Report {
     if let Some(lease) = lease {
         let started = std::time::Instant::now();
-        if let Err(e) = lease.before_run(abort).await {
+        if let Err(e) = lease.before_run(abort, job.retries).await {
             return Report {
                 result: Err(e),
                 elapsed: started.elapsed(),
@@ -113,15 +115,12 @@ pub async fn run_with_lease(
     job.run(plan, abort).await
 }
 
-/// Waits until the lease is lost; pends forever without a lease.
+/// Waits until the lease is lost (again); pends forever without a lease.
 async fn lease_lost(lost: &mut Option<watch::Receiver<Option<String>>>) -> String {
     if let Some(rx) = lost {
-        loop {
+        while rx.changed().await.is_ok() {
             if let Some(why) = rx.borrow_and_update().clone() {
                 return why;
-            }
-            if rx.changed().await.is_err() {
-                break;
             }
         }
     }
@@ -366,19 +365,18 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
                 state.finished(report, changes);
             }
             sig = signals.recv() => break sig,
-            why = lease_lost(&mut lost), if lost.is_some() => {
-                let _ = abort_tx.send(Some(lease::LOST_REASON));
-                if let Some(running) = state.running.take()
-                    && let Ok(report) = running.handle.await
-                {
-                    state.finished(report, running.changes);
+            why = lease_lost(&mut lost) => {
+                // Stop writing at once (dropping the sync kills its rclone); the next sync
+                // tries to take the lease again and is refused while the new writer holds it.
+                if let Some(running) = &state.running {
+                    running.handle.abort();
                 }
-                pid_file.finish(crate::error::EXIT_FAILURE);
-                return Err(Error::Other(anyhow::anyhow!(
-                    "lost the lease of {}: {why}; stopped uploading, no final sync (another \
-                     writer now owns the remote path)",
+                tracing::error!(
+                    "lost the lease of {}: {why}; the running upload was stopped, and every sync \
+                     first takes the lease again",
                     state.job.remote_display
-                )));
+                );
+                state.mode.metrics.set_lease_wait(Some(format!("lost the lease: {why}")));
             }
         }
     };

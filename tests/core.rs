@@ -673,8 +673,9 @@ fn wrong_credentials_fail_with_rclones_reason() {
             "{what}: rclone's reason ({reason}, 403) is not in the output:\n{all}"
         );
         let last = out.stderr.lines().last().unwrap_or_default();
+        // An upload's first request is the read of its lease (issue 17).
         assert!(
-            last.starts_with("error: rclone sync failed with exit code ")
+            last.starts_with("error: rclone cat (lease) failed with exit code ")
                 && last.contains('(')
                 && !last.contains("unknown exit code"),
             "{what}: the last line names the rclone operation, exit code and its meaning: {last:?}"
@@ -746,9 +747,10 @@ fn an_unreachable_endpoint_fails_with_exit_1_and_the_connection_error() {
         .args(["-d", "bucket/app"])
         .args(FAIL_FAST)
         .run();
+    // An upload's first request is the read of its lease (issue 17).
     out.assert_code(1)
         .assert_contains("connection refused")
-        .assert_contains("rclone sync failed with exit code");
+        .assert_contains("rclone cat (lease) failed with exit code");
     assert!(sandbox.leftover_configs().is_empty());
 }
 

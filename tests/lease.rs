@@ -222,6 +222,13 @@ fn a_restore_that_waits_too_long_fails_and_says_why() {
     let mut holder = scheduled(&sandbox, &server, &src, &pid, &[]);
     holder.wait_for_output("sync finished", 1, LONG);
 
+    // A restore that --if-local-empty skips does not wait (a recreated Pod keeping its volume).
+    let kept = sandbox.tree("kept", &[("mine.txt", b"newer than the remote")]);
+    restore(&sandbox, &server, &kept, &["--if-local-empty"])
+        .wait_output(LONG)
+        .assert_code(0)
+        .assert_contains("already holds data");
+
     let dst = sandbox.path("restored");
     restore(&sandbox, &server, &dst, &["--wait-for-writer", "2s"])
         .wait_output(LONG)
@@ -239,7 +246,7 @@ fn a_restore_that_waits_too_long_fails_and_says_why() {
 }
 
 #[test]
-fn force_take_over_lease_overrides_and_the_old_holder_stops_loudly() {
+fn force_take_over_lease_overrides_and_the_old_holder_stops_uploading() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let src_a = tree_a(&sandbox, "a");
@@ -257,16 +264,20 @@ fn force_take_over_lease_overrides_and_the_old_holder_stops_loudly() {
     assert_eq!(remote_files(&server), files_only(&snapshot(&src_b)));
 
     // The old holder finds at its next renewal (every TTL/3) that the lease is no longer its
-    // own, and exits 1 without a final sync.
-    holder
-        .wait_output(LONG)
-        .assert_code(1)
-        .assert_contains("lost the lease");
+    // own, says so, and uploads nothing until it holds the lease again.
+    holder.wait_for_output("lost the lease", 1, LONG);
     assert_eq!(
         remote_files(&server),
         files_only(&snapshot(&src_b)),
         "the old holder uploaded nothing more"
     );
+    // B released the lease when it finished, so A's final sync may take it again.
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder
+        .wait_output(LONG)
+        .assert_code(0)
+        .assert_contains("acquired the lease");
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src_a)));
 }
 
 #[test]
