@@ -254,7 +254,14 @@ impl Lease {
                 }
             };
             let result = tokio::select! {
-                reason = aborted(abort) => Err(Error::Interrupted(reason)),
+                reason = aborted(abort) => {
+                    // A signal between writing our lease and holding it would leave the lease
+                    // to block others until it expires.
+                    if matches!(self.role, Role::Writer(_)) && !self.dry_run {
+                        self.withdraw().await;
+                    }
+                    Err(Error::Interrupted(reason))
+                }
                 result = work => result,
             };
             match result {
@@ -545,7 +552,8 @@ impl Lease {
             match self.read().await? {
                 Found::Lease(record) if record.holder.id == self.me.id => {
                     self.delete().await?;
-                    tracing::info!(lease = self.display, "released the lease");
+                    // Debug: the run's summary stays the last line of a successful run.
+                    tracing::debug!(lease = self.display, "released the lease");
                 }
                 _ => tracing::warn!(
                     lease = self.display,
@@ -561,6 +569,26 @@ impl Lease {
                 "cannot release the lease ({e}); it expires on its own"
             );
         }
+    }
+
+    /// Deletes a lease of ours that an interrupted acquisition may have written.
+    async fn withdraw(&self) {
+        let mut held = self.held.lock().await;
+        if held.is_some() {
+            return; // acquired: released at the end as usual
+        }
+        if let Ok(Found::Lease(record)) = self.read().await
+            && record.holder.id == self.me.id
+        {
+            match self.delete().await {
+                Ok(()) => tracing::info!(lease = self.display, "withdrew the lease"),
+                Err(e) => tracing::warn!(
+                    lease = self.display,
+                    "cannot withdraw the lease ({e}); it expires on its own"
+                ),
+            }
+        }
+        self.set_held(&mut held, None);
     }
 
     async fn wait_for_writer(&self, wait: Duration, max_skew: Duration) -> Result<()> {

@@ -322,12 +322,6 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
         .unwrap_or_default();
     let watch = state.mode.watch.is_some();
     tracing::info!(schedule = %schedule, watch, "long-running mode: syncing now, then on every trigger");
-    if state.mode.lease.is_some() {
-        state
-            .mode
-            .metrics
-            .set_lease_wait(Some("taking the lease of the remote path".into()));
-    }
     let mut lost = state.mode.lease.as_ref().map(|l| l.lost());
     state.start("start");
     state.mode.metrics.set_ready();
