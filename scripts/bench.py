@@ -863,7 +863,7 @@ def lease_section(results, F, w):
     w(f"{len(rows)} one-shot uploads of the tree of 1., nothing to transfer, each run with the")
     w("rclone recorder of 1. to count rclone calls by operation; the phases are split at the")
     w("log events \"acquired the lease\", \"sync finished\" and \"released the lease\".")
-    w("Taking the lease = process start-up, config, reading the lease, writing it, the 2 s")
+    w("Taking the lease = process start-up, config, reading the lease, writing it, the 5 s")
     w("settle wait, reading it back. The lease cannot be switched off, so \"without the lease\"")
     w("is the sync phase alone (rclone sync plus the valves).")
     w("")

@@ -93,7 +93,7 @@ pub struct LeaseArgs {
     pub force_take_over_lease: bool,
 
     /// How long the lease lives without renewal; it is renewed every third of it. A writer
-    /// killed without releasing it blocks others this long (plus the clock skew). At least 10s.
+    /// killed without releasing it blocks others this long (plus the clock skew). At least 15s.
     #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
     pub lease_ttl: Duration,
 

@@ -14,7 +14,7 @@ use support::*;
 const LEASE: &str = "bucket/app/.volume-syncing-operator.lease";
 const PASSPHRASE: &str = "correct horse battery staple 42";
 /// Short-TTL flags for the tests of expiry and renewal.
-const SHORT_TTL: [&str; 4] = ["--lease-ttl", "10s", "--lease-max-clock-skew", "1s"];
+const SHORT_TTL: [&str; 4] = ["--lease-ttl", "15s", "--lease-max-clock-skew", "1s"];
 const LONG: Duration = Duration::from_secs(120);
 
 /// A scheduled uploader of `src` to bucket/app that syncs once at start (then hourly).
