@@ -147,6 +147,10 @@ pub async fn run_once(job: &Job, lease: Option<&Lease>, mut signals: Signals) ->
             }
         }
     };
+    // Released before the summary, which stays the run's last line.
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     job.log_summary(&report, None);
     report.result.map(|_| ())
 }
