@@ -19,7 +19,7 @@
                                  one file, time until the object holds the new bytes (polled),
                                  then read that sync's summary; then SIGTERM
   bench.py lease OUT.jsonl ARGV_DIR -- CMD…  runs a one-shot upload (CMD must include
-                                 --log-format json and run rclone through the recorder that
+                                 --log-format json and -v, and run rclone through the recorder that
                                  writes into ARGV_DIR) once; records its rclone calls by
                                  operation and the time spent taking and releasing the lease
   bench.py report RESULTS_DIR OUT.md  writes the report from the results and facts.env
@@ -821,17 +821,22 @@ def lease(out_path, argv_dir, cmd):
     start = time.time()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     end = time.time()
+    # With -v: "acquired the lease", rclone's own lines, then (debug) "released the lease",
+    # then the summary. rclone's last line before the release marks the end of the sync.
     at = {}
     for line in proc.stderr.splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        for key, needle in (("acquired", "acquired the lease"), ("finished", "sync finished"),
-                            ("released", "released the lease")):
-            if needle in event.get("message", "") and key not in at:
-                ts = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
-                at[key] = ts.timestamp()
+        ts = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+        message = event.get("message", "")
+        if "acquired the lease" in message and "acquired" not in at:
+            at["acquired"] = ts
+        elif event.get("target") == "rclone" and "released" not in at:
+            at["finished"] = ts
+        elif "released the lease" in message and "released" not in at:
+            at["released"] = ts
     calls = {}
     for f in os.listdir(argv_dir):
         with open(os.path.join(argv_dir, f), "rb") as fh:
@@ -862,7 +867,7 @@ def lease_section(results, F, w):
         return None
     w(f"{len(rows)} one-shot uploads of the tree of 1., nothing to transfer, each run with the")
     w("rclone recorder of 1. to count rclone calls by operation; the phases are split at the")
-    w("log events \"acquired the lease\", \"sync finished\" and \"released the lease\".")
+    w("log events \"acquired the lease\", rclone's last line and \"released the lease\" (`-v`).")
     w("Taking the lease = process start-up, config, reading the lease, writing it, the 5 s")
     w("settle wait, reading it back. The lease cannot be switched off, so \"without the lease\"")
     w("is the sync phase alone (rclone sync plus the valves).")

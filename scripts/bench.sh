@@ -317,7 +317,7 @@ done
 
 # --- 6. the lease ------------------------------------------------------------------------------------
 step "6. the lease: rclone calls and time of a one-shot upload, nothing changed"
-lease_cmd=("$bin" --log-format json sync-to-remote -s "$tree" -d demo/tree)
+lease_cmd=("$bin" --log-format json -v sync-to-remote -s "$tree" -d demo/tree)
 fact lease_cmd "$(show "${lease_cmd[*]}")"
 for _ in $(seq 1 "$runs"); do
   RCLONE_BINARY=$recorder BENCH_ARGV_DIR=$argv_dir BENCH_REAL_RCLONE=$rclone \
