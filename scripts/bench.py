@@ -18,6 +18,10 @@
                                  stores under OBJECTS; after its first sync, RUNS times: rewrite
                                  one file, time until the object holds the new bytes (polled),
                                  then read that sync's summary; then SIGTERM
+  bench.py lease OUT.jsonl ARGV_DIR -- CMD…  runs a one-shot upload (CMD must include
+                                 --log-format json and -v, and run rclone through the recorder that
+                                 writes into ARGV_DIR) once; records its rclone calls by
+                                 operation and the time spent taking and releasing the lease
   bench.py report RESULTS_DIR OUT.md  writes the report from the results and facts.env
 """
 
@@ -822,11 +826,15 @@ def report(results, out):
         if st.get(name):
             S.append(f"| 4. `{name}` start-up | {ms(statistics.median(st[name]))} | — |")
     S.extend(watch_summary_rows(results, F))
-    S.append("")
-    L[summary_at:summary_at] = S
 
     # 5. watch mode
     watch_section(results, F, w)
+    # 6. the lease
+    lease_cost = lease_section(results, F, w)
+    S.append("| 6. lease, added to a one-shot upload (start-up included) | "
+             + (seconds(lease_cost) if lease_cost is not None else "—") + " | — |")
+    S.append("")
+    L[summary_at:summary_at] = S
     w("## Reproducing")
     w("")
     w("```sh")
@@ -843,6 +851,80 @@ def report(results, out):
     L.extend(fidelity_report(results, F))
     with open(out, "w") as f:
         f.write("\n".join(L).rstrip("\n") + "\n")
+
+
+def lease(out_path, argv_dir, cmd):
+    for f in os.listdir(argv_dir):
+        os.unlink(os.path.join(argv_dir, f))
+    start = time.time()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.time()
+    # With -v: "acquired the lease", rclone's own lines, then (debug) "released the lease",
+    # then the summary. rclone's last line before the release marks the end of the sync.
+    at = {}
+    for line in proc.stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        ts = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+        message = event.get("message", "")
+        if "acquired the lease" in message and "acquired" not in at:
+            at["acquired"] = ts
+        elif event.get("target") == "rclone" and "released" not in at:
+            at["finished"] = ts
+        elif "released the lease" in message and "released" not in at:
+            at["released"] = ts
+    calls = {}
+    for f in os.listdir(argv_dir):
+        with open(os.path.join(argv_dir, f), "rb") as fh:
+            args = fh.read().split(b"\0")
+        op = args[2].decode() if len(args) > 2 and args[0] == b"--config" else "?"
+        calls[op] = calls.get(op, 0) + 1
+    row = {"exit_code": proc.returncode, "total": end - start, "calls": calls}
+    if len(at) == 3:
+        row["acquire"] = at["acquired"] - start
+        row["sync"] = at["finished"] - at["acquired"]
+        row["release"] = at["released"] - at["finished"]
+    with open(out_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def lease_section(results, F, w):
+    rows = [r for r in load_lines(os.path.join(results, "lease.jsonl"))
+            if r.get("exit_code") == 0 and "acquire" in r]
+    w("## 6. The lease (one writer per remote path)")
+    w("")
+    w("```")
+    w(F("lease_cmd", ""))
+    w("```")
+    w("")
+    if not rows:
+        w("No successful run: not measured.")
+        w("")
+        return None
+    w(f"{len(rows)} one-shot uploads of the tree of 1., nothing to transfer, each run with the")
+    w("rclone recorder of 1. to count rclone calls by operation; the phases are split at the")
+    w("log events \"acquired the lease\", rclone's last line and \"released the lease\" (`-v`).")
+    w("Taking the lease = process start-up, config, reading the lease, writing it, the 5 s")
+    w("settle wait, reading it back. The lease cannot be switched off, so \"without the lease\"")
+    w("is the sync phase alone (rclone sync plus the valves).")
+    w("")
+    w("| phase | median | min | max |")
+    w("|---|---|---|---|")
+    for key, label in (("acquire", "start-up and taking the lease"), ("sync", "the sync itself"),
+                       ("release", "releasing the lease"), ("total", "whole run")):
+        xs = [r[key] for r in rows]
+        w(f"| {label} | {seconds(statistics.median(xs))} | {seconds(min(xs))} | {seconds(max(xs))} |")
+    w("")
+    calls = rows[-1]["calls"]
+    w("rclone calls per one-shot upload: " + ", ".join(f"`{k}` {v}" for k, v in sorted(calls.items()))
+      + f" — {sum(calls.values())} in all, of which the lease's: `cat` 3 (read, read back, read"
+      " before release), `rcat` 1, `deletefile` 1.")
+    w("A long-running process pays the acquisition once, then one `cat` and one `rcat` per renewal")
+    w("(every `--lease-ttl`/3, default 40 s), and nothing per file or per sync.")
+    w("")
+    return statistics.median([r["acquire"] + r["release"] for r in rows])
 
 
 def main(argv):
@@ -869,6 +951,9 @@ def main(argv):
     elif cmd == "watch":
         sep = argv.index("--")
         watch(argv[2], argv[3], argv[4], argv[5], int(argv[6]), argv[sep + 1:])
+    elif cmd == "lease":
+        sep = argv.index("--")
+        lease(argv[2], argv[3], argv[sep + 1:])
     elif cmd == "report":
         report(argv[2], argv[3])
     else:

@@ -12,6 +12,7 @@
 #   6. restore fidelity, before vs. after (when BENCH_BASELINE_BINARY names the binary from
 #      before the metadata manifest; `make bench` builds it): the no-change sync of the tree of
 #      section 1, and the restore of a remote of BENCH_RESTORE_FILES objects into a fresh directory
+#   6. the lease: rclone calls of a one-shot upload, and the time taking and releasing it costs
 #
 # Sizes and repetitions (environment, defaults in brackets):
 #   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
@@ -354,6 +355,15 @@ if [ -n "${BENCH_BASELINE_BINARY:-}" ]; then
     fact fidelity_restore_check "the last restore by the new binary equals the tree"
   fi
 fi
+# --- 6. the lease ------------------------------------------------------------------------------------
+step "6. the lease: rclone calls and time of a one-shot upload, nothing changed"
+lease_cmd=("$bin" --log-format json -v sync-to-remote -s "$tree" -d demo/tree)
+fact lease_cmd "$(show "${lease_cmd[*]}")"
+for _ in $(seq 1 "$runs"); do
+  RCLONE_BINARY=$recorder BENCH_ARGV_DIR=$argv_dir BENCH_REAL_RCLONE=$rclone \
+    python3 scripts/bench.py lease "$results/lease.jsonl" "$argv_dir" -- "${lease_cmd[@]}"
+done
+tail -1 "$results/lease.jsonl" >&2
 
 # --- the report -------------------------------------------------------------------------------------
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"

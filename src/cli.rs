@@ -118,7 +118,30 @@ pub struct SyncToRemoteArgs {
     pub watch: WatchArgs,
 
     #[command(flatten)]
+    pub lease: LeaseArgs,
+
+    #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// The lease that makes this process the only writer of the remote path (sync-to-remote).
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// Upload even though another writer holds a live lease on the remote path (safety rule
+    /// 'remote-in-use'). Only for a writer known to be gone: a live one would upload too until
+    /// its next renewal.
+    #[arg(long)]
+    pub force_take_over_lease: bool,
+
+    /// How long the lease lives without renewal; it is renewed every third of it. A writer
+    /// killed without releasing it blocks others this long (plus the clock skew). At least 15s.
+    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
+    pub lease_ttl: Duration,
+
+    /// The largest clock difference between hosts writing to the same remote path; a lease
+    /// counts as expired only this long after its expiry time.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub lease_max_clock_skew: Duration,
 }
 
 /// Sync on change (sync-to-remote only).
@@ -166,6 +189,17 @@ pub struct RemoteToLocalArgs {
     /// keeps writes that are newer than the remote.
     #[arg(long)]
     pub if_local_empty: bool,
+
+    /// While a writer holds a live lease on the remote path, wait up to this long for it to
+    /// finish (its final sync releases the lease) before restoring; 0 = do not wait. On
+    /// timeout exit 1. One-shot restores only.
+    #[arg(long, value_parser = parse_wait, default_value = "5m", value_name = "DURATION")]
+    pub wait_for_writer: Duration,
+
+    /// The largest clock difference between hosts (see sync-to-remote): a lease counts as
+    /// expired only this long after its expiry time.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub lease_max_clock_skew: Duration,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -256,6 +290,15 @@ pub struct InterruptArgs {
     pub timeout: Duration,
 }
 
+/// A duration where `0` means "not at all".
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
+}
+
 /// The default PID file location: writable by a non-root process (unlike /run).
 pub fn default_pid_path() -> PathBuf {
     std::env::temp_dir().join("volume-syncing-operator.pid")
@@ -289,6 +332,10 @@ mod tests {
             "sync-to-remote -s /d -d b --watch --schedule @hourly --pid-path /p",
             "sync-to-remote -s /d -d b --watch --metrics-address 127.0.0.1:0",
             "remote-to-local-sync -s b -d /d --schedule @hourly --metrics-address :9090",
+            "sync-to-remote -s /d -d b --force-take-over-lease --lease-ttl 30s",
+            "sync-to-remote -s /d -d b --lease-max-clock-skew 5s --schedule @hourly",
+            "remote-to-local-sync -s b -d /d --wait-for-writer 0",
+            "remote-to-local-sync -s b -d /d --wait-for-writer 1m --lease-max-clock-skew 1m",
             "interrupt",
             "interrupt --pid-path /tmp/x.pid --timeout 1m",
             "inject -f app.yaml --sync s.yaml",
@@ -315,6 +362,9 @@ mod tests {
             "sync-to-remote -s /d -d b --if-local-empty",
             "remote-to-local-sync -s b -d /d --force-even-if-remote-would-be-cleared",
             "interrupt --timeout soon",
+            "sync-to-remote -s /d -d b --wait-for-writer 1m",
+            "remote-to-local-sync -s b -d /d --force-take-over-lease",
+            "sync-to-remote -s /d -d b --lease-ttl soon",
             "no-such-command",
             "inject -f app.yaml",
             "inject --sync s.yaml",

@@ -18,6 +18,7 @@ use std::ffi::OsString;
 
 use crate::config::{self, CRYPT_SECTION, Options, REMOTE_SECTION};
 use crate::error::{Error, Result};
+use crate::lease::LEASE_OBJECT;
 use crate::rclone::Rclone;
 
 /// Name of the check object, inside the encrypted remote (its own name is encrypted too).
@@ -194,16 +195,40 @@ impl KeyCheck {
     /// is empty is the name the sole evidence: it must encode back to the stored name.
     async fn probe_existing_data(&self, rclone: &Rclone) -> Result<()> {
         let min_size = format!("{}B", CRYPT_HEADER_SIZE + 1);
+        // Our own lease (written with this key just before) is no evidence: skip it by its
+        // stored name. A lease written with another key has another name and still counts.
+        let encode = ["cryptdecode", "--reverse", &crypt_root(), LEASE_OBJECT].map(OsString::from);
+        let lease_name = rclone
+            .output(&encode, None, "cryptdecode --reverse (key check)")
+            .await?;
+        let lease_filter = format!(
+            "/{}",
+            lease_name
+                .split('\t')
+                .nth(1)
+                .map(str::trim)
+                .unwrap_or(LEASE_OBJECT)
+        );
         let with_data = [
             "lsf",
             "-R",
             "--files-only",
+            "--exclude",
+            lease_filter.as_str(),
             "--min-size",
             min_size.as_str(),
             self.raw_remote.as_str(),
         ]
         .map(OsString::from);
-        let any = ["lsf", "-R", "--files-only", self.raw_remote.as_str()].map(OsString::from);
+        let any = [
+            "lsf",
+            "-R",
+            "--files-only",
+            "--exclude",
+            lease_filter.as_str(),
+            self.raw_remote.as_str(),
+        ]
+        .map(OsString::from);
         let (raw, has_data) = match rclone.first_line(&with_data, "lsf (key check)").await? {
             Some(raw) => (raw, true),
             None => match rclone.first_line(&any, "lsf (key check)").await? {

@@ -6,7 +6,9 @@
 //!    resolved rclone binary, a parsed schedule ([`schedule`]). Bad input stops here (exit 2).
 //! 2. A [`job::Job`] is one sync: the safety valves ([`safety`], and the encryption key check)
 //!    refuse anything that would wipe data (exit 3), then rclone runs as a child in its own
-//!    process group with its log streamed into ours ([`rclone`]).
+//!    process group with its log streamed into ours ([`rclone`]). An upload first takes the
+//!    lease of the remote path ([`lease`]: one writer per path) and keeps it until it ends; a
+//!    one-shot restore waits while a writer holds it.
 //! 3. [`supervisor`] runs the job once, or — on a [`schedule`] and/or on file changes
 //!    ([`watch`]) — until SIGTERM/SIGINT and then once more; [`pidfile`] lets `interrupt` (a
 //!    preStop hook) trigger that and wait for it; [`metrics`] and [`http`] make it observable.
@@ -26,6 +28,7 @@ pub mod crypt;
 pub mod error;
 pub mod http;
 pub mod job;
+pub mod lease;
 pub mod logging;
 pub mod mass_delete;
 pub mod metrics;
@@ -69,8 +72,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             unreachable!("handled above")
         }
     };
+    let lease = lease::Lease::new(&plan.job, plan.lease.clone())?.map(Arc::new);
+    if let Some(lease) = &lease {
+        tokio::spawn(Arc::clone(lease).keep());
+    }
     let result = match plan.long_running {
-        None => supervisor::run_once(&plan.job, signals).await,
+        None => supervisor::run_once(&plan.job, lease.as_deref(), signals).await,
         Some(long) => {
             let metrics = Arc::new(Metrics::new(long.max_consecutive_failures));
             if let Some(address) = &long.metrics_address {
@@ -82,10 +89,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 shutdown_timeout: long.shutdown_timeout,
                 pid_path: &long.pid_path,
                 metrics,
+                lease: lease.clone(),
             };
             supervisor::run_long(Arc::new(plan.job), mode, signals).await
         }
     };
+    // After the last sync, on every path that gets here (so short of SIGKILL).
+    if let Some(lease) = &lease {
+        lease.release().await;
+    }
     drop(plan.config);
     result
 }

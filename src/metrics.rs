@@ -31,8 +31,8 @@ use crate::job::{Direction, Outcome};
 const RESULTS: [&str; 4] = ["success", "skipped", "refused", "failure"];
 
 /// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety`,
-/// `mass_delete` and `crypt`).
-const RULES: [&str; 7] = [
+/// `mass_delete`, `lease` and `crypt`).
+const RULES: [&str; 8] = [
     "empty-source",
     "mass-delete",
     "restore-in-progress",
@@ -40,6 +40,7 @@ const RULES: [&str; 7] = [
     "foreign-owner",
     "empty-remote",
     "encryption-key-mismatch",
+    "remote-in-use",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +71,8 @@ pub struct Metrics {
     max_consecutive_failures: u32,
     ready: AtomicBool,
     last_failure: Mutex<String>,
+    /// Why an uploader does not hold the lease of its remote path ([`crate::lease`]).
+    lease_wait: Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -161,6 +164,7 @@ impl Metrics {
             max_consecutive_failures,
             ready: AtomicBool::new(false),
             last_failure: Mutex::new(String::new()),
+            lease_wait: Mutex::new(None),
         }
     }
 
@@ -205,6 +209,12 @@ impl Metrics {
         self.next_sync.set(at.timestamp_millis() as f64 / 1000.0);
     }
 
+    /// An uploader without the lease is unhealthy, whatever its failure count: `None` once it
+    /// holds the lease.
+    pub fn set_lease_wait(&self, why: Option<String>) {
+        *self.lease_wait.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// The schedule is armed: `/readyz` answers 200 from now on.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
@@ -216,6 +226,14 @@ impl Metrics {
 
     /// `Ok(())` while healthy, else the reason.
     pub fn health(&self) -> std::result::Result<(), String> {
+        if let Some(why) = self
+            .lease_wait
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(why);
+        }
         let failures = self.consecutive_failures.load(Ordering::Relaxed);
         if failures < self.max_consecutive_failures {
             return Ok(());

@@ -10,6 +10,7 @@ use crate::config::{self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION};
 use crate::crypt::{self, CryptSettings, KeyCheck};
 use crate::error::{Error, Result};
 use crate::job::{Direction, Job, Overrides};
+use crate::lease;
 use crate::mass_delete::Guard;
 use crate::rclone::{self, Rclone};
 use crate::remote_path;
@@ -23,6 +24,8 @@ pub struct Plan {
     /// Set for the long-running mode (--schedule and/or --watch).
     pub long_running: Option<LongRunningPlan>,
     pub config: ConfigFile,
+    /// What the run does with the lease of the remote path ([`crate::lease`]).
+    pub lease: lease::Role,
 }
 
 /// How the long-running mode triggers syncs and reports on them.
@@ -71,6 +74,17 @@ pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
         min_interval: args.watch.min_interval.unwrap_or(Duration::ZERO),
         full_sync_every: args.watch.full_sync_every,
     });
+    if args.lease.lease_ttl < lease::MIN_TTL {
+        return Err(Error::config(format!(
+            "--lease-ttl must be at least {}s",
+            lease::MIN_TTL.as_secs()
+        )));
+    }
+    let role = lease::Role::Writer(lease::WriterSettings {
+        ttl: args.lease.lease_ttl,
+        max_skew: args.lease.lease_max_clock_skew,
+        force_take_over: args.lease.force_take_over_lease,
+    });
     build(
         Direction::Upload,
         args.src,
@@ -81,6 +95,10 @@ pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
         verbose,
     )
     .await
+    .map(|plan| Plan {
+        lease: role,
+        ..plan
+    })
 }
 
 /// Builds the plan for remote-to-local-sync.
@@ -96,7 +114,7 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
         if_local_empty: args.if_local_empty,
         ..Overrides::default()
     };
-    build(
+    let plan = build(
         Direction::Restore,
         args.dst,
         args.src,
@@ -105,7 +123,20 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
         None,
         verbose,
     )
-    .await
+    .await?;
+    // A scheduled restore mirrors a live writer on purpose: it does not wait for it. Nor does
+    // a restore that --if-local-empty will skip (a recreated Pod keeping its volume).
+    let skipped = args.if_local_empty
+        && crate::safety::local_state(&plan.job.local).is_ok_and(|s| s.has_data && !s.has_marker);
+    let lease = if plan.long_running.is_some() || skipped {
+        lease::Role::None
+    } else {
+        lease::Role::Reader {
+            wait: args.wait_for_writer,
+            max_skew: args.lease_max_clock_skew,
+        }
+    };
+    Ok(Plan { lease, ..plan })
 }
 
 /// The environment as text. A variable that configures the remote but is not valid UTF-8 is an
@@ -282,5 +313,6 @@ async fn build(
         job,
         long_running,
         config,
+        lease: lease::Role::None,
     })
 }

@@ -137,6 +137,34 @@ struct LogLine {
     stats: Option<Stats>,
 }
 
+/// rclone's filter flags as environment variables (`RCLONE_EXCLUDE`, …). They are meant for the
+/// user's sync; on a command naming one object rclone refuses them ("can't limit to single
+/// files when using filters"), so [`Rclone::for_single_objects`] does not pass them on.
+const FILTER_ENV: [&str; 22] = [
+    "RCLONE_EXCLUDE",
+    "RCLONE_EXCLUDE_FROM",
+    "RCLONE_EXCLUDE_IF_PRESENT",
+    "RCLONE_FILES_FROM",
+    "RCLONE_FILES_FROM_RAW",
+    "RCLONE_FILTER",
+    "RCLONE_FILTER_FROM",
+    "RCLONE_IGNORE_CASE",
+    "RCLONE_INCLUDE",
+    "RCLONE_INCLUDE_FROM",
+    "RCLONE_MAX_AGE",
+    "RCLONE_MAX_DEPTH",
+    "RCLONE_MAX_SIZE",
+    "RCLONE_MIN_AGE",
+    "RCLONE_MIN_SIZE",
+    "RCLONE_HASH_FILTER",
+    "RCLONE_METADATA_EXCLUDE",
+    "RCLONE_METADATA_EXCLUDE_FROM",
+    "RCLONE_METADATA_FILTER",
+    "RCLONE_METADATA_FILTER_FROM",
+    "RCLONE_METADATA_INCLUDE",
+    "RCLONE_METADATA_INCLUDE_FROM",
+];
+
 /// A configured rclone: binary, config file and verbosity.
 #[derive(Debug, Clone)]
 pub struct Rclone {
@@ -144,6 +172,8 @@ pub struct Rclone {
     config: PathBuf,
     verbose: u8,
     scrubber: Arc<Scrubber>,
+    /// Leave the user's filter flags ([`FILTER_ENV`]) out of the child's environment.
+    single_objects: bool,
 }
 
 impl Rclone {
@@ -153,6 +183,16 @@ impl Rclone {
             config,
             verbose,
             scrubber: Arc::default(),
+            single_objects: false,
+        }
+    }
+
+    /// The same rclone for commands on one object of ours (the lease): without the user's
+    /// filter flags from the environment.
+    pub fn for_single_objects(&self) -> Self {
+        Rclone {
+            single_objects: true,
+            ..self.clone()
         }
     }
 
@@ -175,7 +215,9 @@ impl Rclone {
             let private = name
                 .to_str()
                 .is_some_and(|n| PRIVATE_ENV_PREFIXES.iter().any(|p| n.starts_with(p)));
-            if private {
+            let filter =
+                self.single_objects && name.to_str().is_some_and(|n| FILTER_ENV.contains(&n));
+            if private || filter {
                 cmd.env_remove(&name);
             }
         }

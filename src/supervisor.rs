@@ -15,6 +15,12 @@
 //! - A failed run is logged and the triggers go on (retries happen inside the job). In watch
 //!   mode the changes of a failed run are kept, the next run is a full sync, and it waits for a
 //!   backoff so a broken remote is not hammered.
+//! - The lease ([`crate::lease`]) is taken at the start of every sync that does not hold it
+//!   yet ([`run_with_lease`]), so a long-running uploader refused with `remote-in-use` keeps
+//!   trying on its schedule, and /healthz stays 503 until it holds the lease. Its loss is an
+//!   event of the loop: the running sync is stopped at once, and the next one must take the
+//!   lease again (refused while another writer holds it). In a one-shot run, and during the
+//!   final sync, the loss stops rclone and the run fails (exit 1).
 //! - Handling SIGTERM ourselves is also what makes the program work as PID 1 in a container,
 //!   where the kernel would otherwise ignore it. rclone, our only child, is always reaped.
 
@@ -30,6 +36,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::job::{Job, Report, SyncPlan};
+use crate::lease::{self, Lease};
 use crate::metrics::Metrics;
 use crate::pidfile::PidFile;
 use crate::plan::WatchSettings;
@@ -82,11 +89,51 @@ impl Signals {
     }
 }
 
+/// Runs the job after the lease step: an upload takes the lease (a no-op while held), a
+/// restore waits for a writer that holds it. A failed lease step is the run's result.
+pub async fn run_with_lease(
+    job: &Job,
+    lease: Option<&Lease>,
+    plan: &SyncPlan,
+    abort: &mut Abort,
+) -> Report {
+    if let Some(lease) = lease {
+        let started = std::time::Instant::now();
+        if let Err(e) = lease.before_run(abort, job.retries).await {
+            return Report {
+                result: Err(e),
+                elapsed: started.elapsed(),
+                attempts: 1,
+                kind: if matches!(plan, SyncPlan::Full(_)) {
+                    "full"
+                } else {
+                    "incremental"
+                },
+                volume: Default::default(),
+            };
+        }
+    }
+    job.run(plan, abort).await
+}
+
+/// Waits until the lease is lost (again); pends forever without a lease.
+async fn lease_lost(lost: &mut Option<watch::Receiver<Option<String>>>) -> String {
+    if let Some(rx) = lost {
+        while rx.changed().await.is_ok() {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
 /// Runs the job once; a signal stops rclone and the run fails as interrupted.
-pub async fn run_once(job: &Job, mut signals: Signals) -> Result<()> {
+pub async fn run_once(job: &Job, lease: Option<&Lease>, mut signals: Signals) -> Result<()> {
     let (abort_tx, mut abort_rx) = watch::channel(None);
     let plan = SyncPlan::Full("one-shot run".into());
-    let run = job.run(&plan, &mut abort_rx);
+    let mut lost = lease.map(Lease::lost);
+    let run = run_with_lease(job, lease, &plan, &mut abort_rx);
     tokio::pin!(run);
     let report = loop {
         tokio::select! {
@@ -95,8 +142,16 @@ pub async fn run_once(job: &Job, mut signals: Signals) -> Result<()> {
                 tracing::warn!("received {sig}: stopping rclone");
                 let _ = abort_tx.send(Some(sig));
             }
+            _ = lease_lost(&mut lost), if lost.is_some() => {
+                lost = None;
+                let _ = abort_tx.send(Some(lease::LOST_REASON));
+            }
         }
     };
+    // Released before the summary, which stays the run's last line.
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     job.log_summary(&report, None);
     report.result.map(|_| ())
 }
@@ -108,6 +163,8 @@ pub struct LongRunning<'a> {
     pub shutdown_timeout: Duration,
     pub pid_path: &'a Path,
     pub metrics: Arc<Metrics>,
+    /// The lease of an uploader.
+    pub lease: Option<Arc<Lease>>,
 }
 
 /// The sync in progress: its task, and the changes it is bringing over (put back on failure).
@@ -146,6 +203,7 @@ impl Loop<'_> {
         };
         tracing::info!(trigger = why, "starting a sync");
         let job = Arc::clone(&self.job);
+        let lease = self.mode.lease.clone();
         let mut abort = self.abort.clone();
         self.last_start = Instant::now();
         if let Some(watch) = &self.mode.watch
@@ -154,7 +212,9 @@ impl Loop<'_> {
             self.next_full = Some(Instant::now() + watch.full_sync_every);
         }
         self.running = Some(Running {
-            handle: tokio::spawn(async move { job.run(&plan, &mut abort).await }),
+            handle: tokio::spawn(async move {
+                run_with_lease(&job, lease.as_deref(), &plan, &mut abort).await
+            }),
             changes,
         });
     }
@@ -190,6 +250,18 @@ impl Loop<'_> {
         }
     }
 
+    /// /healthz is 503 while the uploader does not hold the lease.
+    fn record_lease(&self, report: &Report) {
+        if let Some(lease) = &self.mode.lease {
+            let waiting = match &report.result {
+                _ if lease.may_upload() => None,
+                Err(e) => Some(format!("the lease of the remote path is not held: {e}")),
+                Ok(_) => Some("the lease of the remote path is not held".into()),
+            };
+            self.mode.metrics.set_lease_wait(waiting);
+        }
+    }
+
     /// Records a finished sync: summary line, metrics, and in watch mode what to do next.
     fn finished(&mut self, report: Report, changes: Changes) {
         let next = self.next_run();
@@ -198,6 +270,7 @@ impl Loop<'_> {
             .metrics
             .record(self.job.direction, &report.result, report.elapsed);
         log_next(next, &self.mode.metrics);
+        self.record_lease(&report);
         if report.result.is_ok() {
             self.failures = 0;
             return;
@@ -254,6 +327,7 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
         .unwrap_or_default();
     let watch = state.mode.watch.is_some();
     tracing::info!(schedule = %schedule, watch, "long-running mode: syncing now, then on every trigger");
+    let mut lost = state.mode.lease.as_ref().map(|l| l.lost());
     state.start("start");
     state.mode.metrics.set_ready();
     log_next(state.next_run(), &state.mode.metrics);
@@ -290,6 +364,19 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
                 state.finished(report, changes);
             }
             sig = signals.recv() => break sig,
+            why = lease_lost(&mut lost) => {
+                // Stop writing at once (dropping the sync kills its rclone); the next sync
+                // tries to take the lease again and is refused while the new writer holds it.
+                if let Some(running) = &state.running {
+                    running.handle.abort();
+                }
+                tracing::error!(
+                    "lost the lease of {}: {why}; the running upload was stopped, and every sync \
+                     first takes the lease again",
+                    state.job.remote_display
+                );
+                state.mode.metrics.set_lease_wait(Some(format!("lost the lease: {why}")));
+            }
         }
     };
 
@@ -298,7 +385,7 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
          sync (at most {}; a further SIGTERM or SIGINT stops it at once)",
         format_duration(state.mode.shutdown_timeout)
     );
-    let result = shutdown(&mut state, &mut watcher, abort_tx, &mut signals).await;
+    let result = shutdown(&mut state, &mut watcher, abort_tx, &mut signals, lost).await;
     let code = match &result {
         Ok(()) => 0,
         Err(e) => e.exit_code(),
@@ -313,6 +400,7 @@ async fn shutdown(
     watcher: &mut Option<TreeWatcher>,
     abort_tx: watch::Sender<Option<&'static str>>,
     signals: &mut Signals,
+    mut lost: Option<watch::Receiver<Option<String>>>,
 ) -> Result<()> {
     let timeout = state.mode.shutdown_timeout;
     let mut abort = state.abort.clone();
@@ -339,7 +427,8 @@ async fn shutdown(
             None => SyncPlan::Full("final sync".into()),
         };
         tracing::info!("running the final sync");
-        let report = state.job.run(&plan, &mut abort).await;
+        let report =
+            run_with_lease(&state.job, state.mode.lease.as_deref(), &plan, &mut abort).await;
         state.job.log_summary(&report, None);
         state
             .mode
@@ -361,6 +450,11 @@ async fn shutdown(
             sig = signals.recv_escalation(), if aborted.is_none() => {
                 tracing::warn!("received {sig} again: stopping rclone now");
                 aborted = Some(sig);
+                let _ = abort_tx.send(aborted);
+            }
+            _ = lease_lost(&mut lost), if lost.is_some() && aborted.is_none() => {
+                lost = None;
+                aborted = Some(lease::LOST_REASON);
                 let _ = abort_tx.send(aborted);
             }
             () = tokio::time::sleep_until(deadline), if aborted.is_none() => {

@@ -673,6 +673,7 @@ fn wrong_credentials_fail_with_rclones_reason() {
             "{what}: rclone's reason ({reason}, 403) is not in the output:\n{all}"
         );
         let last = out.stderr.lines().last().unwrap_or_default();
+        // An upload's first request is the read of its lease (issue 17).
         assert!(
             last.starts_with("error: ")
                 && last.contains("failed with exit code ")

@@ -752,8 +752,16 @@ fn a_killed_instance_leaves_a_stale_pid_file_that_does_not_block_the_next() {
     interrupt(&sandbox, &pid_file, &[])
         .assert_code(2)
         .assert_contains("no process with pid");
-    // …and a new instance takes it over.
-    let mut next = scheduled(&sandbox, &server, &src, "@every 1h", &[], &[]);
+    // …and a new instance takes it over. (The killed instance's lease of the remote path is
+    // still live; its expiry and takeover are tests/lease.rs's business.)
+    let mut next = scheduled(
+        &sandbox,
+        &server,
+        &src,
+        "@every 1h",
+        &["--force-take-over-lease"],
+        &[],
+    );
     next.wait_for_output("sync finished", 1, LONG);
     assert_eq!(
         fs::read_to_string(&pid_file).unwrap().trim(),

@@ -1,0 +1,835 @@
+//! One writer per remote path: a lease object beside the data, taken before an upload changes
+//! anything, renewed while the uploader runs, released after its final sync; and, on the restore
+//! side, a bounded wait while a writer holds it.
+//!
+//! # The lease object
+//! `<remote path>/.volume-syncing-operator.lease`, under [`crate::safety::INTERNAL_FILE_PREFIX`], so every
+//! sync, listing, valve and restore already ignores it. It is read and written through exactly
+//! the remote the sync uses (through crypt when encryption is on): `rclone cat`, `rclone rcat`,
+//! `rclone deletefile`. It is JSON: the holder (host: `POD_NAME`, else `HOSTNAME`, else the
+//! kernel's host name; pid; a random id made at start), `started`, `renewed`, `expires`.
+//!
+//! # Protocol (object stores without conditional writes)
+//! - **Acquire**: read the lease. A lease of someone else that is live (now <= expires + the
+//!   maximum clock skew) refuses the upload (exit 3, rule `remote-in-use`) unless
+//!   `--force-take-over-lease`; an expired one is taken over with a warning. Then write ours,
+//!   wait the settle delay `D` ([`SETTLE`]), and read it back: still ours means acquired;
+//!   anything else means we lost a race and are refused as well.
+//! - **Why two racers cannot both proceed**: every writer bounds the gap `G` ([`MAX_WRITE_GAP`])
+//!   between the start of its read and the end of its write, and `D >= G`. Say A's write takes
+//!   effect first and B's second. If B's write takes effect before A's read-back starts, A reads
+//!   B's lease and gives up. Otherwise B's write took effect after A's read-back started, which
+//!   is at least `D` after A's write ended; B's read started at most `G <= D` before B's write
+//!   ended, so after A's write took effect: B read A's live lease and never wrote. So at most
+//!   one proceeds; both may give up (they retry on their schedule). A writer whose gap exceeds
+//!   `G` cannot rely on this: it reads back, deletes its lease if it is still there, and retries
+//!   (a holder it may have overwritten then finds its lease gone at its next renewal and stops).
+//! - **Assumptions**: read-after-write consistency for single objects (S3 has it since December
+//!   2020; GCS, Azure and most others too); clocks of all writers within the maximum clock skew
+//!   (`--lease-max-clock-skew`) of each other; and that every writer of a path runs this
+//!   protocol with the same `G` and `D` (they are constants of the program).
+//! - **Renew**: while held, every TTL/3 (a timer independent of syncs): read, check it is still
+//!   ours, write it with a new expiry — one small write per renewal, none per file. A lease that
+//!   is no longer ours (taken over, or deleted) is lost: the running upload is stopped at once
+//!   and fails loudly; a long-running uploader must take the lease again before its next sync
+//!   (refused while the new writer holds it, /healthz 503). A renewal that fails (remote unreachable) is retried; if the
+//!   lease cannot be renewed before `expires` minus the time rclone needs to stop, it is
+//!   treated as lost too, because from then on another writer may take it over.
+//! - **Release**: after the one-shot run or the final sync, on every exit path short of
+//!   SIGKILL: read, and delete if still ours. A holder killed by SIGKILL leaves its lease, which
+//!   the next writer takes over once it has expired.
+//! - `--force-take-over-lease` skips the liveness check only; the write, settle and read-back
+//!   are the same. If the old holder is in fact alive, both upload until its next renewal
+//!   (at most TTL/3), when it finds the lease taken and stops: the flag is for a holder known to
+//!   be gone.
+//! - `--dry-run` never writes: it reads the lease, warns if someone holds it, and goes on.
+//!
+//! # Restore side
+//! `remote-to-local-sync` (one-shot) reads the lease first and, while a live lease is held,
+//! waits (`--wait-for-writer`, progress logged) for it to be released or to expire; so a new
+//! Pod's init container restores what the old Pod's final sync wrote. On timeout: exit 1.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::rclone::{Abort, Rclone, STOP_GRACE, aborted};
+use crate::schedule::format_duration;
+
+/// The name of the lease object at the top of the remote path.
+pub const LEASE_OBJECT: &str = ".volume-syncing-operator.lease";
+/// The safety rule of a refusal because another writer holds the lease.
+pub const RULE: &str = "remote-in-use";
+pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
+/// The longest allowed gap between the start of reading the lease and the end of writing ours
+/// (`G` in the module doc): two rclone starts (with crypt, each derives the key with scrypt)
+/// and two small requests. Measured up to 4s on a 2-core node at a load of 12; 5s leaves room.
+pub const MAX_WRITE_GAP: Duration = Duration::from_secs(5);
+/// How long a new lease must stay ours before it counts as acquired (`D >= G`).
+pub const SETTLE: Duration = MAX_WRITE_GAP;
+/// How often an acquisition whose write was too slow is tried again before giving up.
+const ACQUIRE_ATTEMPTS: u32 = 3;
+/// Upper bound of one lease call (rclone also gets the short-check timeouts).
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+/// The shortest TTL: renewals every TTL/3 must leave room for the settle delay and a retry.
+pub const MIN_TTL: Duration = Duration::from_secs(15);
+/// The reason given to a running rclone stopped because the lease was lost.
+pub const LOST_REASON: &str = "the loss of the remote lease";
+
+/// Lease settings of an uploader.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub ttl: Duration,
+    pub max_skew: Duration,
+    pub force_take_over: bool,
+}
+
+/// What a run does with the lease.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// An upload: acquire, renew, release.
+    Writer(WriterSettings),
+    /// A one-shot restore: wait up to `wait` while a live lease is held (zero: do not wait).
+    Reader { wait: Duration, max_skew: Duration },
+    /// No lease (a scheduled restore: mirroring a live writer is its purpose).
+    None,
+}
+
+/// Who holds a lease.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    pub id: String,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (pid {}, id {})", self.host, self.pid, self.id)
+    }
+}
+
+impl Holder {
+    /// This process: host or Pod name, pid, and a random id (pids repeat across containers).
+    fn me() -> Result<Holder> {
+        let host = ["POD_NAME", "HOSTNAME"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find(|v| !v.trim().is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown-host".into());
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .context("cannot read /dev/urandom for the lease id")?;
+        Ok(Holder {
+            host,
+            pid: std::process::id(),
+            id: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+}
+
+/// The content of the lease object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub holder: Holder,
+    pub started: String,
+    pub renewed: String,
+    pub expires: String,
+}
+
+impl Record {
+    fn new(holder: Holder, started: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> Record {
+        Record {
+            holder,
+            started: rfc3339(started),
+            renewed: rfc3339(now),
+            expires: rfc3339(now + chrono::Duration::from_std(ttl).unwrap_or_default()),
+        }
+    }
+
+    fn expires(&self) -> Result<DateTime<Utc>> {
+        parse_time(&self.expires)
+    }
+
+    /// Live: not yet expired, allowing for the clock skew between writers.
+    fn is_live(&self, now: DateTime<Utc>, max_skew: Duration) -> Result<bool> {
+        Ok(now <= self.expires()? + chrono::Duration::from_std(max_skew).unwrap_or_default())
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            Error::Other(anyhow::anyhow!(
+                "the lease holds an invalid time {s:?}: {e}"
+            ))
+        })
+}
+
+/// What reading the lease found.
+#[derive(Debug)]
+enum Found {
+    Nothing,
+    Lease(Record),
+    /// An object that is not a lease of ours (corrupt, or another program's).
+    Unreadable(String),
+}
+
+/// The lease of a remote path, through the remote the sync uses.
+pub struct Lease {
+    rclone: Rclone,
+    object: String,
+    display: String,
+    me: Holder,
+    role: Role,
+    dry_run: bool,
+    /// The lease we hold, if any. The async mutex also serialises acquire, renew and release.
+    held: Mutex<Option<Held>>,
+    /// Mirrors `held.is_some()` for synchronous readers (the health state).
+    holding: AtomicBool,
+    lost: watch::Sender<Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    started: DateTime<Utc>,
+    expires: DateTime<Utc>,
+    /// When the next renewal is due.
+    renew_at: Instant,
+}
+
+impl Lease {
+    /// The lease of `job`'s remote path, or `None` when the role needs none.
+    pub fn new(job: &Job, role: Role) -> Result<Option<Lease>> {
+        if matches!(role, Role::None) {
+            return Ok(None);
+        }
+        Ok(Some(Lease {
+            rclone: job.rclone.for_single_objects(),
+            // `job.remote` ends in '/' (`remote:bucket/path/`) or is a crypt root (`crypt:`).
+            object: format!("{}{LEASE_OBJECT}", job.remote),
+            display: format!("{}/{LEASE_OBJECT}", job.remote_display),
+            me: Holder::me()?,
+            role,
+            dry_run: job.dry_run,
+            held: Mutex::new(None),
+            holding: AtomicBool::new(false),
+            lost: watch::channel(None).0,
+        }))
+    }
+
+    /// Before a run: a writer acquires the lease (a no-op while held), a reader waits for the
+    /// writer. Temporary rclone failures are retried `retries` times, as the sync's are; a
+    /// signal (`abort`) stops either.
+    pub async fn before_run(&self, abort: &mut Abort, retries: u32) -> Result<()> {
+        let mut backoff = Duration::from_secs(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let work = async {
+                match &self.role {
+                    Role::Writer(settings) => self.acquire(settings).await,
+                    Role::Reader { wait, max_skew } => self.wait_for_writer(*wait, *max_skew).await,
+                    Role::None => Ok(()),
+                }
+            };
+            let result = tokio::select! {
+                reason = aborted(abort) => {
+                    // A signal between writing our lease and holding it would leave the lease
+                    // to block others until it expires.
+                    if matches!(self.role, Role::Writer(_)) && !self.dry_run {
+                        self.withdraw().await;
+                    }
+                    Err(Error::Interrupted(reason))
+                }
+                result = work => result,
+            };
+            match result {
+                Err(e) if is_retryable(&e) && attempt <= retries => {
+                    tracing::warn!(
+                        attempt,
+                        retries,
+                        "the lease step failed with a temporary error: {e}; retrying in {}",
+                        format_duration(backoff)
+                    );
+                    tokio::select! {
+                        reason = aborted(abort) => return Err(Error::Interrupted(reason)),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether uploads may go on: the lease is held (or this is a dry run, which never takes
+    /// it). Readable without waiting for a lease call in progress.
+    pub fn may_upload(&self) -> bool {
+        self.dry_run || self.holding.load(Ordering::Relaxed)
+    }
+
+    fn set_held(&self, slot: &mut Option<Held>, value: Option<Held>) {
+        self.holding.store(value.is_some(), Ordering::Relaxed);
+        *slot = value;
+    }
+
+    /// Receives `Some(why)` once a held lease is lost.
+    pub fn lost(&self) -> watch::Receiver<Option<String>> {
+        self.lost.subscribe()
+    }
+
+    fn settings(&self) -> Option<&WriterSettings> {
+        match &self.role {
+            Role::Writer(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    async fn acquire(&self, settings: &WriterSettings) -> Result<()> {
+        let mut held = self.held.lock().await;
+        if held.is_some() {
+            return Ok(());
+        }
+        for attempt in 1..=ACQUIRE_ATTEMPTS {
+            let start = Instant::now();
+            let now = Utc::now();
+            match self.read().await? {
+                Found::Nothing => {}
+                Found::Lease(record) if record.holder.id == self.me.id => {}
+                Found::Lease(record) => {
+                    let live = record.is_live(now, settings.max_skew).unwrap_or(true);
+                    if live && self.dry_run {
+                        tracing::warn!(
+                            holder = %record.holder,
+                            expires = record.expires,
+                            "dry run: {} is held by another writer; a real upload would be refused (rule '{RULE}')",
+                            self.display
+                        );
+                        return Ok(());
+                    } else if live && !settings.force_take_over {
+                        return Err(self.in_use(&record));
+                    } else if live {
+                        tracing::warn!(
+                            holder = %record.holder,
+                            expires = record.expires,
+                            "{FORCE_TAKE_OVER}: taking over the live lease {} of {}; if that writer \
+                             is still running, it stops at its next renewal",
+                            self.display,
+                            record.holder
+                        );
+                    } else {
+                        tracing::warn!(
+                            holder = %record.holder,
+                            expired = record.expires,
+                            "taking over the expired lease {} of {} (it did not release it: \
+                             killed, or its node was lost)",
+                            self.display,
+                            record.holder
+                        );
+                    }
+                }
+                Found::Unreadable(why) if !settings.force_take_over && !self.dry_run => {
+                    return Err(Error::refused(
+                        RULE,
+                        format!(
+                            "the lease object {} cannot be read as a lease ({why})",
+                            self.display
+                        ),
+                        FORCE_TAKE_OVER,
+                    ));
+                }
+                Found::Unreadable(why) => {
+                    tracing::warn!("replacing the unreadable lease {} ({why})", self.display);
+                }
+            }
+            if self.dry_run {
+                tracing::info!("dry run: the lease {} is not written", self.display);
+                return Ok(());
+            }
+            let record = Record::new(self.me.clone(), now, now, settings.ttl);
+            self.write(&record).await?;
+            let gap = start.elapsed();
+            tokio::time::sleep(SETTLE).await;
+            match self.read().await? {
+                Found::Lease(back) if back.holder.id == self.me.id => {
+                    if gap <= MAX_WRITE_GAP {
+                        tracing::info!(
+                            lease = self.display,
+                            expires = record.expires,
+                            "acquired the lease: this process is the only writer of the remote path"
+                        );
+                        let acquired = Held {
+                            started: now,
+                            expires: record.expires()?,
+                            // Written SETTLE ago.
+                            renew_at: Instant::now() + (settings.ttl / 3).saturating_sub(SETTLE),
+                        };
+                        self.set_held(&mut held, Some(acquired));
+                        return Ok(());
+                    }
+                    tracing::warn!(
+                        attempt,
+                        "writing the lease took {}, more than the {} the protocol allows; \
+                         withdrawing it and trying again",
+                        format_duration_ms(gap),
+                        format_duration_ms(MAX_WRITE_GAP)
+                    );
+                    self.delete().await?;
+                    // Racers that gave up together should not retry together.
+                    let jitter = u64::from(self.me.id.as_bytes()[0] % 16) * 125;
+                    tokio::time::sleep(SETTLE + Duration::from_millis(jitter)).await;
+                }
+                Found::Lease(other) => {
+                    return Err(Error::refused_with_hint(
+                        RULE,
+                        format!(
+                            "{} was taken by another writer, {}, at the same time (lease \
+                             expires {})",
+                            self.display, other.holder, other.expires
+                        ),
+                        "Only one uploader may write to a remote path; this one gave way and \
+                         will not upload.",
+                    ));
+                }
+                Found::Nothing | Found::Unreadable(_) => {
+                    return Err(Error::refused_with_hint(
+                        RULE,
+                        format!(
+                            "the lease {} changed while it was being taken (another writer is \
+                             starting)",
+                            self.display
+                        ),
+                        "Only one uploader may write to a remote path; try again later.",
+                    ));
+                }
+            }
+        }
+        Err(Error::Other(anyhow::anyhow!(
+            "cannot take the lease {}: writing it took longer than {} {ACQUIRE_ATTEMPTS} times \
+             (remote too slow or node overloaded)",
+            self.display,
+            format_duration_ms(MAX_WRITE_GAP)
+        )))
+    }
+
+    fn in_use(&self, record: &Record) -> Error {
+        Error::refused(
+            RULE,
+            format!(
+                "{} is in use: another writer, {}, holds its lease (started {}, renewed {}, \
+                 expires {}); two uploaders to one path delete each other's files",
+                self.display, record.holder, record.started, record.renewed, record.expires
+            ),
+            &format!(
+                "{FORCE_TAKE_OVER} (only if that writer is gone; else stop it, or wait for the \
+                 lease to expire)"
+            ),
+        )
+    }
+
+    /// Renews the lease every TTL/3 while held; on loss, tells [`Lease::lost`]. Meant to be
+    /// spawned once per process; it runs until the process ends.
+    pub async fn keep(self: std::sync::Arc<Self>) {
+        let Some(settings) = self.settings().cloned() else {
+            return;
+        };
+        let retry = (settings.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(5));
+        loop {
+            let due = self.held.lock().await.as_ref().map(|h| h.renew_at);
+            match due {
+                // Not held (yet, or any more): look again soon; costs no remote call.
+                None => tokio::time::sleep(Duration::from_millis(500)).await,
+                Some(at) => tokio::time::sleep_until(at).await,
+            }
+            let mut held = self.held.lock().await;
+            let Some(current) = held.clone() else {
+                continue;
+            };
+            if Instant::now() < current.renew_at {
+                continue; // re-acquired or renewed meanwhile
+            }
+            match self.renew(&settings, &current).await {
+                Ok(next) => *held = Some(next),
+                Err(Renewal::Lost(why)) => {
+                    self.set_held(&mut held, None);
+                    tracing::error!(
+                        lease = self.display,
+                        "lost the lease: {why}; stopping the upload so as not to overwrite the \
+                         new writer's data"
+                    );
+                    self.lost.send_replace(Some(why));
+                }
+                Err(Renewal::Failed(e)) => {
+                    let margin = STOP_GRACE.min(settings.ttl / 3);
+                    let deadline =
+                        current.expires - chrono::Duration::from_std(margin).unwrap_or_default();
+                    if Utc::now() >= deadline {
+                        self.set_held(&mut held, None);
+                        let why = format!(
+                            "it could not be renewed before it expires at {} ({e:#}); another \
+                             writer may take it over from then on",
+                            rfc3339(current.expires)
+                        );
+                        tracing::error!(lease = self.display, "lost the lease: {why}");
+                        self.lost.send_replace(Some(why));
+                        continue;
+                    }
+                    tracing::warn!(
+                        lease = self.display,
+                        "cannot renew the lease ({e:#}); retrying in {}",
+                        format_duration_ms(retry)
+                    );
+                    *held = Some(Held {
+                        renew_at: Instant::now() + retry,
+                        ..current
+                    });
+                }
+            }
+        }
+    }
+
+    async fn renew(&self, settings: &WriterSettings, current: &Held) -> Result<Held, Renewal> {
+        match self.read().await.map_err(Renewal::Failed)? {
+            Found::Lease(record) if record.holder.id == self.me.id => {}
+            Found::Lease(record) => {
+                return Err(Renewal::Lost(format!(
+                    "{} took it over (its lease expires {})",
+                    record.holder, record.expires
+                )));
+            }
+            Found::Nothing => return Err(Renewal::Lost("the lease object was deleted".into())),
+            Found::Unreadable(why) => {
+                return Err(Renewal::Lost(format!(
+                    "the lease object was replaced ({why})"
+                )));
+            }
+        }
+        let now = Utc::now();
+        let record = Record::new(self.me.clone(), current.started, now, settings.ttl);
+        self.write(&record).await.map_err(Renewal::Failed)?;
+        tracing::debug!(
+            lease = self.display,
+            expires = record.expires,
+            "renewed the lease"
+        );
+        Ok(Held {
+            started: current.started,
+            expires: record.expires().map_err(Renewal::Failed)?,
+            renew_at: Instant::now() + settings.ttl / 3,
+        })
+    }
+
+    /// Deletes the lease if we hold it and it is still ours. Failures are logged: the lease
+    /// then expires on its own.
+    pub async fn release(&self) {
+        let mut held = self.held.lock().await;
+        if held.is_none() {
+            return;
+        }
+        self.set_held(&mut held, None);
+        let result = async {
+            match self.read().await? {
+                Found::Lease(record) if record.holder.id == self.me.id => {
+                    self.delete().await?;
+                    // Debug: the run's summary stays the last line of a successful run.
+                    tracing::debug!(lease = self.display, "released the lease");
+                }
+                _ => tracing::warn!(
+                    lease = self.display,
+                    "the lease is no longer ours at release; leaving it alone"
+                ),
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(
+                lease = self.display,
+                "cannot release the lease ({e}); it expires on its own"
+            );
+        }
+    }
+
+    /// Deletes a lease of ours that an interrupted acquisition may have written.
+    async fn withdraw(&self) {
+        let mut held = self.held.lock().await;
+        if held.is_some() {
+            return; // acquired: released at the end as usual
+        }
+        if let Ok(Found::Lease(record)) = self.read().await
+            && record.holder.id == self.me.id
+        {
+            match self.delete().await {
+                Ok(()) => tracing::info!(lease = self.display, "withdrew the lease"),
+                Err(e) => tracing::warn!(
+                    lease = self.display,
+                    "cannot withdraw the lease ({e}); it expires on its own"
+                ),
+            }
+        }
+        self.set_held(&mut held, None);
+    }
+
+    async fn wait_for_writer(&self, wait: Duration, max_skew: Duration) -> Result<()> {
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let mut last_log: Option<Instant> = None;
+        loop {
+            let found = match self.read().await {
+                Ok(found) => found,
+                // The restore's own checks decide what a remote that cannot be read means.
+                Err(e) => {
+                    tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
+                    return Ok(());
+                }
+            };
+            let record = match found {
+                Found::Lease(record) => record,
+                Found::Nothing => return Ok(()),
+                Found::Unreadable(why) => {
+                    tracing::warn!("ignoring the unreadable lease {} ({why})", self.display);
+                    return Ok(());
+                }
+            };
+            if !record.is_live(Utc::now(), max_skew).unwrap_or(true) {
+                tracing::warn!(
+                    holder = %record.holder,
+                    expired = record.expires,
+                    "the writer's lease {} has expired without release; restoring what it left",
+                    self.display
+                );
+                return Ok(());
+            }
+            let waited = start.elapsed();
+            if waited >= wait {
+                return Err(Error::Other(anyhow::anyhow!(
+                    "a writer, {}, still holds the lease {} (expires {}) after waiting \
+                     --wait-for-writer {}; a restore now could miss its last sync. Stop that \
+                     writer (its final sync releases the lease), or wait longer",
+                    record.holder,
+                    self.display,
+                    record.expires,
+                    format_duration(wait)
+                )));
+            }
+            if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::info!(
+                    holder = %record.holder,
+                    expires = record.expires,
+                    waited_seconds = waited.as_secs(),
+                    "waiting for the writer holding {} to finish (at most {} in all)",
+                    self.display,
+                    format_duration(wait)
+                );
+                last_log = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_secs(1).min(wait - waited)).await;
+        }
+    }
+
+    async fn read(&self) -> Result<Found> {
+        let args = ["cat", self.object.as_str()].map(OsString::from);
+        let text = match self.call(&args, None, "cat (lease)").await {
+            Ok(text) => text,
+            // A missing bucket or directory: no lease.
+            Err(e) if rclone_code(&e) == Some(3) => return Ok(Found::Nothing),
+            Err(e) => return Err(e),
+        };
+        if text.trim().is_empty() {
+            return Ok(Found::Nothing);
+        }
+        Ok(match serde_json::from_str::<Record>(&text) {
+            Ok(record) => match record.expires() {
+                Ok(_) => Found::Lease(record),
+                Err(e) => Found::Unreadable(e.to_string()),
+            },
+            Err(e) => Found::Unreadable(format!("not a lease: {e}")),
+        })
+    }
+
+    async fn write(&self, record: &Record) -> Result<()> {
+        let json = serde_json::to_string(record).context("cannot encode the lease")?;
+        let args = ["rcat", self.object.as_str()].map(OsString::from);
+        self.call(&args, Some(&json), "rcat (lease)")
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self) -> Result<()> {
+        let args = ["deletefile", self.object.as_str()].map(OsString::from);
+        match self.call(&args, None, "deletefile (lease)").await {
+            Err(e) if rclone_code(&e) == Some(4) => Ok(()), // already gone
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn call(&self, args: &[OsString], stdin: Option<&str>, what: &str) -> Result<String> {
+        tokio::time::timeout(CALL_TIMEOUT, self.rclone.output(args, stdin, what))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Other(anyhow::anyhow!(
+                    "rclone {what} on {} did not finish within {}",
+                    self.display,
+                    format_duration(CALL_TIMEOUT)
+                )))
+            })
+            .map_err(rclone_first)
+    }
+}
+
+enum Renewal {
+    /// The lease is someone else's now.
+    Lost(String),
+    /// The renewal failed (remote unreachable); the lease may still be ours.
+    Failed(Error),
+}
+
+/// Puts the failed rclone operation, its exit code and meaning first, and rclone's own last
+/// line (the cause) after it: "rclone cat (lease) failed with exit code 1 (…): <cause>".
+fn rclone_first(e: Error) -> Error {
+    let Error::Other(inner) = &e else {
+        return e;
+    };
+    let Some(rclone) = inner.chain().find_map(|c| match c.downcast_ref::<Error>() {
+        Some(Error::Rclone {
+            operation,
+            code,
+            meaning,
+            connection_failure,
+        }) => Some(Error::Rclone {
+            operation: operation.clone(),
+            code: *code,
+            meaning,
+            connection_failure: *connection_failure,
+        }),
+        _ => None,
+    }) else {
+        return e;
+    };
+    let cause = inner.to_string();
+    // The rclone error stays reachable (as the context) for `rclone_code`.
+    Error::Other(anyhow::anyhow!(cause).context(rclone))
+}
+
+/// Whether an error of a lease call is rclone's temporary error or a connection failure.
+fn is_retryable(e: &Error) -> bool {
+    match e {
+        Error::Other(inner) => inner
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_retryable),
+        other => other.is_retryable(),
+    }
+}
+
+/// rclone's exit code in an error, if the error is an rclone failure (possibly with context).
+fn rclone_code(e: &Error) -> Option<i32> {
+    match e {
+        Error::Rclone { code, .. } => Some(*code),
+        Error::Other(inner) => match inner.downcast_ref::<Error>() {
+            Some(Error::Rclone { code, .. }) => Some(*code),
+            _ => inner.chain().find_map(|c| match c.downcast_ref::<Error>() {
+                Some(Error::Rclone { code, .. }) => Some(*code),
+                _ => None,
+            }),
+        },
+        _ => None,
+    }
+}
+
+fn format_duration_ms(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safety::INTERNAL_FILE_PREFIX;
+
+    fn record(expires: DateTime<Utc>) -> Record {
+        Record::new(
+            Holder {
+                host: "h".into(),
+                pid: 1,
+                id: "x".into(),
+            },
+            expires,
+            expires,
+            Duration::ZERO,
+        )
+    }
+
+    #[test]
+    fn liveness_allows_for_clock_skew() {
+        let now = Utc::now();
+        let skew = Duration::from_secs(30);
+        let secs = chrono::Duration::seconds;
+        assert!(record(now + secs(5)).is_live(now, skew).unwrap());
+        assert!(record(now - secs(20)).is_live(now, skew).unwrap());
+        assert!(!record(now - secs(31)).is_live(now, skew).unwrap());
+    }
+
+    #[test]
+    fn the_settle_delay_covers_the_write_gap() {
+        // The race argument in the module doc needs D >= G.
+        assert!(SETTLE >= MAX_WRITE_GAP);
+        assert!(MIN_TTL > SETTLE * 2);
+    }
+
+    #[test]
+    fn the_lease_is_an_internal_file() {
+        assert!(LEASE_OBJECT.starts_with(INTERNAL_FILE_PREFIX));
+    }
+
+    #[test]
+    fn rclone_failures_name_the_operation_first_and_keep_the_code() {
+        let raw = Error::Other(
+            anyhow::Error::new(Error::Rclone {
+                operation: "cat (lease)".into(),
+                code: 1,
+                meaning: "uncategorised error",
+                connection_failure: true,
+            })
+            .context("dial tcp: connection refused"),
+        );
+        let e = rclone_first(raw);
+        assert_eq!(rclone_code(&e), Some(1));
+        assert!(is_retryable(&e));
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "rclone cat (lease) failed with exit code 1 (uncategorised error): dial tcp: \
+             connection refused"
+        );
+    }
+
+    #[test]
+    fn the_record_round_trips_as_json() {
+        let r = record(Utc::now());
+        let back: Record = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.holder, r.holder);
+        assert_eq!(back.expires, r.expires);
+    }
+}

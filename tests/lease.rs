@@ -1,0 +1,451 @@
+//! One writer per remote path (issue 17): the lease, against the real binary, a real rclone and
+//! a real S3 server. Two uploaders racing, a holder killed by SIGKILL, a restore waiting for the
+//! final sync of a writer, the override, the lease hidden from every listing, and encryption.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use support::*;
+
+const LEASE: &str = "bucket/app/.volume-syncing-operator.lease";
+const PASSPHRASE: &str = "correct horse battery staple 42";
+/// Short-TTL flags for the tests of expiry and renewal.
+const SHORT_TTL: [&str; 4] = ["--lease-ttl", "15s", "--lease-max-clock-skew", "1s"];
+const LONG: Duration = Duration::from_secs(120);
+
+/// A scheduled uploader of `src` to bucket/app that syncs once at start (then hourly).
+fn scheduled(
+    sandbox: &Sandbox,
+    server: &S3Server,
+    src: &Path,
+    pid: &Path,
+    extra: &[&str],
+) -> Running {
+    let pid = pid.to_str().unwrap();
+    let mut args = vec!["--schedule", "@every 1h", "--pid-path", pid];
+    args.extend_from_slice(extra);
+    spawn_upload(sandbox, server, src, &args, &[])
+}
+
+fn upload(sandbox: &Sandbox, server: &S3Server, src: &Path, extra: &[&str]) -> Output {
+    spawn_upload(sandbox, server, src, extra, &[]).wait_output(LONG)
+}
+
+fn restore(sandbox: &Sandbox, server: &S3Server, dst: &Path, extra: &[&str]) -> Running {
+    Vso::s3(sandbox, server)
+        .args(["remote-to-local-sync", "-s", "bucket/app", "-d"])
+        .arg(dst)
+        .args(extra)
+        .spawn()
+}
+
+fn interrupt(sandbox: &Sandbox, pid: &Path) -> Output {
+    Vso::new(sandbox)
+        .args(["interrupt", "--pid-path"])
+        .arg(pid)
+        .run()
+}
+
+/// The lease object as JSON, if it is there (plain remote only).
+fn lease_json(server: &S3Server) -> Option<serde_json::Value> {
+    let text = fs::read_to_string(server.path(LEASE)).ok()?;
+    Some(serde_json::from_str(&text).expect("the lease object is JSON"))
+}
+
+fn remote_files(server: &S3Server) -> Snapshot {
+    files_only(&snapshot(&server.path("bucket/app")))
+}
+
+fn tree_a(sandbox: &Sandbox, name: &str) -> PathBuf {
+    sandbox.tree(
+        name,
+        &[
+            ("a/one.txt", b"from A one"),
+            ("a/two.txt", b"from A two"),
+            ("only-a.txt", b"A"),
+        ],
+    )
+}
+
+fn tree_b(sandbox: &Sandbox, name: &str) -> PathBuf {
+    sandbox.tree(name, &[("b/one.txt", b"from B one"), ("only-b.txt", b"B")])
+}
+
+#[test]
+fn two_uploaders_started_together_exactly_one_proceeds() {
+    for round in 0..3 {
+        let server = S3Server::start();
+        let sandbox = Sandbox::new();
+        let src_a = tree_a(&sandbox, "a");
+        let src_b = tree_b(&sandbox, "b");
+        let a = spawn_upload(&sandbox, &server, &src_a, &[], &[]);
+        let b = spawn_upload(&sandbox, &server, &src_b, &[], &[]);
+        let (a, b) = (a.wait_output(LONG), b.wait_output(LONG));
+        let (winner, loser, src) = match (a.code(), b.code()) {
+            (0, 3) => (a, b, src_a),
+            (3, 0) => (b, a, src_b),
+            _ => panic!(
+                "round {round}: expected exactly one uploader to proceed and the other to exit 3;\n\
+                 A:\n{}\nB:\n{}",
+                a.all(),
+                b.all()
+            ),
+        };
+        winner.assert_contains("acquired the lease");
+        loser
+            .assert_contains("refused by safety rule 'remote-in-use'")
+            .assert_contains("volume-syncing-operator.lease");
+        // The remote holds exactly the winner's tree, and the lease was released.
+        assert_eq!(
+            remote_files(&server),
+            files_only(&snapshot(&src)),
+            "round {round}"
+        );
+        assert!(
+            lease_json(&server).is_none(),
+            "the winner released the lease"
+        );
+    }
+}
+
+#[test]
+fn a_live_lease_refuses_a_second_uploader_naming_holder_and_expiry() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src_a = tree_a(&sandbox, "a");
+    let pid = sandbox.path("a.pid");
+    let mut holder = scheduled(&sandbox, &server, &src_a, &pid, &[]);
+    holder.wait_for_output("sync finished", 1, LONG);
+    let lease = lease_json(&server).expect("the holder's lease is on the remote");
+    let expires = lease["expires"].as_str().unwrap().to_string();
+    let before = remote_files(&server);
+
+    let src_b = tree_b(&sandbox, "b");
+    upload(&sandbox, &server, &src_b, &[])
+        .assert_code(3)
+        .assert_contains("refused by safety rule 'remote-in-use'")
+        .assert_contains(&format!("pid {}", holder.pid()))
+        .assert_contains(&expires)
+        .assert_contains("--force-take-over-lease");
+    assert_eq!(
+        remote_files(&server),
+        before,
+        "the refused upload changed nothing"
+    );
+
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder.wait_output(LONG).assert_code(0);
+    assert!(lease_json(&server).is_none(), "released at exit");
+    // Now the path is free.
+    upload(&sandbox, &server, &src_b, &[]).assert_code(0);
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src_b)));
+}
+
+#[test]
+fn a_holder_killed_by_sigkill_is_taken_over_after_expiry() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src_a = tree_a(&sandbox, "a");
+    let pid = sandbox.path("a.pid");
+    let mut holder = scheduled(&sandbox, &server, &src_a, &pid, &SHORT_TTL);
+    holder.wait_for_output("sync finished", 1, LONG);
+    holder.signal(Signal::SIGKILL);
+    let _ = holder.wait_output(LONG);
+    let lease = lease_json(&server).expect("a killed holder leaves its lease");
+
+    let src_b = tree_b(&sandbox, "b");
+    let mut args = SHORT_TTL.to_vec();
+    upload(&sandbox, &server, &src_b, &args)
+        .assert_code(3)
+        .assert_contains("remote-in-use");
+
+    // After expiry (plus the 1s skew) the lease is taken over with a warning.
+    let expires = chrono::DateTime::parse_from_rfc3339(lease["expires"].as_str().unwrap()).unwrap();
+    let free_at = SystemTime::from(expires) + Duration::from_secs(2);
+    if let Ok(wait) = free_at.duration_since(SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
+    args.push("-v");
+    upload(&sandbox, &server, &src_b, &args)
+        .assert_code(0)
+        .assert_contains("taking over the expired lease");
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src_b)));
+    assert!(lease_json(&server).is_none());
+}
+
+#[test]
+fn a_restore_waits_for_the_final_sync_of_the_writer_and_gets_its_last_write() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "old-pod");
+    let pid = sandbox.path("old.pid");
+    let mut old = scheduled(&sandbox, &server, &src, &pid, &[]);
+    old.wait_for_output("sync finished", 1, LONG);
+    // Written after the last scheduled sync: only the final sync uploads it.
+    add_file(
+        &src,
+        "last-write.txt",
+        b"written just before the rolling update",
+    );
+
+    let dst = sandbox.path("new-pod");
+    let mut new = restore(&sandbox, &server, &dst, &["--wait-for-writer", "2m"]);
+    new.wait_for_output("waiting for the writer", 1, LONG);
+    assert!(
+        !dst.join("last-write.txt").exists(),
+        "the restore waits instead of restoring"
+    );
+
+    interrupt(&sandbox, &pid).assert_code(0);
+    old.wait_output(LONG).assert_code(0);
+    new.wait_output(LONG).assert_code(0);
+    assert_eq!(
+        fs::read(dst.join("last-write.txt")).unwrap(),
+        b"written just before the rolling update"
+    );
+    assert_eq!(files_only(&snapshot(&dst)), files_only(&snapshot(&src)));
+}
+
+#[test]
+fn a_restore_that_waits_too_long_fails_and_says_why() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    let pid = sandbox.path("a.pid");
+    let mut holder = scheduled(&sandbox, &server, &src, &pid, &[]);
+    holder.wait_for_output("sync finished", 1, LONG);
+
+    // A restore that --if-local-empty skips does not wait (a recreated Pod keeping its volume).
+    let kept = sandbox.tree("kept", &[("mine.txt", b"newer than the remote")]);
+    restore(&sandbox, &server, &kept, &["--if-local-empty"])
+        .wait_output(LONG)
+        .assert_code(0)
+        .assert_contains("already holds data");
+
+    let dst = sandbox.path("restored");
+    restore(&sandbox, &server, &dst, &["--wait-for-writer", "2s"])
+        .wait_output(LONG)
+        .assert_code(1)
+        .assert_contains("still holds the lease")
+        .assert_contains("--wait-for-writer 2s");
+    assert!(!dst.join("only-a.txt").exists(), "nothing was restored");
+    // 0 = do not wait.
+    restore(&sandbox, &server, &dst, &["--wait-for-writer", "0"])
+        .wait_output(LONG)
+        .assert_code(0);
+    assert!(dst.join("only-a.txt").exists());
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder.wait_output(LONG).assert_code(0);
+}
+
+#[test]
+fn force_take_over_lease_overrides_and_the_old_holder_stops_uploading() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src_a = tree_a(&sandbox, "a");
+    let pid = sandbox.path("a.pid");
+    let mut holder = scheduled(&sandbox, &server, &src_a, &pid, &SHORT_TTL);
+    holder.wait_for_output("sync finished", 1, LONG);
+
+    let src_b = tree_b(&sandbox, "b");
+    upload(&sandbox, &server, &src_b, &[])
+        .assert_code(3)
+        .assert_contains("remote-in-use");
+    upload(&sandbox, &server, &src_b, &["--force-take-over-lease"])
+        .assert_code(0)
+        .assert_contains("--force-take-over-lease: taking over the live lease");
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src_b)));
+
+    // The old holder finds at its next renewal (every TTL/3) that the lease is no longer its
+    // own, says so, and uploads nothing until it holds the lease again.
+    holder.wait_for_output("lost the lease", 1, LONG);
+    assert_eq!(
+        remote_files(&server),
+        files_only(&snapshot(&src_b)),
+        "the old holder uploaded nothing more"
+    );
+    // B released the lease when it finished, so A's final sync may take it again.
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder
+        .wait_output(LONG)
+        .assert_code(0)
+        .assert_contains("acquired the lease");
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src_a)));
+}
+
+#[test]
+fn the_lease_never_shows_up_in_restores_valves_or_counts() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    // A holder of an empty volume: the remote holds only the lease while it runs.
+    let empty = sandbox.dir("empty");
+    let pid = sandbox.path("h.pid");
+    let mut holder = scheduled(&sandbox, &server, &empty, &pid, &[]);
+    holder.wait_for_output("sync finished", 1, LONG);
+    assert!(lease_json(&server).is_some());
+    // The emptiness check of the upload did not count the lease (else: refused), and the
+    // summary counts nothing.
+    let out = holder.output_so_far();
+    assert!(
+        out.contains("transferred_files=0") && out.contains("deleted_files=0"),
+        "{out}"
+    );
+
+    // Restore into an empty directory: "nothing to restore", and no lease file locally.
+    let dst = sandbox.path("restored");
+    restore(&sandbox, &server, &dst, &["--wait-for-writer", "0"])
+        .wait_output(LONG)
+        .assert_code(0)
+        .assert_contains("is empty; nothing to restore");
+    assert!(snapshot(&dst).is_empty(), "{:?}", snapshot(&dst).keys());
+    // Restore into a directory with data: the remote counts as empty (valve 'empty-remote').
+    let data = sandbox.tree("data", &[("keep.txt", b"keep")]);
+    restore(&sandbox, &server, &data, &["--wait-for-writer", "0"])
+        .wait_output(LONG)
+        .assert_code(3)
+        .assert_contains("empty-remote");
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder.wait_output(LONG).assert_code(0);
+
+    // A holder with data: a restore gets exactly the data, never the lease.
+    let src = tree_a(&sandbox, "a");
+    let mut holder = scheduled(&sandbox, &server, &src, &pid, &[]);
+    holder.wait_for_output("sync finished", 1, LONG);
+    let out = holder.output_so_far();
+    assert!(out.contains("transferred_files=3 "), "{out}");
+    assert!(lease_json(&server).is_some());
+    let dst = sandbox.path("restored-2");
+    restore(&sandbox, &server, &dst, &["--wait-for-writer", "0"])
+        .wait_output(LONG)
+        .assert_code(0)
+        .assert_contains("transferred_files=3 ");
+    assert_eq!(files_only(&snapshot(&dst)), files_only(&snapshot(&src)));
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder.wait_output(LONG).assert_code(0);
+}
+
+#[test]
+fn the_lease_works_through_encryption() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src_a = tree_a(&sandbox, "a");
+    let pid = sandbox.path("a.pid");
+    let pid_arg = pid.to_str().unwrap();
+    let mut holder = Vso::s3(&sandbox, &server)
+        .env("ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .args(["sync-to-remote", "-s"])
+        .arg(&src_a)
+        .args([
+            "-d",
+            "bucket/app",
+            "--schedule",
+            "@every 1h",
+            "--pid-path",
+            pid_arg,
+        ])
+        .spawn();
+    holder.wait_for_output("sync finished", 1, LONG);
+    // The lease is stored encrypted: no plaintext lease object, no plaintext holder.
+    assert!(lease_json(&server).is_none());
+    let stored = snapshot(&server.path("bucket/app"));
+    assert!(
+        stored.iter().all(|(name, content)| !name.contains("lease")
+            && !content
+                .as_ref()
+                .is_some_and(|c| String::from_utf8_lossy(c).contains("holder"))),
+        "{:?}",
+        stored.keys()
+    );
+
+    let src_b = tree_b(&sandbox, "b");
+    Vso::s3(&sandbox, &server)
+        .env("ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .args(["sync-to-remote", "-s"])
+        .arg(&src_b)
+        .args(["-d", "bucket/app"])
+        .run()
+        .assert_code(3)
+        .assert_contains("remote-in-use");
+
+    let dst = sandbox.path("restored");
+    let mut waiting = Vso::s3(&sandbox, &server)
+        .env("ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .args(["remote-to-local-sync", "-s", "bucket/app", "-d"])
+        .arg(&dst)
+        .spawn();
+    waiting.wait_for_output("waiting for the writer", 1, LONG);
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder.wait_output(LONG).assert_code(0);
+    waiting.wait_output(LONG).assert_code(0);
+    assert_eq!(
+        files_only(&snapshot(&server.path("bucket/app"))).len(),
+        files_only(&stored).len() - 1,
+        "the encrypted lease was released"
+    );
+    assert_eq!(files_only(&snapshot(&dst)), files_only(&snapshot(&src_a)));
+}
+
+#[test]
+fn a_dry_run_never_writes_the_lease() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    upload(&sandbox, &server, &src, &["--dry-run"])
+        .assert_code(0)
+        .assert_contains("dry run: the lease");
+    assert!(snapshot(&server.path("bucket")).is_empty());
+}
+
+#[test]
+fn a_long_running_uploader_without_the_lease_is_unhealthy_and_keeps_trying() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src_a = tree_a(&sandbox, "a");
+    let pid_a = sandbox.path("a.pid");
+    let mut holder = scheduled(&sandbox, &server, &src_a, &pid_a, &[]);
+    holder.wait_for_output("sync finished", 1, LONG);
+
+    // The second one retries every 2s, stays 503 while refused, and takes over once the
+    // first released the lease.
+    let src_b = tree_b(&sandbox, "b");
+    let pid_b = sandbox.path("b.pid");
+    let address = free_address();
+    let mut second = spawn_upload(
+        &sandbox,
+        &server,
+        &src_b,
+        &[
+            "--schedule",
+            "@every 2s",
+            "--pid-path",
+            pid_b.to_str().unwrap(),
+            "--metrics-address",
+            &address,
+        ],
+        &[],
+    );
+    second.wait_for_output("remote-in-use", 2, LONG);
+    let health = http_get(&address, "/healthz").unwrap();
+    assert_eq!(health.status, 503, "{health:?}");
+    assert!(health.body.contains("lease"), "{health:?}");
+
+    interrupt(&sandbox, &pid_a).assert_code(0);
+    holder.wait_output(LONG).assert_code(0);
+    second.wait_for_output("acquired the lease", 1, LONG);
+    second.wait_for_output("result=\"success\"", 1, LONG);
+    wait_until("/healthz answers 200", LONG, || {
+        http_get(&address, "/healthz").is_ok_and(|r| r.status == 200)
+    });
+    interrupt(&sandbox, &pid_b).assert_code(0);
+    second.wait_output(LONG).assert_code(0);
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src_b)));
+}
+
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
