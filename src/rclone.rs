@@ -25,6 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::cause::{Causes, Kind};
 use crate::error::{Error, Result};
 
 /// How long rclone gets between SIGTERM and SIGKILL when it must stop.
@@ -39,6 +40,23 @@ const CHECK_FLAGS: [&str; 6] = [
     "15s",
     "--timeout",
     "1m",
+];
+
+/// Bounds of every transfer (`sync`, `copy`, `delete`), so a dead or stalled endpoint fails
+/// in seconds instead of rclone's minutes: rclone's default 10 low-level retries are multiplied
+/// by the S3 SDK's own attempts (its count is the same flag), each with backoff. A whole-run
+/// retry is ours to make ([`crate::job`], `--retries`), for causes that can heal, so rclone
+/// itself tries once. `--timeout` is the idle timeout: a transfer that moves no data for that
+/// long is cut. Flags after `--` come later on the command line and win.
+pub const TRANSFER_FLAGS: [&str; 8] = [
+    "--contimeout",
+    "10s",
+    "--timeout",
+    "30s",
+    "--low-level-retries",
+    "2",
+    "--retries",
+    "1",
 ];
 
 /// Environment variables that are turned into the config and are not passed to rclone.
@@ -190,6 +208,7 @@ impl Rclone {
             ]
             .map(OsString::from),
         );
+        full.extend(TRANSFER_FLAGS.map(OsString::from));
         match self.verbose {
             0 => {}
             1 => full.push("-v".into()),
@@ -212,8 +231,18 @@ impl Rclone {
                 status = child.wait(), if out.done() => break status.context("waiting for rclone")?,
             }
         };
-        check_status(operation, status, out.connection_failure)?;
-        Ok(out.stats.unwrap_or_default())
+        let stats = out.stats.unwrap_or_default();
+        if !status.success() {
+            let code = status.code().unwrap_or(-1);
+            return Err(Error::Rclone {
+                operation: operation.to_string(),
+                code,
+                meaning: exit_meaning(code),
+                cause: out.causes.cause(),
+                stats,
+            });
+        }
+        Ok(stats)
     }
 
     /// Runs rclone and returns the first non-empty line of its standard output, then stops it
@@ -232,10 +261,10 @@ impl Rclone {
             }
         }
         let status = child.wait().await.context("waiting for rclone")?;
-        let tail = stderr_task.await.unwrap_or_default();
+        let (tail, causes) = stderr_task.await.unwrap_or_default();
         match status.code() {
             Some(0) | Some(3) => Ok(None),
-            _ => Err(failure(operation, status, &tail)),
+            _ => Err(failure(operation, status, &tail, &causes)),
         }
     }
 
@@ -265,12 +294,11 @@ impl Rclone {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            let tail = String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string();
-            Err(failure(operation, out.status, &tail))
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let mut causes = Causes::default();
+            stderr.lines().for_each(|l| causes.add(l));
+            let tail = stderr.lines().last().unwrap_or("").to_string();
+            Err(failure(operation, out.status, &tail, &causes))
         }
     }
 
@@ -291,47 +319,24 @@ fn with_check_flags(args: &[OsString]) -> Vec<OsString> {
         .collect()
 }
 
-fn failure(operation: &str, status: ExitStatus, detail: &str) -> Error {
+/// The error of a failed short command: rclone's cause when one was recognised in its output,
+/// else its last output line as context.
+fn failure(operation: &str, status: ExitStatus, tail: &str, causes: &Causes) -> Error {
     let code = status.code().unwrap_or(-1);
+    let cause = causes.cause().filter(|c| c.kind != Kind::Other);
+    let known = cause.is_some();
     let err = Error::Rclone {
         operation: operation.to_string(),
         code,
         meaning: exit_meaning(code),
-        connection_failure: is_connection_failure(detail),
+        cause,
+        stats: Stats::default(),
     };
-    if detail.is_empty() {
+    if known || tail.is_empty() {
         err
     } else {
-        Error::Other(anyhow::Error::new(err).context(detail.trim().to_string()))
+        Error::Other(anyhow::Error::new(err).context(tail.trim().to_string()))
     }
-}
-
-fn check_status(operation: &str, status: ExitStatus, connection_failure: bool) -> Result<()> {
-    if status.success() {
-        return Ok(());
-    }
-    let code = status.code().unwrap_or(-1);
-    Err(Error::Rclone {
-        operation: operation.to_string(),
-        code,
-        meaning: exit_meaning(code),
-        connection_failure,
-    })
-}
-
-fn is_connection_failure(msg: &str) -> bool {
-    let msg = msg.to_ascii_lowercase();
-    [
-        "connection refused",
-        "connection reset",
-        "no such host",
-        "i/o timeout",
-        "network is unreachable",
-        "dial tcp",
-        "tls handshake timeout",
-    ]
-    .iter()
-    .any(|m| msg.contains(m))
 }
 
 /// Waits until the abort channel carries a reason; pends forever if nobody can abort.
@@ -368,16 +373,19 @@ async fn stop(child: &mut Child) {
     let _ = killpg(group, Signal::SIGKILL);
 }
 
-async fn collect_tail<R: AsyncRead + Unpin>(reader: R) -> String {
+/// Reads a short command's stderr to the end: its last line and the causes it named.
+async fn collect_tail<R: AsyncRead + Unpin>(reader: R) -> (String, Causes) {
     let mut lines = BufReader::new(reader).lines();
     let mut last_error = String::new();
+    let mut causes = Causes::default();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::debug!(target: "rclone", "{line}");
         if !line.trim().is_empty() {
+            causes.add(&line);
             last_error = line;
         }
     }
-    last_error
+    (last_error, causes)
 }
 
 /// Reads rclone's stderr (JSON log) and stdout line by line and turns them into log events.
@@ -385,7 +393,7 @@ struct Streamer<E: AsyncRead + Unpin, O: AsyncRead + Unpin> {
     stderr: Option<Lines<BufReader<E>>>,
     stdout: Option<Lines<BufReader<O>>>,
     stats: Option<Stats>,
-    connection_failure: bool,
+    causes: Causes,
 }
 
 impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
@@ -394,7 +402,7 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
             stderr: Some(BufReader::new(stderr).lines()),
             stdout: Some(BufReader::new(stdout).lines()),
             stats: None,
-            connection_failure: false,
+            causes: Causes::default(),
         }
     }
 
@@ -448,7 +456,7 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
             "info" | "notice" => tracing::info!(target: "rclone", object, "{msg}"),
             "warning" => tracing::warn!(target: "rclone", object, "{msg}"),
             _ => {
-                self.connection_failure |= is_connection_failure(msg);
+                self.causes.add(msg);
                 tracing::error!(target: "rclone", object, "{msg}")
             }
         }
@@ -465,16 +473,6 @@ mod tests {
             assert_ne!(exit_meaning(code), "unknown exit code", "{code}");
         }
         assert!(exit_meaning(7).contains("--max-delete"));
-    }
-
-    #[test]
-    fn connection_failures_are_recognised() {
-        assert!(is_connection_failure(
-            "Get \"http://127.0.0.1:1/b\": dial tcp 127.0.0.1:1: connect: connection refused"
-        ));
-        assert!(!is_connection_failure(
-            "InvalidAccessKeyId: The Access Key Id you provided does not exist"
-        ));
     }
 
     #[test]

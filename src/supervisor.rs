@@ -76,7 +76,7 @@ pub async fn run_once(job: &Job, mut signals: Signals) -> Result<()> {
             }
         }
     };
-    job.log_summary(&report, None);
+    job.log_summary(&report, None, true);
     report.result.map(|_| ())
 }
 
@@ -127,6 +127,7 @@ impl Loop<'_> {
         let job = Arc::clone(&self.job);
         let mut abort = self.abort.clone();
         self.last_start = Instant::now();
+        self.mode.metrics.sync_started();
         if let Some(watch) = &self.mode.watch
             && matches!(plan, SyncPlan::Full(_))
         {
@@ -172,7 +173,7 @@ impl Loop<'_> {
     /// Records a finished sync: summary line, metrics, and in watch mode what to do next.
     fn finished(&mut self, report: Report, changes: Changes) {
         let next = self.next_run();
-        self.job.log_summary(&report, next);
+        self.job.log_summary(&report, next, false);
         self.mode
             .metrics
             .record(self.job.direction, &report.result, report.elapsed);
@@ -318,8 +319,9 @@ async fn shutdown(
             None => SyncPlan::Full("final sync".into()),
         };
         tracing::info!("running the final sync");
+        state.mode.metrics.sync_started();
         let report = state.job.run(&plan, &mut abort).await;
-        state.job.log_summary(&report, None);
+        state.job.log_summary(&report, None, true);
         state
             .mode
             .metrics
