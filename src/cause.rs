@@ -101,7 +101,10 @@ pub fn classify(msg: &str) -> Option<Cause> {
             ),
         );
     }
-    if lower.contains("tls:") || lower.contains("tls handshake") {
+    if lower.contains("tls:")
+        || lower.contains("tls handshake")
+        || lower.contains("http response to https client")
+    {
         return cause(
             Kind::Tls,
             format!("{} — is it an HTTPS endpoint?", at("TLS failed with")),

@@ -161,8 +161,9 @@ pub struct CommonArgs {
     pub no_template: bool,
 
     /// Re-run a failed sync this many times within one run, with exponential backoff starting
-    /// at 1s, when its cause can heal (timeout, 5xx, throttling, rclone's "temporary error"; not
-    /// a refused connection, wrong credentials, TLS, DNS or a missing bucket).
+    /// at 1s, unless its cause cannot heal within seconds (a refused connection, wrong
+    /// credentials, TLS, DNS, a missing bucket) or rclone called it fatal. rclone's own
+    /// whole-pass retries are turned off in favour of these.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub retries: u32,
 

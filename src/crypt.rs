@@ -161,6 +161,8 @@ impl KeyCheck {
                 return Err(self.mismatch("the check object has unexpected content"));
             }
             Ok(_) => {} // missing: rclone cat prints nothing for a missing object
+            // The bucket does not exist yet (a first upload to a new bucket): nothing stored.
+            Err(e) if e.rclone_exit_code() == Some(3) => {}
             Err(e) if is_auth_failure(&e) => {
                 return Err(self.mismatch("the check object does not decrypt"));
             }

@@ -123,20 +123,32 @@ impl Error {
         }
     }
 
-    /// True when retrying the same run could succeed: the cause rclone named can heal
-    /// (refused connection, timeout, 5xx, throttling), or rclone called it a "temporary error"
-    /// (exit 5) without naming a cause that cannot heal (credentials, TLS, DNS, missing bucket).
+    /// True when retrying the same run could succeed, as rclone's own retries would judge it
+    /// (an uncategorised error, exit 1, or a temporary one, exit 5), except for causes that
+    /// cannot heal within seconds: wrong credentials, TLS, DNS, a missing bucket, a refused
+    /// connection ([`crate::cause`]). Usage errors, fatal errors (`--max-delete`) and the rest
+    /// of rclone's codes are final.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Rclone {
-                cause: Some(cause),
-                code,
-                ..
-            } => cause.kind.may_heal() || (*code == 5 && cause.kind == Kind::Other),
-            Error::Rclone {
-                code, cause: None, ..
-            } => *code == 5,
+            Error::Rclone { code, cause, .. } => {
+                matches!(code, 1 | 5)
+                    && cause
+                        .as_ref()
+                        .is_none_or(|c| c.kind.may_heal() || c.kind == Kind::Other)
+            }
             _ => false,
+        }
+    }
+
+    /// rclone's exit code inside an error, also when it was given context.
+    pub fn rclone_exit_code(&self) -> Option<i32> {
+        match self {
+            Error::Rclone { code, .. } => Some(*code),
+            Error::Other(inner) => match inner.downcast_ref::<Error>() {
+                Some(Error::Rclone { code, .. }) => Some(*code),
+                _ => None,
+            },
+            _ => None,
         }
     }
 

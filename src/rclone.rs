@@ -44,10 +44,11 @@ const CHECK_FLAGS: [&str; 6] = [
 
 /// Bounds of every transfer (`sync`, `copy`, `delete`), so a dead or stalled endpoint fails
 /// in seconds instead of rclone's minutes: rclone's default 10 low-level retries are multiplied
-/// by the S3 SDK's own attempts (its count is the same flag), each with backoff. A whole-run
-/// retry is ours to make ([`crate::job`], `--retries`), for causes that can heal, so rclone
-/// itself tries once. `--timeout` is the idle timeout: a transfer that moves no data for that
-/// long is cut. Flags after `--` come later on the command line and win.
+/// by the S3 SDK's own attempts (its count is the same flag), each with backoff; 2 makes it 4
+/// quick tries. rclone's own whole-pass `--retries` (3) is ours instead ([`crate::job`],
+/// `--retries`), so a cause that cannot heal is not tried three times over. `--timeout` is the
+/// idle timeout: a transfer that moves no data for that long is cut. Flags after `--` come
+/// later on the command line and win.
 pub const TRANSFER_FLAGS: [&str; 8] = [
     "--contimeout",
     "10s",

@@ -267,23 +267,11 @@ pub async fn check_remote_root_exists(rclone: &Rclone, remote: &str) -> Result<(
         .output(&args, None, "lsjson --stat (bucket check)")
         .await
     {
-        Err(e) if rclone_exit_code(&e) == Some(3) => Err(Error::config(format!(
+        Err(e) if e.rclone_exit_code() == Some(3) => Err(Error::config(format!(
             "{root} does not exist (the bucket, or the backend's root, of {remote}); check the \
              bucket name in the remote path, or create the bucket first; nothing was restored"
         ))),
         _ => Ok(()),
-    }
-}
-
-/// rclone's exit code inside an error, also when it was given context.
-fn rclone_exit_code(e: &Error) -> Option<i32> {
-    match e {
-        Error::Rclone { code, .. } => Some(*code),
-        Error::Other(inner) => match inner.downcast_ref::<Error>() {
-            Some(Error::Rclone { code, .. }) => Some(*code),
-            _ => None,
-        },
-        _ => None,
     }
 }
 
