@@ -110,7 +110,12 @@ pub fn classify(msg: &str) -> Option<Cause> {
             format!("{} — is it an HTTPS endpoint?", at("TLS failed with")),
         );
     }
-    if lower.contains("no such host") || lower.contains("server misbehaving") {
+    // A name lookup that times out (no DNS server reachable) is a DNS failure, not a stall.
+    if lower.contains("no such host")
+        || lower.contains("server misbehaving")
+        || lower.contains("temporary failure in name resolution")
+        || (lower.contains("lookup ") && lower.contains("i/o timeout"))
+    {
         return cause(
             Kind::Dns,
             format!("{} — check the endpoint's host name", at("cannot resolve")),
@@ -249,6 +254,11 @@ mod tests {
                 "api error NoSuchBucket: The specified bucket does not exist",
                 Kind::NoBucket,
                 "does not exist",
+            ),
+            (
+                "Put \"http://h.invalid:1/b\": dial tcp: lookup h.invalid on 10.0.0.1:53: read udp 1->2: i/o timeout",
+                Kind::Dns,
+                "cannot resolve http://h.invalid:1",
             ),
             (
                 "Get \"http://h:1/b\": read tcp 1->2: i/o timeout",
