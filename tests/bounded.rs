@@ -82,7 +82,7 @@ fn last_line(out: &Output) -> String {
 /// Runs `vso` and returns its output and how long it took.
 fn timed(vso: &mut Vso) -> (Output, Duration) {
     let started = Instant::now();
-    let out = vso.spawn().wait_output(Duration::from_secs(300));
+    let out = vso.spawn().wait_output(Duration::from_secs(600));
     (out, started.elapsed())
 }
 
@@ -309,7 +309,8 @@ fn a_stalled_endpoint_is_cut_by_the_idle_timeout_and_retried_as_a_timeout() {
         last.contains(&format!("no answer from {endpoint}")),
         "{last}"
     );
-    assert!(took < Duration::from_secs(120), "{took:?}");
+    // rclone's default idle timeout (5m) would take 20 minutes here; 2s takes about a minute.
+    assert!(took < Duration::from_secs(300), "{took:?}");
 }
 
 #[test]
