@@ -343,6 +343,49 @@ fn sync_timeout_bounds_a_whole_one_shot_sync() {
 }
 
 #[test]
+fn sync_timeout_bounds_every_scheduled_sync_and_the_final_one() {
+    let stalled = Stalled::start();
+    let sandbox = Sandbox::new();
+    let src = sandbox.tree("src", &[("a.txt", b"a\n")]);
+    let mut running = Vso::new(&sandbox)
+        .envs(env_with_endpoint(&format!(
+            "http://127.0.0.1:{}",
+            stalled.port
+        )))
+        .args(["sync-to-remote", "-s"])
+        .arg(&src)
+        .args([
+            "-d",
+            "bucket/app",
+            "--schedule",
+            "@every 1s",
+            "--sync-timeout",
+            "3s",
+            "--shutdown-timeout",
+            "5m",
+        ])
+        .spawn();
+    running.wait_for_output("did not finish within --sync-timeout 3s", 2, LONG);
+    running.wait_for_output("the schedule goes on after a failed sync", 2, LONG);
+    // The final sync is bounded by --sync-timeout as well, not only by --shutdown-timeout.
+    let stopping = Instant::now();
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = running.wait_output(LONG);
+    out.assert_code(1);
+    assert!(
+        last_line(&out).contains("did not finish within --sync-timeout 3s"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        stopping.elapsed()
+    );
+    sandbox.assert_config_removed();
+}
+
+#[test]
 fn a_sync_that_hangs_turns_healthz_503_by_max_sync_age() {
     let stalled = Stalled::start();
     let sandbox = Sandbox::new();
