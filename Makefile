@@ -31,6 +31,14 @@ K8S_DIR := deploy/kubernetes
 K8S_VERSION := 1.31.0
 K8S_CLASSIC_VERSION := 1.27.0
 K8S_CLASSIC := $(K8S_DIR)/deployment-classic-sidecar.yaml
+# The plain app manifests that `inject` turns into the ones above (sync.yaml is a custom
+# resource, checked by `inject` itself), the CRD, and the golden outputs of tests/inject.rs
+# (cases named *classic* have no native sidecar and are also validated for 1.27).
+K8S_APP := $(filter-out $(K8S_DIR)/app/sync.yaml,$(wildcard $(K8S_DIR)/app/*.yaml))
+K8S_CRD := deploy/crd/podfilesystemsync.yaml
+# (kubernetes-validate has no schema for a List: its items have the shapes of the other cases.)
+GOLDEN := $(filter-out tests/golden/list-items/%,$(wildcard tests/golden/*/expected.yaml))
+GOLDEN_CLASSIC := $(wildcard tests/golden/*classic*/expected.yaml)
 
 # The static release binary and the container image.
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -66,6 +74,8 @@ lint: lint-tools
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_DIR)/*.yaml
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(K8S_CLASSIC)
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_APP) $(K8S_CRD) $(GOLDEN)
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(GOLDEN_CLASSIC)
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 

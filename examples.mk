@@ -1,13 +1,13 @@
 # Runnable examples against the demo's local S3 server (included by the Makefile).
 # Each target starts the server if needed; `make example-stop` stops it.
 #   make example-upload example-restore example-dry-run example-refusal example-schedule
-#        example-watch example-metrics example-encrypted
+#        example-watch example-metrics example-encrypted example-inject
 
 EXAMPLE_STATE := .demo
 EXAMPLE_ENV = eval "$$(scripts/s3-server.sh env $(EXAMPLE_STATE))"
 
 .PHONY: example-server example-stop example-upload example-restore example-dry-run example-refusal \
-	example-schedule example-watch example-metrics example-encrypted examples
+	example-schedule example-watch example-metrics example-encrypted example-inject examples
 
 example-server: tools build
 	scripts/s3-server.sh start $(EXAMPLE_STATE)
@@ -68,7 +68,20 @@ example-encrypted: example-server
 	diff -r examples/data $(EXAMPLE_STATE)/decrypted && echo "decrypted tree is identical"
 	@echo "stored names:" && find $(EXAMPLE_STATE)/s3/demo/encrypted -type f | head -3
 
+## Kubernetes, offline: add the containers of a PodFilesystemSync to a plain Deployment
+## (no cluster, no server), show what was added, then a resource with a typo: exit 2, no output.
+example-inject: build
+	mkdir -p $(EXAMPLE_STATE)
+	$(BIN) inject -f deploy/kubernetes/app/deployment.yaml --sync deploy/kubernetes/app/sync.yaml \
+	  > $(EXAMPLE_STATE)/deployment-injected.yaml
+	grep -E '^ +(- name: (init-volume-restore|volume-syncing-sidecar)|name: (init-volume-restore|volume-syncing-sidecar)|riotkit.org/)' \
+	  $(EXAMPLE_STATE)/deployment-injected.yaml
+	sed 's/localPath:/localPth:/' deploy/kubernetes/app/sync.yaml > $(EXAMPLE_STATE)/typo-sync.yaml
+	$(BIN) inject -f deploy/kubernetes/app/deployment.yaml --sync $(EXAMPLE_STATE)/typo-sync.yaml \
+	  > $(EXAMPLE_STATE)/typo-out.yaml; code=$$?; echo "exit code $$code"; test $$code -eq 2
+	test ! -s $(EXAMPLE_STATE)/typo-out.yaml && echo "nothing printed on error"
+
 ## Run all examples, then stop the server.
 examples: example-restore example-dry-run example-refusal example-schedule example-watch \
-	example-metrics example-encrypted
+	example-metrics example-encrypted example-inject
 	$(MAKE) example-stop

@@ -49,7 +49,41 @@ pub enum Command {
     /// Meant as the Kubernetes preStop hook: it returns only after the process has exited,
     /// and exits 0 only if that process's final sync succeeded.
     Interrupt(InterruptArgs),
+    /// Add the restore init container and the sync sidecar of PodFilesystemSync resources to
+    /// the pod templates of Kubernetes manifests, offline; prints the manifests.
+    ///
+    /// Reads multi-document YAML (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
+    /// CronJob, and the items of a List; other kinds pass through unchanged). Bad input exits 2
+    /// and prints nothing on stdout.
+    Inject(InjectArgs),
+    /// Print the CustomResourceDefinition of PodFilesystemSync (YAML).
+    #[command(hide = true)]
+    Crd,
 }
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// The manifests to inject into; `-` reads stdin.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub filename: PathBuf,
+
+    /// A file of PodFilesystemSync resources (multi-document YAML); `-` reads stdin.
+    /// Repeatable.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub sync: Vec<PathBuf>,
+
+    /// Native sidecars (an init container with restartPolicy Always; Kubernetes >= 1.29), or
+    /// `false` for an ordinary sidecar container (older clusters).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub native_sidecars: bool,
+
+    /// The image of the injected containers when a resource sets none.
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+}
+
+/// The image `make image` builds; push it to a registry and pass `--image`.
+pub const DEFAULT_IMAGE: &str = "volume-syncing-operator:dev";
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("long_running").multiple(true)))]
@@ -62,8 +96,9 @@ pub struct SyncToRemoteArgs {
     #[arg(short, long, value_name = "REMOTE_PATH")]
     pub dst: String,
 
-    /// Upload even if the local directory is empty, which deletes everything at the
-    /// destination (safety rule 'empty-source').
+    /// Upload even if the local directory holds no regular file (only empty directories,
+    /// links, special files, lost+found), which deletes every file at the destination (safety
+    /// rule 'empty-source').
     #[arg(long)]
     pub force_even_if_remote_would_be_cleared: bool,
 
@@ -71,6 +106,13 @@ pub struct SyncToRemoteArgs {
     /// would replace the remote with a partial copy (safety rule 'restore-in-progress').
     #[arg(long)]
     pub force_upload_partial_restore: bool,
+
+    /// Refuse an upload that would delete more than this share (percent) of the files the
+    /// last upload to the path recorded, when that is 10 files or more (safety rule
+    /// 'mass-delete'); 100 switches the rule off.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_delete_percent: u8,
 
     #[command(flatten)]
     pub watch: WatchArgs,
@@ -264,6 +306,9 @@ mod tests {
             "remote-to-local-sync -s b -d /d --schedule @hourly --metrics-address :9090",
             "interrupt",
             "interrupt --pid-path /tmp/x.pid --timeout 1m",
+            "inject -f app.yaml --sync s.yaml",
+            "inject -f - --sync a.yaml --sync b.yaml --native-sidecars=false --image i:1",
+            "crd",
         ];
         for line in ok {
             assert!(
@@ -286,6 +331,9 @@ mod tests {
             "remote-to-local-sync -s b -d /d --force-even-if-remote-would-be-cleared",
             "interrupt --timeout soon",
             "no-such-command",
+            "inject -f app.yaml",
+            "inject --sync s.yaml",
+            "inject -f a --sync s --native-sidecars=maybe",
         ];
         for line in bad {
             let err = parse(&line.split_whitespace().collect::<Vec<_>>()).expect_err(line);

@@ -6,6 +6,11 @@
 //!   contain a line break: anything else could inject a section or option into the file.
 //! - The file is rendered deterministically: `type`, then `provider`, then the other keys in
 //!   alphabetical order.
+//! - rclone's config parser (goconfig) trims white space around a value and strips surrounding
+//!   backticks or triple double quotes (failing on an unclosed opening one). A value it would
+//!   read differently from what was given is written between backticks, which it reads back
+//!   byte-identical (it takes everything up to the last backtick); `tests/config_parser.rs`
+//!   checks random values against the real parser. So no value is ever silently changed.
 //! - The rendered file lives in a fresh temp directory (0700) as `rclone.conf` (0600, created
 //!   exclusively) and is removed when [`ConfigFile`] is dropped, which happens on every exit
 //!   path of `run`, including signals (they are turned into ordinary returns).
@@ -84,7 +89,18 @@ fn validate(key: &str, value: &str, source: &str) -> Result<()> {
 
 /// Renders one section. `type` and `provider` come first, then the rest alphabetically.
 pub fn render_section(name: &str, options: &Options) -> String {
-    render_with(name, options, |_, v| v.to_string())
+    render_with(name, options, |_, v| quote(v))
+}
+
+/// Writes a value so that rclone's parser reads it back unchanged (see the module doc).
+fn quote(value: &str) -> String {
+    let parser_would_change =
+        value.trim() != value || value.starts_with('`') || value.starts_with("\"\"\"");
+    if parser_would_change {
+        format!("`{value}`")
+    } else {
+        value.to_string()
+    }
 }
 
 /// Like [`render_section`], with the values of secret-looking keys replaced by `<redacted>`.
@@ -93,7 +109,7 @@ pub fn render_redacted(name: &str, options: &Options) -> String {
         if is_secret_key(k) && !v.is_empty() {
             "<redacted>".to_string()
         } else {
-            v.to_string()
+            quote(v)
         }
     })
 }
@@ -125,6 +141,27 @@ pub fn is_secret_key(key: &str) -> bool {
         "salt",
     ];
     MARKERS.iter().any(|m| key.contains(m))
+}
+
+/// The values of the secret-looking options in a config file's text, as written and as
+/// rclone's parser reads them (trimmed, surrounding backticks removed).
+pub fn secret_values(text: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(['=', ':']) else {
+            continue;
+        };
+        if !is_secret_key(&key.trim().to_ascii_lowercase()) {
+            continue;
+        }
+        let trimmed = value.trim();
+        values.push(value.to_string());
+        values.push(trimmed.to_string());
+        if let Some(inner) = trimmed.strip_prefix('`').and_then(|v| v.strip_suffix('`')) {
+            values.push(inner.to_string());
+        }
+    }
+    values
 }
 
 /// The rclone.conf handed to rclone with `--config`. A rendered file is deleted with its

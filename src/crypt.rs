@@ -121,6 +121,11 @@ impl CryptSettings {
         }))
     }
 
+    /// The plain-text secrets (passphrase, salt), which never appear in the config file.
+    pub fn plain_secrets(&self) -> Vec<String> {
+        self.passphrase.iter().chain(&self.salt).cloned().collect()
+    }
+
     /// The `[crypt]` section wrapping `remote:<path>`, with plain secrets obscured by rclone.
     pub async fn section(self, rclone: &Rclone, remote_path: &str) -> Result<Options> {
         let mut options = self.options;

@@ -140,14 +140,11 @@ impl Error {
         }
     }
 
-    /// rclone's exit code inside an error, also when it was given context.
+    /// rclone's exit code, when this error is (or wraps) a failed rclone run.
     pub fn rclone_exit_code(&self) -> Option<i32> {
         match self {
             Error::Rclone { code, .. } => Some(*code),
-            Error::Other(inner) => match inner.downcast_ref::<Error>() {
-                Some(Error::Rclone { code, .. }) => Some(*code),
-                _ => None,
-            },
+            Error::Other(inner) => inner.downcast_ref::<Error>()?.rclone_exit_code(),
             _ => None,
         }
     }

@@ -17,6 +17,7 @@ use chrono::{DateTime, Local};
 
 use crate::crypt::KeyCheck;
 use crate::error::{Error, Result};
+use crate::mass_delete::Guard;
 use crate::rclone::{Abort, Rclone, Stats, aborted};
 use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
 use crate::schedule::format_duration;
@@ -47,6 +48,8 @@ pub struct Overrides {
     pub upload_partial: bool,
     pub restore: bool,
     pub if_local_empty: bool,
+    /// The upload's `mass-delete` threshold in percent (`None`, or 100: off).
+    pub max_delete_percent: Option<u8>,
 }
 
 /// Everything one sync needs, validated.
@@ -68,6 +71,8 @@ pub struct Job {
     /// `--sync-timeout`: the bound of one run, retries and backoff included.
     pub sync_timeout: Option<Duration>,
     pub key_check: Option<KeyCheck>,
+    /// The `mass-delete` valve of uploads.
+    pub mass_delete: Guard,
 }
 
 /// Runs a check that asks the remote, so that an abort (a signal) stops it: a listing of an
@@ -278,7 +283,7 @@ impl Job {
     /// The checks before any upload, full or incremental: the valves, then the key check.
     async fn check_upload(&self, abort: &mut Abort) -> Result<()> {
         let o = &self.overrides;
-        safety::check_upload(
+        let source_without_files = safety::check_upload(
             &self.local,
             !self.no_delete,
             o.upload_empty,
@@ -287,15 +292,59 @@ impl Job {
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
         }
+        if source_without_files {
+            unless_aborted(
+                abort,
+                safety::check_upload_remote(
+                    &self.rclone,
+                    &self.local,
+                    &self.remote,
+                    &self.remote_display,
+                ),
+            )
+            .await?;
+        }
         Ok(())
     }
 
     async fn upload(&self, abort: &mut Abort) -> Result<Outcome> {
         self.check_upload(abort).await?;
+        let files = if self.no_delete {
+            None
+        } else {
+            let check = self.mass_delete.check(
+                &self.rclone,
+                &self.local,
+                &self.remote,
+                &self.remote_display,
+            );
+            Some(unless_aborted(abort, check).await?)
+        };
         let stats = self
             .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
             .await?;
+        if let Some(files) = files {
+            self.record_upload(files).await;
+        }
         Ok(Outcome::Synced(stats))
+    }
+
+    /// Records the source's file count for the `mass-delete` valve after a successful upload
+    /// that could delete. A failure only weakens the next check, so it is a warning.
+    async fn record_upload(&self, files: u64) {
+        if self.dry_run || self.no_delete {
+            return;
+        }
+        if let Err(e) = self
+            .mass_delete
+            .record(&self.rclone, &self.remote, files)
+            .await
+        {
+            tracing::warn!(
+                "cannot record the upload's file count (the mass-delete valve compares the next \
+                 upload with it): {e:#}"
+            );
+        }
     }
 
     /// Uploads only what changed: `rclone copy` of the paths that exist and `rclone delete` of
@@ -353,6 +402,14 @@ impl Job {
                     .run(operation, &args, &self.user_flags, abort)
                     .await?,
             );
+        }
+        // Deletions lower the count the mass-delete valve compares with; additions only raise
+        // it, so a record lagging below them is merely less eager.
+        if stats.deletes > 0 {
+            match safety::count_files_to_upload(&self.local) {
+                Ok(files) => self.record_upload(files).await,
+                Err(e) => tracing::warn!("cannot count the files of {}: {e}", self.local.display()),
+            }
         }
         Ok(Outcome::Synced(stats))
     }

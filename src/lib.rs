@@ -11,6 +11,8 @@
 //!    ([`watch`]) — until SIGTERM/SIGINT and then once more; [`pidfile`] lets `interrupt` (a
 //!    preStop hook) trigger that and wait for it; [`metrics`] and [`http`] make it observable.
 //! 4. Every error is an [`error::Error`], mapped to an exit code in one place.
+//! 5. [`operator`] is the Kubernetes side (the PodFilesystemSync resource and `inject`): it
+//!    builds command lines for steps 1–3 and depends on them, never the other way round.
 //!
 //! The rendered config lives exactly as long as the plan: signals are turned into ordinary
 //! returns, so it is removed on every exit path short of SIGKILL.
@@ -23,12 +25,16 @@ pub mod error;
 pub mod http;
 pub mod job;
 pub mod logging;
+pub mod mass_delete;
 pub mod metrics;
+pub mod operator;
 pub mod pidfile;
 pub mod plan;
 pub mod rclone;
+pub mod remote_path;
 pub mod safety;
 pub mod schedule;
+pub mod scrub;
 pub mod supervisor;
 pub mod watch;
 
@@ -46,12 +52,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         let path = args.pid_path.clone().unwrap_or_else(default_pid_path);
         return pidfile::interrupt(&path, args.timeout).await;
     }
+    match &cli.command {
+        Command::Inject(args) => return operator::run_inject(args),
+        Command::Crd => return operator::run_crd(),
+        _ => {}
+    }
     // Signals are caught before anything is created, so no exit path skips the clean-up.
     let signals = Signals::new()?;
     let plan = match cli.command {
         Command::SyncToRemote(args) => plan::upload(args, cli.verbose).await?,
         Command::RemoteToLocalSync(args) => plan::restore(args, cli.verbose).await?,
-        Command::Interrupt(_) => unreachable!("handled above"),
+        Command::Interrupt(_) | Command::Inject(_) | Command::Crd => {
+            unreachable!("handled above")
+        }
     };
     let result = match plan.long_running {
         None => supervisor::run_once(&plan.job, signals).await,

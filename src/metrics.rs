@@ -35,7 +35,6 @@ use crate::schedule::format_duration;
 /// The values of the `result` label of `syncs_total`.
 const RESULTS: [&str; 4] = ["success", "skipped", "refused", "failure"];
 
-/// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety` and `crypt`).
 /// The reasons `/healthz` can fail for (the `reason` label of `unhealthy`).
 const REASONS: [&str; 3] = [
     "consecutive-failures",
@@ -43,8 +42,11 @@ const REASONS: [&str; 3] = [
     "sync-running-too-long",
 ];
 
-const RULES: [&str; 6] = [
+/// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety`,
+/// `mass_delete` and `crypt`).
+const RULES: [&str; 7] = [
     "empty-source",
+    "mass-delete",
     "restore-in-progress",
     "system-directory",
     "foreign-owner",

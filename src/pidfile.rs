@@ -7,9 +7,14 @@
 //!   and reads the exit code from it: the preStop hook returns only after the final sync, with
 //!   its result.
 //! - As PID 1 of a container, our exit kills every other process in it, including a waiting
-//!   `interrupt` (a preStop hook would then always "fail" with 137). So `interrupt` announces
-//!   itself in `<pid-file>.interrupt` and deletes `.exit` once it has read it, and the process
-//!   waits (briefly, bounded) for that acknowledgement before it exits.
+//!   `interrupt` (a preStop hook would then always "fail" with 137). So each `interrupt`
+//!   announces itself in `<pid-file>.interrupt.<its pid>` and deletes that file once it has read
+//!   the exit code, and the process waits (briefly, bounded) for every live announcer before it
+//!   exits.
+//! - `interrupt` is idempotent: it sends SIGUSR1, which the process takes as "shut down
+//!   gracefully" however often it arrives. Any number of concurrent or repeated calls (a
+//!   preStop hook and a human, two hooks) thus request one graceful shutdown and all wait for
+//!   it; only a SIGTERM/SIGINT from outside escalates to "stop now".
 //! - Before signalling, `interrupt` checks that the PID belongs to a running
 //!   volume-syncing-operator (same executable, or same command name when the executable cannot
 //!   be read): a stale file whose PID was reused must not get another program killed.
@@ -44,8 +49,31 @@ fn exit_file(path: &Path) -> PathBuf {
     sibling(path, ".exit")
 }
 
-fn waiter_file(path: &Path) -> PathBuf {
-    sibling(path, ".interrupt")
+fn waiter_file(path: &Path, waiter: u32) -> PathBuf {
+    sibling(path, &format!(".interrupt.{waiter}"))
+}
+
+/// The announcements of the `interrupt`s waiting for this process: (file, waiter pid).
+fn waiters(path: &Path) -> Vec<(PathBuf, Option<u32>)> {
+    let Some(name) = path.file_name() else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.interrupt.", name.to_string_lossy());
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let waiter = file.strip_prefix(&prefix)?.parse().ok();
+            Some((e.path(), waiter))
+        })
+        .collect()
 }
 
 impl PidFile {
@@ -91,14 +119,18 @@ impl PidFile {
             tracing::warn!("cannot record the exit code next to the pid file: {e}");
             return;
         }
-        let waiter = waiter_file(&self.path);
-        if read_pid(&waiter).ok().flatten().is_some_and(is_running) {
-            let deadline = Instant::now() + ACK_TIMEOUT;
-            while exit.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        // Every live `interrupt` removes its announcement once it has read the exit code.
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        while Instant::now() < deadline
+            && waiters(&self.path)
+                .iter()
+                .any(|(_, waiter)| waiter.is_some_and(is_running))
+        {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = fs::remove_file(&waiter);
+        for (file, _) in waiters(&self.path) {
+            let _ = fs::remove_file(file);
+        }
         // Drop removes the PID file.
     }
 }
@@ -152,8 +184,8 @@ fn is_ours(pid: u32) -> bool {
     }
 }
 
-/// Sends SIGTERM to the scheduled process named by the PID file and waits until it has exited;
-/// succeeds only if its final sync succeeded.
+/// Asks the scheduled process named by the PID file to shut down gracefully (SIGUSR1) and waits
+/// until it has exited; succeeds only if its final sync succeeded.
 pub async fn interrupt(path: &Path, timeout: Duration) -> Result<()> {
     let pid = match read_pid(path) {
         Ok(Some(pid)) => pid,
@@ -189,10 +221,13 @@ pub async fn interrupt(path: &Path, timeout: Duration) -> Result<()> {
             path.display()
         )));
     }
-    tracing::info!(pid, "sending SIGTERM and waiting for the final sync");
-    let waiter = waiter_file(path);
+    tracing::info!(
+        pid,
+        "asking for a graceful shutdown and waiting for the final sync"
+    );
+    let waiter = waiter_file(path, std::process::id());
     let _ = fs::write(&waiter, format!("{}\n", std::process::id()));
-    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).context("cannot signal the process")?;
+    kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).context("cannot signal the process")?;
     let exit = exit_file(path);
     let recorded_by = |text: &str| text.split_whitespace().next() == Some(pid.to_string().as_str());
     let deadline = Instant::now() + timeout;
@@ -215,7 +250,7 @@ pub async fn interrupt(path: &Path, timeout: Duration) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let _ = fs::remove_file(&exit);
+    let _ = fs::remove_file(&waiter);
     // Wait for the exit itself, unless it is PID 1: its exit would kill us too.
     while pid != 1 && is_running(pid) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -10,8 +10,11 @@ use crate::config::{self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION};
 use crate::crypt::{self, CryptSettings, KeyCheck};
 use crate::error::{Error, Result};
 use crate::job::{Direction, Job, Overrides};
+use crate::mass_delete::Guard;
 use crate::rclone::{self, Rclone};
+use crate::remote_path;
 use crate::schedule::Schedule;
+use crate::scrub::Scrubber;
 
 /// A validated run: the job, how often to run it, and the config file it needs (kept alive,
 /// and so on disk, exactly as long as the plan).
@@ -62,6 +65,7 @@ pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
     let overrides = Overrides {
         upload_empty: args.force_even_if_remote_would_be_cleared,
         upload_partial: args.force_upload_partial_restore,
+        max_delete_percent: Some(args.max_delete_percent),
         ..Overrides::default()
     };
     let watch = args.watch.watch.then(|| WatchSettings {
@@ -106,6 +110,31 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
     .await
 }
 
+/// The environment as text. A variable that configures the remote but is not valid UTF-8 is an
+/// error (skipping it would silently change the configuration); others are passed over.
+fn config_environment() -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => env.push((name, value)),
+            Err(_)
+                if rclone::PRIVATE_ENV_PREFIXES
+                    .iter()
+                    .any(|p| name.starts_with(p)) =>
+            {
+                return Err(Error::config(format!(
+                    "{name} is not valid UTF-8; rclone.conf values must be text"
+                )));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(env)
+}
+
 async fn build(
     direction: Direction,
     local: PathBuf,
@@ -115,14 +144,12 @@ async fn build(
     watch: Option<WatchSettings>,
     verbose: u8,
 ) -> Result<Plan> {
-    if remote_path.contains(['\n', '\r']) {
-        return Err(Error::config(
-            "the remote path must not contain a line break",
-        ));
-    }
-    let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let remote_flag = match direction {
+        Direction::Upload => "-d/--dst",
+        Direction::Restore => "-s/--src",
+    };
+    remote_path::validate(&remote_path, remote_flag)?;
+    let env = config_environment()?;
     let env_refs = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
 
     let schedule = common
@@ -146,6 +173,11 @@ async fn build(
     };
     let remote_options = if base_text.is_none() {
         let options = config::collect_options(env_refs(), "REMOTE_", &common.params, "-p")?;
+        if options.get("type").is_some_and(|t| t.trim().is_empty()) {
+            return Err(Error::config(
+                "REMOTE_TYPE (or -p type=...) is empty: name an rclone backend, e.g. REMOTE_TYPE=s3",
+            ));
+        }
         if !options.contains_key("type") {
             return Err(Error::config(
                 "no remote configured: set REMOTE_TYPE (e.g. REMOTE_TYPE=s3) and the other REMOTE_* \
@@ -167,14 +199,18 @@ async fn build(
     // What rclone syncs with is always a directory. Saying so with a trailing '/' stops rclone
     // from first probing whether the path is a single object: when that probe fails (wrong
     // credentials, endpoint down) rclone reports "is a file not a directory" and hides the
-    // real cause. An empty path stays empty ("remote:/" would be the root on some backends).
-    let remote_dir = if remote_path.is_empty() || remote_path.ends_with('/') {
-        remote_display.clone()
-    } else {
-        format!("{remote_display}/")
-    };
+    // real cause. (The path is never empty: see `remote_path`.)
+    let remote_dir = format!("{remote_display}/");
+    // rclone's output is scrubbed of every secret of the config, and of the plain passphrase.
+    let mut scrubber = Scrubber::new(
+        crypt_settings
+            .as_ref()
+            .map(CryptSettings::plain_secrets)
+            .unwrap_or_default(),
+    );
     let (config, remote, key_check) = match (crypt_settings, remote_options, base_text) {
-        (None, None, Some(_)) => {
+        (None, None, Some(base)) => {
+            scrubber.extend(config::secret_values(&base));
             let path = common.config_path.as_deref().expect("checked above");
             (ConfigFile::existing(path), remote_dir, None)
         }
@@ -192,7 +228,8 @@ async fn build(
             let mut remote = remote_dir;
             if let Some(crypt) = crypt {
                 // Obscuring a passphrase needs rclone, but no config yet.
-                let obscurer = Rclone::new(binary.clone(), PathBuf::from("/dev/null"), verbose);
+                let obscurer = Rclone::new(binary.clone(), PathBuf::from("/dev/null"), verbose)
+                    .with_scrubber(scrubber.clone());
                 let section = crypt.section(&obscurer, &remote_path).await?;
                 text.push_str(&format!(
                     "\n{}",
@@ -210,10 +247,12 @@ async fn build(
             if verbose >= 2 {
                 tracing::debug!("rendered rclone config (secrets redacted):\n{redacted}");
             }
+            scrubber.extend(config::secret_values(&text));
             (ConfigFile::private(&text)?, remote, key_check)
         }
     };
 
+    let mass_delete_percent = overrides.max_delete_percent.unwrap_or(100);
     let job = Job {
         direction,
         local,
@@ -222,11 +261,12 @@ async fn build(
         no_delete: common.no_delete,
         dry_run: common.dry_run,
         overrides,
-        rclone: Rclone::new(binary, config.path().to_path_buf(), verbose),
+        rclone: Rclone::new(binary, config.path().to_path_buf(), verbose).with_scrubber(scrubber),
         user_flags: common.rclone_args,
         retries: common.retries,
         sync_timeout: common.sync_timeout,
         key_check,
+        mass_delete: Guard::new(mass_delete_percent),
     };
     let long_running = (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
         shutdown_timeout: common.schedule.shutdown_timeout,

@@ -11,10 +11,19 @@
 //! - The child inherits our environment (so `RCLONE_*` flags work) minus the variables we turn
 //!   into the config: secrets reach rclone only through the 0600 config file.
 //! - Probing (`first_line`) reads one line and then stops rclone: O(1) in the remote's size.
+//! - Every line read from rclone passes through the [`Scrubber`] before it is logged or quoted
+//!   in an error, so no secret of the config reaches our output, whatever rclone prints.
+//! - A config file rclone cannot parse is a configuration error (exit 2) naming the option,
+//!   never its value.
+//! - rclone gets SIGKILL when we die (`PR_SET_PDEATHSIG`), even by SIGKILL: no rclone outlives
+//!   the process that owns its config file, restore marker and lease. The signal follows the
+//!   thread that spawned the child; the runtime is single-threaded (`main.rs`), so that thread
+//!   lives as long as the process.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::cause::{Causes, Kind};
 use crate::error::{Error, Result};
+use crate::scrub::Scrubber;
 
 /// How long rclone gets between SIGTERM and SIGKILL when it must stop.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -61,7 +71,7 @@ pub const TRANSFER_FLAGS: [&str; 8] = [
 ];
 
 /// Environment variables that are turned into the config and are not passed to rclone.
-const PRIVATE_ENV_PREFIXES: [&str; 3] = ["REMOTE_", "ENCRYPTED_", "ENCRYPTION_"];
+pub const PRIVATE_ENV_PREFIXES: [&str; 3] = ["REMOTE_", "ENCRYPTED_", "ENCRYPTION_"];
 
 /// Signals an abort to a running rclone: `Some(reason)` stops it (e.g. "SIGTERM").
 pub type Abort = watch::Receiver<Option<&'static str>>;
@@ -152,6 +162,7 @@ pub struct Rclone {
     binary: PathBuf,
     config: PathBuf,
     verbose: u8,
+    scrubber: Arc<Scrubber>,
 }
 
 impl Rclone {
@@ -160,6 +171,15 @@ impl Rclone {
             binary,
             config,
             verbose,
+            scrubber: Arc::default(),
+        }
+    }
+
+    /// The same rclone, with its output scrubbed of these secrets.
+    pub fn with_scrubber(self, scrubber: Scrubber) -> Self {
+        Rclone {
+            scrubber: Arc::new(scrubber),
+            ..self
         }
     }
 
@@ -183,6 +203,7 @@ impl Rclone {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        die_with_parent(&mut cmd);
         cmd
     }
 
@@ -219,7 +240,7 @@ impl Rclone {
         let mut child = self.spawn(&full, operation)?;
         let stderr = child.stderr.take().context("rclone stderr")?;
         let stdout = child.stdout.take().context("rclone stdout")?;
-        let mut out = Streamer::new(stderr, stdout);
+        let mut out = Streamer::new(stderr, stdout, Arc::clone(&self.scrubber));
         let status = loop {
             tokio::select! {
                 reason = aborted(abort) => {
@@ -232,6 +253,9 @@ impl Rclone {
                 status = child.wait(), if out.done() => break status.context("waiting for rclone")?,
             }
         };
+        if let Some(key) = out.unparsable_option.take() {
+            return Err(unparsable_config(&key));
+        }
         let stats = out.stats.unwrap_or_default();
         if !status.success() {
             let code = status.code().unwrap_or(-1);
@@ -253,7 +277,7 @@ impl Rclone {
         let mut child = self.spawn(&with_check_flags(args), operation)?;
         let stdout = child.stdout.take().context("rclone stdout")?;
         let stderr = child.stderr.take().context("rclone stderr")?;
-        let stderr_task = tokio::spawn(collect_tail(stderr));
+        let stderr_task = tokio::spawn(collect_tail(stderr, Arc::clone(&self.scrubber)));
         let mut lines = BufReader::new(stdout).lines();
         while let Some(line) = lines.next_line().await.context("reading rclone output")? {
             if !line.trim().is_empty() {
@@ -297,8 +321,13 @@ impl Rclone {
         } else {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let mut causes = Causes::default();
-            stderr.lines().for_each(|l| causes.add(l));
-            let tail = stderr.lines().last().unwrap_or("").to_string();
+            stderr
+                .lines()
+                .for_each(|l| causes.add(&self.scrubber.scrub(l)));
+            let tail = self
+                .scrubber
+                .scrub(stderr.lines().last().unwrap_or(""))
+                .into_owned();
             Err(failure(operation, out.status, &tail, &causes))
         }
     }
@@ -320,9 +349,47 @@ fn with_check_flags(args: &[OsString]) -> Vec<OsString> {
         .collect()
 }
 
-/// The error of a failed short command: rclone's cause when one was recognised in its output,
-/// else its last output line as context.
-fn failure(operation: &str, status: ExitStatus, tail: &str, causes: &Causes) -> Error {
+/// Asks the kernel to SIGKILL rclone when the thread that spawned it (ours) exits.
+#[allow(unsafe_code)] // the only unsafe code: a pre-exec hook, see below
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // We may have died between fork and prctl: then nobody would send the signal.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                return Err(std::io::Error::other(
+                    "the parent exited before rclone started",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The option named in rclone's "could not parse line: KEY = VALUE" (its config parser's
+/// message), without the value.
+fn unparsable_option(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("could not parse line:")?;
+    let key = rest.split(['=', ':']).next().unwrap_or("").trim();
+    Some(key.chars().take(64).collect())
+}
+
+fn unparsable_config(key: &str) -> Error {
+    Error::config(format!(
+        "rclone cannot parse the config: the line of option '{key}' is invalid (its value is not \
+         shown); fix that option"
+    ))
+}
+
+/// The error of a failed short command: rclone's cause when one was recognised in its output
+/// (already scrubbed), else its last output line as context.
+fn failure(operation: &str, status: ExitStatus, detail: &str, causes: &Causes) -> Error {
+    if let Some(key) = unparsable_option(detail) {
+        return unparsable_config(&key);
+    }
     let code = status.code().unwrap_or(-1);
     let cause = causes.cause().filter(|c| c.kind != Kind::Other);
     let known = cause.is_some();
@@ -333,10 +400,10 @@ fn failure(operation: &str, status: ExitStatus, tail: &str, causes: &Causes) -> 
         cause,
         stats: Stats::default(),
     };
-    if known || tail.is_empty() {
+    if known || detail.is_empty() {
         err
     } else {
-        Error::Other(anyhow::Error::new(err).context(tail.trim().to_string()))
+        Error::Other(anyhow::Error::new(err).context(detail.trim().to_string()))
     }
 }
 
@@ -375,11 +442,15 @@ async fn stop(child: &mut Child) {
 }
 
 /// Reads a short command's stderr to the end: its last line and the causes it named.
-async fn collect_tail<R: AsyncRead + Unpin>(reader: R) -> (String, Causes) {
+async fn collect_tail<R: AsyncRead + Unpin>(
+    reader: R,
+    scrubber: Arc<Scrubber>,
+) -> (String, Causes) {
     let mut lines = BufReader::new(reader).lines();
     let mut last_error = String::new();
     let mut causes = Causes::default();
     while let Ok(Some(line)) = lines.next_line().await {
+        let line = scrubber.scrub(&line).into_owned();
         tracing::debug!(target: "rclone", "{line}");
         if !line.trim().is_empty() {
             causes.add(&line);
@@ -395,15 +466,20 @@ struct Streamer<E: AsyncRead + Unpin, O: AsyncRead + Unpin> {
     stdout: Option<Lines<BufReader<O>>>,
     stats: Option<Stats>,
     causes: Causes,
+    /// rclone could not parse this option of the config.
+    unparsable_option: Option<String>,
+    scrubber: Arc<Scrubber>,
 }
 
 impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
-    fn new(stderr: E, stdout: O) -> Self {
+    fn new(stderr: E, stdout: O, scrubber: Arc<Scrubber>) -> Self {
         Streamer {
             stderr: Some(BufReader::new(stderr).lines()),
             stdout: Some(BufReader::new(stdout).lines()),
             stats: None,
             causes: Causes::default(),
+            unparsable_option: None,
+            scrubber,
         }
     }
 
@@ -432,6 +508,10 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
     }
 
     fn handle(&mut self, line: &str) {
+        let line = &*self.scrubber.scrub(line);
+        if let Some(key) = unparsable_option(line) {
+            self.unparsable_option = Some(key);
+        }
         let Ok(entry) = serde_json::from_str::<LogLine>(line) else {
             if !line.trim().is_empty() {
                 tracing::info!(target: "rclone", "{line}");
@@ -479,7 +559,7 @@ mod tests {
     #[test]
     fn stats_are_read_from_json_log_lines() {
         let line = r#"{"time":"t","level":"notice","msg":"x\n","stats":{"bytes":6,"checks":2,"deletes":1,"elapsedTime":0.5,"errors":0,"transfers":2}}"#;
-        let mut s = Streamer::new(tokio::io::empty(), tokio::io::empty());
+        let mut s = Streamer::new(tokio::io::empty(), tokio::io::empty(), Arc::default());
         s.handle(line);
         let stats = s.stats.unwrap();
         assert_eq!((stats.bytes, stats.transfers, stats.deletes), (6, 2, 1));

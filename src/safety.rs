@@ -4,7 +4,8 @@
 //! | rule | direction | fires when | override |
 //! |------|-----------|------------|----------|
 //! | `restore-in-progress` | upload | the source holds the marker of an unfinished restore | `--force-upload-partial-restore` |
-//! | `empty-source` | upload | the source is empty (`lost+found` aside) and the sync deletes | `--force-even-if-remote-would-be-cleared` |
+//! | `mass-delete` | upload | most files the last upload recorded are gone (see [`crate::mass_delete`]) | `--max-delete-percent 100` |
+//! | `empty-source` | upload | the source holds no regular file to upload, the remote path holds files, and the sync deletes | `--force-even-if-remote-would-be-cleared` |
 //! | `system-directory` | restore | the target resolves to `/`, `/etc`, `/usr`, … | `--force-delete-local-dir` |
 //! | `foreign-owner` | restore | the target holds data and is owned by root or another uid | `--force-delete-local-dir` |
 //! | `empty-remote` | restore | the remote is empty, missing or unlistable while the target holds data | `--force-delete-local-dir` |
@@ -18,6 +19,12 @@
 //!   so it counts as safe to overwrite.
 //! - With `--no-delete` nothing is deleted at the destination, so the emptiness rules, which
 //!   exist to prevent deletion, do not fire.
+//! - "Empty" for an upload means "no regular file that the upload would send": a failed mount
+//!   over a pre-made skeleton of empty directories, a volume holding only a symlink, a FIFO,
+//!   `lost+found` or this program's own files would all wipe the remote just as an empty
+//!   directory would. The walk stops at the first regular file, so it costs nothing on a
+//!   normal volume; only a source without files pays one listing of the remote (at most one
+//!   entry), and an empty remote then lets the first upload of an empty volume through.
 
 use std::ffi::OsString;
 use std::io;
@@ -28,6 +35,8 @@ use crate::rclone::Rclone;
 
 /// File written into a restore target while a restore runs, removed after it succeeded.
 pub const RESTORE_MARKER: &str = ".volume-syncing-operator.restore-in-progress";
+/// The name prefix of this program's own files at the top of a local directory or remote path.
+pub const INTERNAL_FILE_PREFIX: &str = ".volume-syncing-operator.";
 /// rclone filter that keeps all of this program's own files out of every sync and listing.
 pub const INTERNAL_FILES_FILTER: &str = "/.volume-syncing-operator.*";
 
@@ -93,13 +102,55 @@ pub fn local_state(dir: &Path) -> io::Result<LocalState> {
     Ok(state)
 }
 
-/// Valves for sync-to-remote that look only at the local source.
+/// Whether the upload would send at least one regular file: a walk that does not follow
+/// symlinks, skips `lost+found` and this program's own files at the top (as the sync does,
+/// [`INTERNAL_FILES_FILTER`]), and stops at the first regular file.
+pub fn has_file_to_upload(src: &Path) -> io::Result<bool> {
+    Ok(files_to_upload(src, 1)? > 0)
+}
+
+/// How many regular files the upload would send (the same walk, to the end).
+pub fn count_files_to_upload(src: &Path) -> io::Result<u64> {
+    files_to_upload(src, u64::MAX)
+}
+
+/// Counts the regular files under `src` as the upload sees them, stopping at `limit`.
+fn files_to_upload(src: &Path, limit: u64) -> io::Result<u64> {
+    let mut count = 0;
+    let mut dirs = vec![src.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if dir == src {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name == "lost+found" || name.starts_with(INTERNAL_FILE_PREFIX) {
+                    continue;
+                }
+            }
+            let kind = entry.file_type()?;
+            if kind.is_file() {
+                count += 1;
+                if count >= limit {
+                    return Ok(count);
+                }
+            } else if kind.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Valves for sync-to-remote that look only at the local source. `Ok(true)`: the source holds
+/// no file to upload, so the sync would delete everything at the destination:
+/// [`check_upload_remote`] must decide.
 pub fn check_upload(
     src: &Path,
     deletes: bool,
     force_empty: bool,
     force_partial: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let state = local_state(src)
         .map_err(|e| Error::Other(anyhow::anyhow!("cannot read {}: {e}", src.display())))?;
     if state.has_marker && !force_partial {
@@ -114,18 +165,50 @@ pub fn check_upload(
             FORCE_UPLOAD_PARTIAL,
         ));
     }
-    if deletes && !state.has_data && !force_empty {
-        return Err(Error::refused(
+    if !deletes || force_empty {
+        return Ok(false);
+    }
+    let has_file = has_file_to_upload(src)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot read {}: {e}", src.display())))?;
+    Ok(!has_file)
+}
+
+/// Refuses to sync a source without files over a remote path that holds files (rule
+/// `empty-source`). A remote that cannot be listed is a refusal too.
+/// `remote` is what rclone lists (through crypt when encryption is on), `shown` how the user
+/// named it.
+pub async fn check_upload_remote(
+    rclone: &Rclone,
+    src: &Path,
+    remote: &str,
+    shown: &str,
+) -> Result<()> {
+    let why = format!(
+        "{} holds no regular file to upload (only empty directories, links, special files, \
+         lost+found or this program's own files)",
+        src.display()
+    );
+    match remote_has_entries(rclone, remote).await {
+        Ok(false) => {
+            tracing::info!("{why}, and {shown} holds no file either: nothing to lose, syncing");
+            Ok(())
+        }
+        Ok(true) => Err(Error::refused(
             "empty-source",
             format!(
-                "{} is empty, so syncing it would delete everything at the destination \
-                 (is the volume mounted?)",
-                src.display()
+                "{why}, so syncing it would delete every file at {shown} (is the volume mounted?)"
             ),
             FORCE_UPLOAD_EMPTY,
-        ));
+        )),
+        Err(e) => Err(Error::refused(
+            "empty-source",
+            format!(
+                "{why}, and whether {shown} holds files cannot be told, so the sync could delete \
+                 them: {e:#}"
+            ),
+            FORCE_UPLOAD_EMPTY,
+        )),
     }
-    Ok(())
 }
 
 /// What the restore should do after the local valves.
@@ -392,16 +475,31 @@ mod tests {
     }
 
     #[test]
+    fn only_a_regular_file_outside_lost_found_and_internal_files_is_something_to_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path();
+        assert!(!has_file_to_upload(src).unwrap());
+        fs::create_dir_all(src.join("data/app")).unwrap();
+        fs::create_dir_all(src.join("logs")).unwrap();
+        fs::create_dir_all(src.join("lost+found")).unwrap();
+        fs::write(src.join("lost+found/#123"), "x").unwrap();
+        fs::write(src.join(".volume-syncing-operator.key-check"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", src.join("link")).unwrap();
+        nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(!has_file_to_upload(src).unwrap());
+        fs::write(src.join("data/app/.volume-syncing-operator.x"), "x").unwrap();
+        assert!(
+            has_file_to_upload(src).unwrap(),
+            "only the top level is internal"
+        );
+    }
+
+    #[test]
     fn upload_valves() {
         let dir = tempfile::tempdir().unwrap();
-        let err = check_upload(dir.path(), true, false, false).unwrap_err();
-        assert_eq!(err.exit_code(), 3);
-        assert!(
-            err.to_string().contains("empty-source")
-                && err.to_string().contains(FORCE_UPLOAD_EMPTY)
-        );
-        check_upload(dir.path(), true, true, false).unwrap();
-        check_upload(dir.path(), false, false, false).unwrap();
+        assert!(check_upload(dir.path(), true, false, false).unwrap());
+        assert!(!check_upload(dir.path(), true, true, false).unwrap());
+        assert!(!check_upload(dir.path(), false, false, false).unwrap());
         fs::write(dir.path().join("f"), "x").unwrap();
         fs::write(dir.path().join(RESTORE_MARKER), "").unwrap();
         let err = check_upload(dir.path(), true, true, false).unwrap_err();
@@ -409,7 +507,7 @@ mod tests {
             err.to_string().contains("restore-in-progress")
                 && err.to_string().contains(FORCE_UPLOAD_PARTIAL)
         );
-        check_upload(dir.path(), true, false, true).unwrap();
+        assert!(!check_upload(dir.path(), true, false, true).unwrap());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! Decisions:
 //! - Signals are events, not work done in a handler. In the long-running mode the first
-//!   SIGTERM or SIGINT stops the triggers, lets a running sync finish and runs one final sync,
-//!   bounded by `--shutdown-timeout`; a second signal stops rclone at once. In a one-shot run
+//!   SIGTERM, SIGINT or `interrupt` request (SIGUSR1) stops the triggers, lets a running sync
+//!   finish and runs one final sync, bounded by `--shutdown-timeout`; a second SIGTERM or
+//!   SIGINT stops rclone at once, further `interrupt` requests do not (they ask for what is
+//!   already happening). In a one-shot run
 //!   the first signal stops rclone. Either way `run` returns normally, so the private config is
 //!   removed.
 //! - Never two syncs at once: the running sync is the only task. A schedule tick that finds it
@@ -38,10 +40,14 @@ use crate::watch::{Changes, TreeWatcher};
 /// The longest a burst of changes waits for a quiet period before it is synced anyway.
 const MAX_DEBOUNCE_WAIT: Duration = Duration::from_secs(60);
 
-/// SIGTERM and SIGINT as one stream of events.
+/// What `interrupt` sends: a request for a graceful shutdown that never escalates.
+pub const INTERRUPT_REQUEST: &str = "an interrupt request (SIGUSR1)";
+
+/// SIGTERM, SIGINT and `interrupt`'s SIGUSR1 as one stream of events.
 pub struct Signals {
     term: Signal,
     int: Signal,
+    usr1: Signal,
 }
 
 impl Signals {
@@ -49,14 +55,29 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
-    /// The name of the next signal received.
+    /// The name of the next signal received ([`INTERRUPT_REQUEST`] for SIGUSR1).
     pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.usr1.recv() => INTERRUPT_REQUEST,
+        }
+    }
+
+    /// The next signal that escalates a shutdown already under way: SIGTERM or SIGINT. More
+    /// `interrupt` requests ask for what is already happening and are only logged.
+    async fn recv_escalation(&mut self) -> &'static str {
+        loop {
+            match self.recv().await {
+                INTERRUPT_REQUEST => {
+                    tracing::info!("another interrupt request: the graceful shutdown is under way")
+                }
+                sig => return sig,
+            }
         }
     }
 }
@@ -275,7 +296,7 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
 
     tracing::info!(
         "received {first_signal}: no more scheduled runs; finishing the running sync, then one final \
-         sync (at most {}; a second signal stops it at once)",
+         sync (at most {}; a further SIGTERM or SIGINT stops it at once)",
         format_duration(state.mode.shutdown_timeout)
     );
     let result = shutdown(&mut state, &mut watcher, abort_tx, &mut signals).await;
@@ -339,7 +360,7 @@ async fn shutdown(
                     None => result,
                 };
             }
-            sig = signals.recv(), if aborted.is_none() => {
+            sig = signals.recv_escalation(), if aborted.is_none() => {
                 tracing::warn!("received {sig} again: stopping rclone now");
                 aborted = Some(sig);
                 let _ = abort_tx.send(aborted);

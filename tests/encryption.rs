@@ -86,15 +86,16 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Every file the S3 server stores (relative to its data directory) with its raw bytes.
 fn stored_files(server: &S3Server) -> BTreeMap<String, Vec<u8>> {
-    snapshot(&server.data)
+    support::snapshot_all(&server.data)
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
         .collect()
 }
 
-/// The files stored under `bucket/<path>`, relative to it.
+/// Every object stored under `bucket/<path>`, relative to it, the program's own included (they
+/// are at rest too).
 fn stored_under(server: &S3Server, path: &str) -> BTreeMap<String, Vec<u8>> {
-    snapshot(&server.path(path))
+    support::snapshot_all(&server.path(path))
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
         .collect()
@@ -312,8 +313,8 @@ fn upload_stores_neither_plaintext_names_nor_plaintext_contents() {
     let stored = stored_under(&server, REMOTE);
     assert_eq!(
         stored.len(),
-        file_count(&src) + 1,
-        "one object per file plus the check object: {:?}",
+        file_count(&src) + 2,
+        "one object per file plus the check object and the upload record: {:?}",
         stored.keys()
     );
     assert_no_plaintext(&server, true);
@@ -515,7 +516,11 @@ fn a_wrong_key_is_refused_on_a_remote_written_without_a_check_object() {
     upload(&sandbox, &server, &src, &right, &[]).assert_code(0);
     let stored = stored_under(&server, REMOTE);
     assert!(stored.contains_key(&check), "{:?}", stored.keys());
-    assert_eq!(stored.len(), file_count(&src) + 1);
+    assert_eq!(
+        stored.len(),
+        file_count(&src) + 2,
+        "files, check object, upload record"
+    );
     assert_key_mismatch(&restore(&sandbox, &server, &local, &wrong, &[]));
     assert_eq!(snapshot(&local), local_before, "local files untouched");
 }
@@ -582,6 +587,7 @@ fn filename_encryption_off_round_trips_with_bin_names_and_encrypted_contents() {
         .map(|name| format!("{name}.bin"))
         .collect();
     expected.push(format!("{CHECK_OBJECT}.bin"));
+    expected.push(".volume-syncing-operator.upload-record.bin".to_string());
     expected.sort();
     assert_eq!(stored, expected, "names are kept, with .bin appended");
     assert_no_plaintext(&server, false);
@@ -667,7 +673,11 @@ fn obfuscated_names_round_trip_without_plaintext_contents() {
 
     let stored: Vec<String> = stored_under(&server, REMOTE).into_keys().collect();
     let plain: Vec<String> = files_only(&snapshot(&src)).into_keys().collect();
-    assert_eq!(stored.len(), plain.len() + 1, "{stored:?}");
+    assert_eq!(
+        stored.len(),
+        plain.len() + 2,
+        "files, check object, upload record: {stored:?}"
+    );
     for name in &plain {
         assert!(
             !stored.contains(name),

@@ -765,12 +765,17 @@ fn healthz_follows_consecutive_failures_and_recovers() {
     stop_cleanly(vso);
 }
 
-/// A schedule on an empty source: every run is refused (rule empty-source), counted by rule,
-/// and counts as a failure for health; data in the source makes it healthy again.
+/// A schedule on an empty source over a remote path holding files: every run is refused (rule
+/// empty-source), counted by rule, and counts as a failure for health; data in the source
+/// makes it healthy again.
 #[test]
 fn refusals_are_counted_by_rule_and_make_the_process_unhealthy() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
+    let seed = sandbox.tree("seed", &[("kept.txt", b"kept\n")]);
+    spawn_upload(&sandbox, &server, &seed, &[], &[])
+        .wait_output(LONG)
+        .assert_code(0);
     let src = sandbox.dir("empty-src");
     let mut vso = spawn_upload(
         &sandbox,
@@ -817,9 +822,15 @@ fn refusals_are_counted_by_rule_and_make_the_process_unhealthy() {
     assert_eq!(m.value("consecutive_failures", &[]), n);
     assert_eq!(m.value("last_success_timestamp_seconds", &[]), 0.0);
     assert_eq!(m.value("transferred_files_total", &[]), 0.0);
-    assert!(
-        snapshot(&server.path("bucket")).is_empty(),
-        "nothing reached the remote"
+    assert_eq!(
+        snapshot(&server.path("bucket"))
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![
+            ("app/".to_string(), None),
+            ("app/kept.txt".to_string(), Some(b"kept\n".to_vec()))
+        ],
+        "nothing changed on the remote"
     );
 
     // Data appears (the volume got mounted): the next sync succeeds.

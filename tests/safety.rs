@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use support::*;
 
 const MARKER: &str = ".volume-syncing-operator.restore-in-progress";
@@ -887,18 +886,20 @@ fn a_killed_restore_blocks_uploads_until_a_restore_completes() {
             && fs::read_dir(&target).is_ok_and(|d| d.count() > 1)
     });
 
-    // SIGKILL: no clean-up of any kind, neither by us nor by rclone.
+    // SIGKILL: no clean-up of any kind by us; rclone gets SIGKILL from the kernel with us
+    // (the parent-death signal).
+    assert!(
+        !rclone_pids_with(&target_str).is_empty(),
+        "rclone was running"
+    );
     running.signal(Signal::SIGKILL);
-    let pids = rclone_pids_with(&target_str);
-    assert!(!pids.is_empty(), "rclone was running");
-    for pid in pids {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
     let status = running.wait_output(Duration::from_secs(30)).status;
     assert_eq!(status.signal(), Some(9), "the binary was killed");
-    wait_until("rclone is gone", Duration::from_secs(30), || {
-        rclone_pids_with(&target_str).is_empty()
-    });
+    wait_until(
+        "rclone died with its parent",
+        Duration::from_secs(10),
+        || rclone_pids_with(&target_str).is_empty(),
+    );
 
     // SIGKILL is the one exit that leaves the private config behind; it is not this test's
     // subject, so it is cleared to let the refusal below be checked for leftovers of its own.

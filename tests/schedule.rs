@@ -585,7 +585,7 @@ fn interrupt_returns_after_the_final_sync_of_a_live_process() {
     assert!(!pid_file.exists(), "the pid file is removed at exit");
     let log = vso.wait_output(LONG);
     log.assert_code(0)
-        .assert_contains("received SIGTERM")
+        .assert_contains("received an interrupt request (SIGUSR1)")
         .assert_contains("running the final sync");
 }
 

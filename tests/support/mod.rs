@@ -90,6 +90,22 @@ impl S3Server {
         }
     }
 
+    /// Like [`S3Server::start`], with another secret key (the client must then set
+    /// `REMOTE_SECRET_ACCESS_KEY` to it).
+    pub fn start_with_secret(secret: &str) -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(data.join(BUCKET)).unwrap();
+        let (child, port) = try_spawn_server_with_secret(&data, 0, secret)
+            .unwrap_or_else(|e| panic!("cannot start `rclone serve s3`: {e}"));
+        S3Server {
+            data,
+            port,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -175,9 +191,17 @@ fn spawn_server(data: &Path, port: u16) -> (Child, u16) {
 }
 
 fn try_spawn_server(data: &Path, port: u16) -> Result<(Child, u16), String> {
+    try_spawn_server_with_secret(data, port, SECRET_KEY)
+}
+
+fn try_spawn_server_with_secret(
+    data: &Path,
+    port: u16,
+    secret: &str,
+) -> Result<(Child, u16), String> {
     let mut child = Command::new(rclone())
         .args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")])
-        .args(["--auth-key", &format!("{ACCESS_KEY},{SECRET_KEY}")])
+        .args(["--auth-key", &format!("{ACCESS_KEY},{secret}")])
         .args(["--config", "/dev/null"])
         .arg(data)
         .env_clear()
@@ -344,7 +368,22 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// A tree as a map: relative path → Some(content) for files, None for directories.
 pub type Snapshot = BTreeMap<String, Option<Vec<u8>>>;
 
+/// The program's own files beside the data (records, leases: anything named
+/// `.volume-syncing-operator.*`) are not the user's data and are left out, except the restore
+/// marker, which tests look for. [`snapshot_all`] keeps them.
 pub fn snapshot(root: &Path) -> Snapshot {
+    snapshot_all(root)
+        .into_iter()
+        .filter(|(path, _)| {
+            let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            !name.starts_with(".volume-syncing-operator.")
+                || name == ".volume-syncing-operator.restore-in-progress"
+        })
+        .collect()
+}
+
+/// Everything under `root`, as stored.
+pub fn snapshot_all(root: &Path) -> Snapshot {
     fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
