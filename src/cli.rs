@@ -236,10 +236,18 @@ pub struct CommonArgs {
     #[arg(long, requires = "config_path")]
     pub no_template: bool,
 
-    /// Re-run retryable failures (rclone exit 5 or a connection failure) this many times
-    /// within one run, with exponential backoff starting at 1s.
+    /// Re-run a failed sync this many times within one run, with exponential backoff starting
+    /// at 1s, unless its cause cannot heal within seconds (a refused connection, wrong
+    /// credentials, TLS, DNS, a missing bucket) or rclone called it fatal. rclone's own
+    /// whole-pass retries are turned off in favour of these.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub retries: u32,
+
+    /// Upper bound for one whole sync, retries and backoff included (e.g. 30m, 6h); after it
+    /// rclone is stopped and the sync fails (exit 1). Default: no bound (stalled transfers are
+    /// still cut by rclone's idle --timeout, 30s by default).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub sync_timeout: Option<Duration>,
 
     #[command(flatten)]
     pub schedule: ScheduleArgs,
@@ -276,6 +284,13 @@ pub struct ScheduleArgs {
     /// /healthz answers 503 after this many consecutive failed syncs, 200 again after a success.
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_consecutive_failures: u32,
+
+    /// /healthz answers 503 when no sync has succeeded for this long (counted from the start
+    /// until the first success), or when the running sync has run this long. Default: twice
+    /// the longest gap between two planned syncs (schedule, or --full-sync-every with --watch)
+    /// plus 10m.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "long_running")]
+    pub max_sync_age: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -167,6 +167,8 @@ impl KeyCheck {
                 return Err(self.mismatch("the check object has unexpected content"));
             }
             Ok(_) => {} // missing: rclone cat prints nothing for a missing object
+            // The bucket does not exist yet (a first upload to a new bucket): nothing stored.
+            Err(e) if e.rclone_exit_code() == Some(3) => {}
             Err(e) if is_auth_failure(&e) => {
                 return Err(self.mismatch("the check object does not decrypt"));
             }
@@ -175,9 +177,28 @@ impl KeyCheck {
         self.probe_existing_data(rclone).await?;
         if upload && !dry_run {
             let rcat = ["rcat", object.as_str()].map(OsString::from);
-            rclone
+            match rclone
                 .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
-                .await?;
+                .await
+            {
+                Err(e) if is_bucket_already_exists(&e) => {
+                    // Some providers (rclone's `Minio` and others against servers that answer
+                    // 409 BucketAlreadyExists to a bucket they own) fail the upload on the
+                    // bucket check before it. The answer proves the bucket exists, so the write
+                    // is repeated without that check.
+                    tracing::debug!(
+                        "the provider answered BucketAlreadyExists; writing without the bucket check"
+                    );
+                    let rcat =
+                        ["rcat", object.as_str(), "--s3-no-check-bucket"].map(OsString::from);
+                    rclone
+                        .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
+                        .await?;
+                }
+                other => {
+                    other?;
+                }
+            }
             tracing::info!(
                 remote = self.raw_remote,
                 "wrote the encryption key check object"
@@ -289,6 +310,11 @@ fn looks_obscured(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The provider's "bucket already exists" answer to the bucket check before an upload.
+fn is_bucket_already_exists(e: &Error) -> bool {
+    format!("{e:#}").contains("BucketAlreadyExists")
 }
 
 fn is_auth_failure(e: &Error) -> bool {

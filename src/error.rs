@@ -15,6 +15,13 @@
 
 use std::process::ExitCode;
 
+use crate::cause::{Cause, Kind};
+use crate::rclone::Stats;
+
+fn cause_suffix(cause: &Option<Cause>) -> String {
+    cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
+}
+
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: a sync or an operation failed.
@@ -40,14 +47,31 @@ pub enum Error {
         override_hint: String,
     },
 
-    /// rclone ran and exited non-zero.
-    #[error("rclone {operation} failed with exit code {code} ({meaning})")]
+    /// rclone ran and exited non-zero. The message ends with rclone's own cause, when its
+    /// output named one ([`crate::cause`]).
+    #[error(
+        "rclone {operation} failed with exit code {code} ({meaning}){}",
+        cause_suffix(cause)
+    )]
     Rclone {
         operation: String,
         code: i32,
         meaning: &'static str,
-        /// rclone's output showed a connection failure (refused, reset, DNS, timeout).
-        connection_failure: bool,
+        /// The cause found in rclone's ERROR lines.
+        cause: Option<Cause>,
+        /// rclone's statistics up to the failure (its error count for the summary).
+        stats: Stats,
+    },
+
+    /// One sync, retries included, ran longer than `--sync-timeout`; rclone was stopped.
+    #[error(
+        "the sync did not finish within --sync-timeout {limit}; rclone was stopped{}",
+        last.as_deref().map(|l| format!(" (last failure: {l})")).unwrap_or_default()
+    )]
+    SyncTimeout {
+        limit: String,
+        /// The failure of an earlier attempt, if one failed before the time ran out.
+        last: Option<String>,
     },
 
     /// The run was stopped by a signal before it completed.
@@ -92,7 +116,27 @@ impl Error {
         match self {
             Error::Config(_) => EXIT_USAGE,
             Error::Refused { .. } => EXIT_REFUSED,
-            Error::Rclone { .. } | Error::Interrupted(_) | Error::Other(_) => EXIT_FAILURE,
+            Error::Rclone { .. }
+            | Error::SyncTimeout { .. }
+            | Error::Interrupted(_)
+            | Error::Other(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// True when retrying the same run could succeed, as rclone's own retries would judge it
+    /// (an uncategorised error, exit 1, or a temporary one, exit 5), except for causes that
+    /// cannot heal within seconds: wrong credentials, TLS, DNS, a missing bucket, a refused
+    /// connection ([`crate::cause`]). Usage errors, fatal errors (`--max-delete`) and the rest
+    /// of rclone's codes are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Rclone { code, cause, .. } => {
+                matches!(code, 1 | 5)
+                    && cause
+                        .as_ref()
+                        .is_none_or(|c| c.kind.may_heal() || c.kind == Kind::Other)
+            }
+            _ => false,
         }
     }
 
@@ -105,17 +149,12 @@ impl Error {
         }
     }
 
-    /// True when retrying the same run could succeed: rclone's "temporary error" (exit 5), or
-    /// an uncategorised failure whose output looked like a connection problem.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Rclone { code: 5, .. }
-                | Error::Rclone {
-                    connection_failure: true,
-                    ..
-                }
-        )
+    /// rclone's error count, for the summary line.
+    pub fn rclone_errors(&self) -> u64 {
+        match self {
+            Error::Rclone { stats, .. } => stats.errors,
+            _ => 0,
+        }
     }
 }
 

@@ -78,9 +78,16 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
                 format!("{reason}\n"),
             ),
         },
-        ("GET", "/readyz") if metrics.is_ready() => {
-            ("200 OK", "text/plain; charset=utf-8", "ready\n".into())
-        }
+        // Ready means the schedule is armed; the body also says whether /healthz passes and why
+        // not, so one probe's log explains both.
+        ("GET", "/readyz") if metrics.is_ready() => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            match metrics.health() {
+                Ok(()) => "ready\n".into(),
+                Err(why) => format!("ready; /healthz fails:\n{why}\n"),
+            },
+        ),
         ("GET", "/readyz") => (
             "503 Service Unavailable",
             "text/plain; charset=utf-8",

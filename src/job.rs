@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::mass_delete::Guard;
 use crate::rclone::{Abort, Rclone, Stats, aborted};
 use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
+use crate::schedule::format_duration;
 use crate::volume_meta;
 pub use crate::watch::SyncPlan;
 
@@ -74,6 +75,8 @@ pub struct Job {
     pub rclone: Rclone,
     pub user_flags: Vec<String>,
     pub retries: u32,
+    /// `--sync-timeout`: the bound of one run, retries and backoff included.
+    pub sync_timeout: Option<Duration>,
     pub key_check: Option<KeyCheck>,
     /// The `mass-delete` valve of uploads.
     pub mass_delete: Guard,
@@ -143,43 +146,72 @@ pub struct Report {
 }
 
 impl Job {
-    /// Runs the sync, retrying temporary failures up to `retries` times.
+    /// Runs the sync, retrying failures that can heal up to `retries` times, all within
+    /// `--sync-timeout` when one is set. When the time is up, the running rclone is dropped,
+    /// which kills it (`kill_on_drop`); an unfinished restore keeps its marker.
     pub async fn run(&self, plan: &SyncPlan, abort: &mut Abort) -> Report {
         let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0;
-        let mut volume;
-        let result = loop {
-            attempt += 1;
-            volume = VolumeSummary {
-                metadata: "none",
-                ..VolumeSummary::default()
-            };
-            match self.attempt(plan, abort, &mut volume).await {
-                Err(e) if e.is_retryable() && attempt <= self.retries => {
-                    tracing::warn!(
-                        attempt,
-                        retries = self.retries,
-                        "sync attempt failed with a temporary error: {e}; retrying in {backoff:?}"
-                    );
-                    tokio::select! {
-                        reason = aborted(abort) => break Err(Error::Interrupted(reason)),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                other => break other,
-            }
+        let mut attempts = 0;
+        let mut last_failure = None;
+        let mut volume = VolumeSummary::default();
+        let all = self.attempts(plan, abort, &mut attempts, &mut last_failure, &mut volume);
+        let result = match self.sync_timeout {
+            None => all.await,
+            Some(limit) => match tokio::time::timeout(limit, all).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::SyncTimeout {
+                    limit: format_duration(limit),
+                    last: last_failure,
+                }),
+            },
         };
         Report {
             result,
             elapsed: started.elapsed(),
-            attempts: attempt,
+            attempts,
             kind: match plan {
                 SyncPlan::Full(_) => "full",
                 SyncPlan::Incremental { .. } => "incremental",
             },
             volume,
+        }
+    }
+
+    /// The attempts of one run, with exponential backoff between them. `attempts`,
+    /// `last_failure` and `volume` (of the last attempt) stay readable when the run is cut by
+    /// `--sync-timeout`.
+    async fn attempts(
+        &self,
+        plan: &SyncPlan,
+        abort: &mut Abort,
+        attempts: &mut u32,
+        last_failure: &mut Option<String>,
+        volume: &mut VolumeSummary,
+    ) -> Result<Outcome> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            *attempts += 1;
+            *volume = VolumeSummary {
+                metadata: "none",
+                ..VolumeSummary::default()
+            };
+            match self.attempt(plan, abort, volume).await {
+                Err(e) if e.is_retryable() && *attempts <= self.retries => {
+                    tracing::warn!(
+                        attempt = *attempts,
+                        retries = self.retries,
+                        "sync attempt failed with an error that may heal: {e}; retrying in {}",
+                        format_duration(backoff)
+                    );
+                    *last_failure = Some(e.to_string());
+                    tokio::select! {
+                        reason = aborted(abort) => return Err(Error::Interrupted(reason)),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -192,12 +224,30 @@ impl Job {
     }
 
     /// Logs the one summary line of a run; `next_run` when a schedule or watch goes on.
-    pub fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>) {
+    /// `error_follows`: the program exits next and prints the error as its last line, so a
+    /// refusal's long reason is not printed twice; the summary names the rule only.
+    pub fn log_summary(
+        &self,
+        report: &Report,
+        next_run: Option<DateTime<Local>>,
+        error_follows: bool,
+    ) {
         let (source, destination) = self.source_and_destination();
         let zero = Stats::default();
+        let errors = match &report.result {
+            Ok(Outcome::Synced(stats)) => stats.errors,
+            Ok(Outcome::Skipped(_)) => 0,
+            // rclone's own count, also when it failed.
+            Err(e) => e.rclone_errors(),
+        };
         let (result, stats, mut message) = match &report.result {
             Ok(Outcome::Synced(stats)) => ("success", stats, "sync finished".to_string()),
             Ok(Outcome::Skipped(why)) => ("skipped", &zero, format!("sync skipped: {why}")),
+            Err(Error::Refused { rule, .. }) if error_follows => (
+                "refused",
+                &zero,
+                format!("sync refused by safety rule '{rule}' (the reason follows)"),
+            ),
             Err(e @ Error::Refused { .. }) => ("refused", &zero, format!("sync failed: {e}")),
             Err(e) => ("failure", &zero, format!("sync failed: {e}")),
         };
@@ -227,7 +277,7 @@ impl Job {
                     transferred_files = stats.transfers,
                     transferred_bytes = stats.bytes,
                     deleted_files = stats.deletes,
-                    errors = stats.errors,
+                    errors,
                     dry_run = self.dry_run,
                     kind = report.kind,
                     skipped_special = volume.skipped_special,
@@ -511,7 +561,13 @@ impl Job {
             })?
         {
             // Both ends empty: nothing to restore and nothing to lose. rclone would fail on a
-            // missing remote directory, which is the normal state before the first upload.
+            // missing remote directory, which is the normal state before the first upload;
+            // a missing bucket is not, it is a wrong remote path.
+            unless_aborted(
+                abort,
+                safety::check_remote_root_exists(&self.rclone, &self.remote_display),
+            )
+            .await?;
             if !self.dry_run {
                 std::fs::create_dir_all(&self.local)
                     .with_context(|| format!("cannot create {}", self.local.display()))?;

@@ -719,12 +719,14 @@ fn rclone_first(e: Error) -> Error {
             operation,
             code,
             meaning,
-            connection_failure,
+            cause,
+            stats,
         }) => Some(Error::Rclone {
             operation: operation.clone(),
             code: *code,
             meaning,
-            connection_failure: *connection_failure,
+            cause: cause.clone(),
+            stats: stats.clone(),
         }),
         _ => None,
     }) else {
@@ -811,17 +813,19 @@ mod tests {
                 operation: "cat (lease)".into(),
                 code: 1,
                 meaning: "uncategorised error",
-                connection_failure: true,
+                cause: crate::cause::classify("read tcp 127.0.0.1:1: i/o timeout"),
+                stats: Default::default(),
             })
             .context("dial tcp: connection refused"),
         );
         let e = rclone_first(raw);
         assert_eq!(rclone_code(&e), Some(1));
         assert!(is_retryable(&e));
-        assert_eq!(
-            format!("{:#}", anyhow::Error::from(e)),
-            "rclone cat (lease) failed with exit code 1 (uncategorised error): dial tcp: \
-             connection refused"
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert!(
+            text.starts_with("rclone cat (lease) failed with exit code 1 (uncategorised error)")
+                && text.ends_with(": dial tcp: connection refused"),
+            "{text}"
         );
     }
 

@@ -22,6 +22,7 @@
 //! The rendered config lives exactly as long as the plan: signals are turned into ordinary
 //! returns, so it is removed on every exit path short of SIGKILL.
 
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod crypt;
@@ -79,7 +80,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     let result = match plan.long_running {
         None => supervisor::run_once(&plan.job, lease.as_deref(), signals).await,
         Some(long) => {
-            let metrics = Arc::new(Metrics::new(long.max_consecutive_failures));
+            let metrics = Arc::new(Metrics::new(
+                long.max_consecutive_failures,
+                long.max_sync_age,
+            ));
             if let Some(address) = &long.metrics_address {
                 http::serve(address, Arc::clone(&metrics)).await?;
             }

@@ -9,17 +9,35 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// The filter for `-v` / `-vv`: more of our own and rclone's output, never the runtime's
+/// (`mio`/`tokio` TRACE is one line per poll: noise that buries rclone's own debug output).
+fn default_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "info",
+        1 => "info,volume_syncing_operator=debug,rclone=debug",
+        _ => "info,volume_syncing_operator=trace,rclone=trace",
+    }
+}
+
+/// Colours only on a terminal: when either output goes to a pipe or file (`2>&1 | tee`,
+/// `docker logs`, a log collector), escape codes would end up as raw text. `NO_COLOR` turns
+/// them off too (no-color.org).
+fn use_ansi(stdout_tty: bool, stderr_tty: bool, no_color: bool) -> bool {
+    stdout_tty && stderr_tty && !no_color
+}
+
 /// Installs the global subscriber. `RUST_LOG` wins over `-v`.
 pub fn init(verbose: u8, format: LogFormat) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
+    let ansi = use_ansi(
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
@@ -29,5 +47,27 @@ pub fn init(verbose: u8, format: LogFormat) {
             .with_current_span(false)
             .with_target(true)
             .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_when_both_outputs_are_terminals_and_no_color_is_unset() {
+        assert!(use_ansi(true, true, false));
+        assert!(!use_ansi(false, true, false));
+        assert!(!use_ansi(true, false, false));
+        assert!(!use_ansi(true, true, true));
+    }
+
+    #[test]
+    fn verbosity_never_turns_on_the_runtime_trace() {
+        for v in 0..=3 {
+            let f = default_filter(v);
+            assert!(f.starts_with("info"), "{f}");
+            assert!(!f.contains("mio") && !f.contains("tokio"), "{f}");
+        }
     }
 }

@@ -3,9 +3,13 @@
 //! Decisions:
 //! - `prometheus-client` (the Prometheus project's Rust client) encodes the registry; every
 //!   metric is prefixed `volume_syncing_operator_`.
-//! - Health is derived from one number, the consecutive failed syncs: `/healthz` is 503 once it
-//!   reaches `--max-consecutive-failures` and 200 again after a success. A refusal by a safety
-//!   valve counts as a failure (the backup did not happen); a skipped run does not.
+//! - Health has three rules, each a reason of its own (`/healthz` body, `/readyz` body and the
+//!   `unhealthy{reason}` gauge): `consecutive-failures` (`--max-consecutive-failures` failed
+//!   syncs in a row), `no-recent-success` (no success for `--max-sync-age`, counted from the
+//!   start while there was none) and `sync-running-too-long` (the running sync is older than
+//!   `--max-sync-age`). The age rules catch what a failure count cannot: a sync that hangs never
+//!   fails. A refusal by a safety valve counts as a failure (the backup did not happen); a
+//!   skipped run is not a failure, but not a success either.
 //! - The state is updated only by the supervisor after each run, so the HTTP side only reads.
 //! - Every series whose labels are known in advance (both directions × every result, every
 //!   safety rule) exists from the start with 0: a family without series is not exported at all,
@@ -14,7 +18,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Local};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -26,9 +30,18 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::{Error, Result};
 use crate::job::{Direction, Outcome};
+use crate::schedule::format_duration;
 
 /// The values of the `result` label of `syncs_total`.
 const RESULTS: [&str; 4] = ["success", "skipped", "refused", "failure"];
+
+/// The reasons `/healthz` can fail for (the `reason` label of `unhealthy`).
+const REASONS: [&str; 4] = [
+    "consecutive-failures",
+    "no-recent-success",
+    "sync-running-too-long",
+    "remote-in-use",
+];
 
 /// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety`,
 /// `mass_delete`, `lease` and `crypt`).
@@ -54,6 +67,19 @@ struct RuleLabels {
     rule: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The times health is judged by (monotonic clock).
+#[derive(Debug)]
+struct Times {
+    started: Instant,
+    last_success: Option<Instant>,
+    running_since: Option<Instant>,
+}
+
 /// The metrics of one process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,10 +99,14 @@ pub struct Metrics {
     last_failure: Mutex<String>,
     /// Why an uploader does not hold the lease of its remote path ([`crate::lease`]).
     lease_wait: Mutex<Option<String>>,
+    max_sync_age: Duration,
+    times: Mutex<Times>,
+    running_sync_age: Gauge<f64, AtomicU64>,
+    unhealthy: Family<ReasonLabels, Gauge>,
 }
 
 impl Metrics {
-    pub fn new(max_consecutive_failures: u32) -> Self {
+    pub fn new(max_consecutive_failures: u32, max_sync_age: Duration) -> Self {
         let mut registry = Registry::with_prefix("volume_syncing_operator");
         let syncs = Family::<SyncLabels, Counter>::default();
         registry.register(
@@ -137,6 +167,30 @@ impl Metrics {
             "Runs refused by a safety rule",
             refusals.clone(),
         );
+        let running_sync_age = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "running_sync_age",
+            "How long the running sync has been running; 0 when none runs",
+            Unit::Seconds,
+            running_sync_age.clone(),
+        );
+        let max_age_gauge = Gauge::<f64, AtomicU64>::default();
+        max_age_gauge.set(max_sync_age.as_secs_f64());
+        registry.register_with_unit(
+            "max_sync_age",
+            "The --max-sync-age health bound",
+            Unit::Seconds,
+            max_age_gauge,
+        );
+        let unhealthy = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "unhealthy",
+            "1 while /healthz fails for this reason",
+            unhealthy.clone(),
+        );
+        for reason in REASONS {
+            drop(unhealthy.get_or_create(&ReasonLabels { reason }));
+        }
         for direction in [Direction::Upload, Direction::Restore] {
             for result in RESULTS {
                 // Creating the series is the point; the guard is released at once.
@@ -165,7 +219,24 @@ impl Metrics {
             ready: AtomicBool::new(false),
             last_failure: Mutex::new(String::new()),
             lease_wait: Mutex::new(None),
+            max_sync_age,
+            times: Mutex::new(Times {
+                started: Instant::now(),
+                last_success: None,
+                running_since: None,
+            }),
+            running_sync_age,
+            unhealthy,
         }
+    }
+
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A sync has started (for `sync-running-too-long` and `running_sync_age_seconds`).
+    pub fn sync_started(&self) {
+        self.times().running_since = Some(Instant::now());
     }
 
     /// Records a finished run.
@@ -183,6 +254,13 @@ impl Metrics {
             })
             .inc();
         self.duration.observe(elapsed.as_secs_f64());
+        {
+            let mut times = self.times();
+            times.running_since = None;
+            if matches!(result, Ok(Outcome::Synced(_))) {
+                times.last_success = Some(Instant::now());
+            }
+        }
         match result {
             Ok(outcome) => {
                 if let Outcome::Synced(stats) = outcome {
@@ -224,30 +302,97 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// `Ok(())` while healthy, else the reason.
+    /// `Ok(())` while healthy, else every reason, one sentence each.
     pub fn health(&self) -> std::result::Result<(), String> {
+        let failing = self.failing();
+        if failing.is_empty() {
+            return Ok(());
+        }
+        Err(failing
+            .into_iter()
+            .map(|(reason, why)| format!("{reason}: {why}"))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    /// The health rules that fail now, by reason label; also updates the health gauges.
+    fn failing(&self) -> Vec<(&'static str, String)> {
+        let mut failing = Vec::new();
+        let failures = self.consecutive_failures.load(Ordering::Relaxed);
+        let last = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if failures >= self.max_consecutive_failures {
+            failing.push((
+                "consecutive-failures",
+                format!(
+                    "{failures} consecutive syncs failed (--max-consecutive-failures {}); last: {last}",
+                    self.max_consecutive_failures
+                ),
+            ));
+        }
+        let limit = format_duration(self.max_sync_age);
+        let (since_success, running) = {
+            let times = self.times();
+            (
+                match times.last_success {
+                    Some(at) => (at.elapsed(), true),
+                    None => (times.started.elapsed(), false),
+                },
+                times.running_since.map(|at| at.elapsed()),
+            )
+        };
+        if since_success.0 > self.max_sync_age {
+            let age = format_duration(Duration::from_secs(since_success.0.as_secs()));
+            let what = if since_success.1 {
+                format!("the last successful sync was {age} ago")
+            } else {
+                format!("no sync has succeeded in the {age} since the start")
+            };
+            let last = if last.is_empty() {
+                String::new()
+            } else {
+                format!("; last failure: {last}")
+            };
+            failing.push((
+                "no-recent-success",
+                format!("{what} (--max-sync-age {limit}){last}"),
+            ));
+        }
+        self.running_sync_age
+            .set(running.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        if let Some(running) = running.filter(|d| *d > self.max_sync_age) {
+            failing.push((
+                "sync-running-too-long",
+                format!(
+                    "the running sync started {} ago (--max-sync-age {limit}); is it stalled?",
+                    format_duration(Duration::from_secs(running.as_secs()))
+                ),
+            ));
+        }
         if let Some(why) = self
             .lease_wait
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         {
-            return Err(why);
+            failing.push(("remote-in-use", why));
         }
-        let failures = self.consecutive_failures.load(Ordering::Relaxed);
-        if failures < self.max_consecutive_failures {
-            return Ok(());
+        for reason in REASONS {
+            let on = failing.iter().any(|(r, _)| *r == reason);
+            self.unhealthy
+                .get_or_create(&ReasonLabels { reason })
+                .set(i64::from(on));
         }
-        let last = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        Err(format!("{failures} consecutive syncs failed; last: {last}"))
+        failing
     }
 
     /// The registry in the OpenMetrics text format.
     pub fn encode(&self) -> String {
+        // The time-based values are computed when asked for.
+        self.failing();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding into a String cannot fail");
@@ -269,7 +414,7 @@ mod tests {
 
     #[test]
     fn health_follows_consecutive_failures() {
-        let m = Metrics::new(2);
+        let m = Metrics::new(2, Duration::from_secs(3600));
         let fail: Result<Outcome> = Err(Error::Interrupted("test"));
         let ok: Result<Outcome> = Ok(Outcome::Synced(Stats {
             bytes: 10,
@@ -280,6 +425,10 @@ mod tests {
         assert!(m.health().is_ok());
         m.record(Direction::Upload, &fail, Duration::from_secs(1));
         assert!(m.health().unwrap_err().contains("2 consecutive"));
+        assert!(
+            m.encode()
+                .contains("volume_syncing_operator_unhealthy{reason=\"consecutive-failures\"} 1")
+        );
         m.record(Direction::Upload, &ok, Duration::from_secs(1));
         assert!(m.health().is_ok());
         let text = m.encode();
@@ -297,7 +446,7 @@ mod tests {
 
     #[test]
     fn refusals_are_counted_by_rule() {
-        let m = Metrics::new(3);
+        let m = Metrics::new(3, Duration::from_secs(3600));
         let refused: Result<Outcome> = Err(Error::refused("empty-source", "x", "--force"));
         m.record(Direction::Upload, &refused, Duration::from_millis(5));
         assert!(
@@ -308,7 +457,7 @@ mod tests {
 
     #[test]
     fn every_known_series_exists_from_the_start() {
-        let text = Metrics::new(3).encode();
+        let text = Metrics::new(3, Duration::from_secs(3600)).encode();
         for direction in ["upload", "restore"] {
             for result in RESULTS {
                 let needle = format!(
@@ -321,5 +470,29 @@ mod tests {
             let needle = format!("volume_syncing_operator_refusals_total{{rule=\"{rule}\"}} 0\n");
             assert!(text.contains(&needle), "{needle} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn health_fails_when_no_sync_succeeded_or_one_runs_for_longer_than_the_max_age() {
+        let m = Metrics::new(3, Duration::from_millis(50));
+        assert!(m.health().is_ok());
+        m.sync_started();
+        std::thread::sleep(Duration::from_millis(80));
+        let why = m.health().unwrap_err();
+        assert!(why.contains("no-recent-success"), "{why}");
+        assert!(why.contains("sync-running-too-long"), "{why}");
+        let text = m.encode();
+        assert!(
+            text.contains("unhealthy{reason=\"sync-running-too-long\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("running_sync_age_seconds 0\n"), "{text}");
+        m.record(
+            Direction::Upload,
+            &Ok(Outcome::Synced(Stats::default())),
+            Duration::from_millis(80),
+        );
+        assert!(m.health().is_ok());
+        assert!(m.encode().contains("running_sync_age_seconds 0.0\n"));
     }
 }

@@ -36,6 +36,8 @@ pub struct LongRunningPlan {
     pub pid_path: PathBuf,
     pub metrics_address: Option<String>,
     pub max_consecutive_failures: u32,
+    /// `--max-sync-age`, or the default derived from the triggers.
+    pub max_sync_age: Duration,
 }
 
 /// --watch and its timing.
@@ -293,13 +295,12 @@ async fn build(
         rclone: Rclone::new(binary, config.path().to_path_buf(), verbose).with_scrubber(scrubber),
         user_flags: common.rclone_args,
         retries: common.retries,
+        sync_timeout: common.sync_timeout,
         key_check,
         mass_delete: Guard::new(mass_delete_percent),
         last_manifest: Default::default(),
     };
     let long_running = (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
-        schedule,
-        watch,
         shutdown_timeout: common.schedule.shutdown_timeout,
         pid_path: common
             .schedule
@@ -308,6 +309,14 @@ async fn build(
             .unwrap_or_else(default_pid_path),
         metrics_address: common.schedule.metrics_address.clone(),
         max_consecutive_failures: common.schedule.max_consecutive_failures,
+        max_sync_age: common.schedule.max_sync_age.unwrap_or_else(|| {
+            crate::schedule::default_max_sync_age(
+                schedule.as_ref(),
+                watch.as_ref().map(|w| w.full_sync_every),
+            )
+        }),
+        schedule,
+        watch,
     });
     Ok(Plan {
         job,

@@ -34,6 +34,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::cause::{Causes, Kind};
 use crate::error::{Error, Result};
 use crate::scrub::Scrubber;
 
@@ -46,9 +47,47 @@ const CHECK_FLAGS: [&str; 6] = [
     "--low-level-retries",
     "2",
     "--contimeout",
-    "15s",
+    "10s",
     "--timeout",
-    "1m",
+    "15s",
+];
+
+/// The longest one short check (listing, key check, lease, upload record) may take in all,
+/// whatever rclone's retries make of the flags above: then rclone is killed and the check
+/// fails, naming it. A pass of checks before a sync is thus bounded too.
+pub const CHECK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Fails a check that ran past [`CHECK_DEADLINE`].
+async fn within_deadline<T>(
+    operation: &str,
+    check: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(CHECK_DEADLINE, check).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Other(anyhow::anyhow!(
+            "rclone {operation} did not finish within {}s (the endpoint does not answer?); it was \
+             stopped",
+            CHECK_DEADLINE.as_secs()
+        ))),
+    }
+}
+
+/// Bounds of every transfer (`sync`, `copy`, `delete`), so a dead or stalled endpoint fails
+/// in seconds instead of rclone's minutes: rclone's default 10 low-level retries are multiplied
+/// by the S3 SDK's own attempts (its count is the same flag), each with backoff; 2 makes it 4
+/// quick tries. rclone's own whole-pass `--retries` (3) is ours instead ([`crate::job`],
+/// `--retries`), so a cause that cannot heal is not tried three times over. `--timeout` is the
+/// idle timeout: a transfer that moves no data for that long is cut. Flags after `--` come
+/// later on the command line and win.
+pub const TRANSFER_FLAGS: [&str; 8] = [
+    "--contimeout",
+    "10s",
+    "--timeout",
+    "30s",
+    "--low-level-retries",
+    "2",
+    "--retries",
+    "1",
 ];
 
 /// Environment variables that are turned into the config and are not passed to rclone.
@@ -253,6 +292,7 @@ impl Rclone {
             ]
             .map(OsString::from),
         );
+        full.extend(TRANSFER_FLAGS.map(OsString::from));
         match self.verbose {
             0 => {}
             1 => full.push("-v".into()),
@@ -278,14 +318,32 @@ impl Rclone {
         if let Some(key) = out.unparsable_option.take() {
             return Err(unparsable_config(&key));
         }
-        check_status(operation, status, out.connection_failure)?;
-        Ok(out.stats.unwrap_or_default())
+        let stats = out.stats.unwrap_or_default();
+        if !status.success() {
+            let code = status.code().unwrap_or(-1);
+            return Err(Error::Rclone {
+                operation: operation.to_string(),
+                code,
+                meaning: exit_meaning(code),
+                cause: out.causes.cause(),
+                stats,
+            });
+        }
+        Ok(stats)
     }
 
     /// Runs rclone and returns the first non-empty line of its standard output, then stops it
     /// (reading more is not needed). `Ok(None)` when rclone printed nothing and succeeded, or
     /// failed with "directory not found" (exit 3): the path does not exist.
     pub async fn first_line(&self, args: &[OsString], operation: &str) -> Result<Option<String>> {
+        within_deadline(operation, self.first_line_unbounded(args, operation)).await
+    }
+
+    async fn first_line_unbounded(
+        &self,
+        args: &[OsString],
+        operation: &str,
+    ) -> Result<Option<String>> {
         let mut child = self.spawn(&with_check_flags(args), operation)?;
         let stdout = child.stdout.take().context("rclone stdout")?;
         let stderr = child.stderr.take().context("rclone stderr")?;
@@ -298,15 +356,24 @@ impl Rclone {
             }
         }
         let status = child.wait().await.context("waiting for rclone")?;
-        let tail = stderr_task.await.unwrap_or_default();
+        let (tail, causes) = stderr_task.await.unwrap_or_default();
         match status.code() {
             Some(0) | Some(3) => Ok(None),
-            _ => Err(failure(operation, status, &tail)),
+            _ => Err(failure(operation, status, &tail, &causes)),
         }
     }
 
     /// Runs a short rclone command, feeding `stdin`, and returns its standard output.
     pub async fn output(
+        &self,
+        args: &[OsString],
+        stdin: Option<&str>,
+        operation: &str,
+    ) -> Result<String> {
+        within_deadline(operation, self.output_unbounded(args, stdin, operation)).await
+    }
+
+    async fn output_unbounded(
         &self,
         args: &[OsString],
         stdin: Option<&str>,
@@ -332,11 +399,15 @@ impl Rclone {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             let stderr = String::from_utf8_lossy(&out.stderr);
+            let mut causes = Causes::default();
+            stderr
+                .lines()
+                .for_each(|l| causes.add(&self.scrubber.scrub(l)));
             let tail = self
                 .scrubber
                 .scrub(stderr.lines().last().unwrap_or(""))
                 .into_owned();
-            Err(failure(operation, out.status, &tail))
+            Err(failure(operation, out.status, &tail, &causes))
         }
     }
 
@@ -405,50 +476,27 @@ fn unparsable_config(key: &str) -> Error {
     ))
 }
 
-fn failure(operation: &str, status: ExitStatus, detail: &str) -> Error {
+/// The error of a failed short command: rclone's cause when one was recognised in its output
+/// (already scrubbed), else its last output line as context.
+fn failure(operation: &str, status: ExitStatus, detail: &str, causes: &Causes) -> Error {
     if let Some(key) = unparsable_option(detail) {
         return unparsable_config(&key);
     }
     let code = status.code().unwrap_or(-1);
+    let cause = causes.cause().filter(|c| c.kind != Kind::Other);
+    let known = cause.is_some();
     let err = Error::Rclone {
         operation: operation.to_string(),
         code,
         meaning: exit_meaning(code),
-        connection_failure: is_connection_failure(detail),
+        cause,
+        stats: Stats::default(),
     };
-    if detail.is_empty() {
+    if known || detail.is_empty() {
         err
     } else {
         Error::Other(anyhow::Error::new(err).context(detail.trim().to_string()))
     }
-}
-
-fn check_status(operation: &str, status: ExitStatus, connection_failure: bool) -> Result<()> {
-    if status.success() {
-        return Ok(());
-    }
-    let code = status.code().unwrap_or(-1);
-    Err(Error::Rclone {
-        operation: operation.to_string(),
-        code,
-        meaning: exit_meaning(code),
-        connection_failure,
-    })
-}
-
-fn is_connection_failure(msg: &str) -> bool {
-    let msg = msg.to_ascii_lowercase();
-    [
-        "connection refused",
-        "connection reset",
-        "no such host",
-        "i/o timeout",
-        "network is unreachable",
-        "dial tcp",
-        "tls handshake timeout",
-    ]
-    .iter()
-    .any(|m| msg.contains(m))
 }
 
 /// Waits until the abort channel carries a reason; pends forever if nobody can abort.
@@ -485,17 +533,23 @@ async fn stop(child: &mut Child) {
     let _ = killpg(group, Signal::SIGKILL);
 }
 
-async fn collect_tail<R: AsyncRead + Unpin>(reader: R, scrubber: Arc<Scrubber>) -> String {
+/// Reads a short command's stderr to the end: its last line and the causes it named.
+async fn collect_tail<R: AsyncRead + Unpin>(
+    reader: R,
+    scrubber: Arc<Scrubber>,
+) -> (String, Causes) {
     let mut lines = BufReader::new(reader).lines();
     let mut last_error = String::new();
+    let mut causes = Causes::default();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = scrubber.scrub(&line).into_owned();
         tracing::debug!(target: "rclone", "{line}");
         if !line.trim().is_empty() {
+            causes.add(&line);
             last_error = line;
         }
     }
-    last_error
+    (last_error, causes)
 }
 
 /// Reads rclone's stderr (JSON log) and stdout line by line and turns them into log events.
@@ -503,7 +557,7 @@ struct Streamer<E: AsyncRead + Unpin, O: AsyncRead + Unpin> {
     stderr: Option<Lines<BufReader<E>>>,
     stdout: Option<Lines<BufReader<O>>>,
     stats: Option<Stats>,
-    connection_failure: bool,
+    causes: Causes,
     /// rclone could not parse this option of the config.
     unparsable_option: Option<String>,
     scrubber: Arc<Scrubber>,
@@ -515,7 +569,7 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
             stderr: Some(BufReader::new(stderr).lines()),
             stdout: Some(BufReader::new(stdout).lines()),
             stats: None,
-            connection_failure: false,
+            causes: Causes::default(),
             unparsable_option: None,
             scrubber,
         }
@@ -575,7 +629,7 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
             "info" | "notice" => tracing::info!(target: "rclone", object, "{msg}"),
             "warning" => tracing::warn!(target: "rclone", object, "{msg}"),
             _ => {
-                self.connection_failure |= is_connection_failure(msg);
+                self.causes.add(msg);
                 tracing::error!(target: "rclone", object, "{msg}")
             }
         }
@@ -592,16 +646,6 @@ mod tests {
             assert_ne!(exit_meaning(code), "unknown exit code", "{code}");
         }
         assert!(exit_meaning(7).contains("--max-delete"));
-    }
-
-    #[test]
-    fn connection_failures_are_recognised() {
-        assert!(is_connection_failure(
-            "Get \"http://127.0.0.1:1/b\": dial tcp 127.0.0.1:1: connect: connection refused"
-        ));
-        assert!(!is_connection_failure(
-            "InvalidAccessKeyId: The Access Key Id you provided does not exist"
-        ));
     }
 
     #[test]

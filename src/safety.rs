@@ -249,20 +249,7 @@ pub fn check_restore_local(
         use std::os::unix::fs::MetadataExt;
         let owner = std::fs::metadata(dst)?.uid();
         if owner == 0 || owner != euid {
-            let whose = if owner == 0 {
-                "root".to_string()
-            } else {
-                format!("uid {owner}")
-            };
-            return Err(Error::refused(
-                "foreign-owner",
-                format!(
-                    "{} holds data and is owned by {whose}, not by this process (uid {euid}); a restore \
-                     may delete it",
-                    dst.display()
-                ),
-                FORCE_RESTORE,
-            ));
+            return Err(foreign_owner(dst, owner, euid));
         }
     }
     Ok((
@@ -271,6 +258,30 @@ pub fn check_restore_local(
         },
         state,
     ))
+}
+
+/// The `foreign-owner` refusal. Root-owned targets are refused even for a root process (they
+/// are often system or shared directories), so the message must not claim the owners differ.
+fn foreign_owner(dst: &Path, owner: u32, euid: u32) -> Error {
+    let whose = match (owner, euid) {
+        (0, 0) => "root (a root-owned directory is refused even when this process runs as root: \
+                   it is often a system or shared directory)"
+            .to_string(),
+        (0, _) => format!("root, not by this process (uid {euid})"),
+        _ => format!("uid {owner}, not by this process (uid {euid})"),
+    };
+    Error::refused_with_hint(
+        "foreign-owner",
+        format!(
+            "{} holds data and is owned by {whose}; a restore may delete it",
+            dst.display()
+        ),
+        format!(
+            "To restore only into an empty directory and keep data already there (the usual way \
+             for an init container), pass --if-local-empty; to restore over it anyway, pass \
+             {FORCE_RESTORE}."
+        ),
+    )
 }
 
 /// Refuses a restore from an empty, missing or unreadable remote into a target holding data.
@@ -314,6 +325,37 @@ pub async fn remote_has_entries(rclone: &Rclone, remote: &str) -> Result<bool> {
         .first_line(&args, "lsf (emptiness check)")
         .await?
         .is_some())
+}
+
+/// The root a remote path hangs from: `remote:bucket` for `remote:bucket/a/b`, `remote:/srv`
+/// for `remote:/srv/a`, `remote:` for `remote:`.
+fn remote_root(remote: &str) -> String {
+    let (name, path) = remote.split_once(':').unwrap_or((remote, ""));
+    let slash = if path.starts_with('/') { "/" } else { "" };
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    format!("{name}:{slash}{first}")
+}
+
+/// Refuses (exit 2) a restore from an empty remote path whose bucket (or backend root) does
+/// not exist: a typo in the bucket name must not look like the first run. Asked only when the
+/// listing found nothing, so it costs nothing on the normal path. `remote` is the raw remote
+/// (`remote:bucket/path`, not the crypt layer). Any answer other than "not found" (e.g. no
+/// permission to read the bucket itself) leaves the first-run case as it was.
+pub async fn check_remote_root_exists(rclone: &Rclone, remote: &str) -> Result<()> {
+    let root = remote_root(remote);
+    let args: Vec<OsString> = ["lsjson", "--stat", root.as_str()]
+        .map(OsString::from)
+        .to_vec();
+    match rclone
+        .output(&args, None, "lsjson --stat (bucket check)")
+        .await
+    {
+        Err(e) if e.rclone_exit_code() == Some(3) => Err(Error::config(format!(
+            "{root} does not exist (the bucket, or the backend's root, of {remote}); check the \
+             bucket name in the remote path, or create the bucket first; nothing was restored"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The system directory `dir` resolves to, if any: compared both lexically (`.`, `..`,
@@ -466,5 +508,35 @@ mod tests {
                 && err.to_string().contains(FORCE_UPLOAD_PARTIAL)
         );
         assert!(!check_upload(dir.path(), true, false, true).unwrap());
+    }
+
+    #[test]
+    fn the_foreign_owner_message_fits_root_and_names_if_local_empty() {
+        let root = foreign_owner(Path::new("/data"), 0, 0).to_string();
+        assert!(!root.contains("not by this process"), "{root}");
+        assert!(
+            root.contains("even when this process runs as root"),
+            "{root}"
+        );
+        for msg in [root, foreign_owner(Path::new("/d"), 7, 8).to_string()] {
+            assert!(
+                msg.contains("--if-local-empty") && msg.contains(FORCE_RESTORE),
+                "{msg}"
+            );
+            assert!(msg.contains("'foreign-owner'"), "{msg}");
+        }
+        assert!(
+            foreign_owner(Path::new("/d"), 7, 8)
+                .to_string()
+                .contains("uid 7, not by this process (uid 8)")
+        );
+    }
+
+    #[test]
+    fn the_root_of_a_remote_path() {
+        assert_eq!(remote_root("remote:bucket/a/b/"), "remote:bucket");
+        assert_eq!(remote_root("remote:bucket"), "remote:bucket");
+        assert_eq!(remote_root("remote:/srv/a"), "remote:/srv");
+        assert_eq!(remote_root("remote:"), "remote:");
     }
 }

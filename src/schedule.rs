@@ -69,6 +69,9 @@ impl Schedule {
         if !expr.starts_with('@') && !(5..=6).contains(&fields) {
             return Err(invalid(format!("expected 5 or 6 fields, found {fields}")));
         }
+        if !expr.starts_with('@') {
+            check_field_bounds(expr).map_err(invalid)?;
+        }
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
@@ -88,6 +91,74 @@ impl Schedule {
             }
         }
     }
+}
+
+/// Refuses numbers and steps outside a cron field's bounds, which croner lets through
+/// (`*/61 * * * *` would otherwise be accepted and mean something else than written). Names
+/// (`MON`, `JAN`) and specials (`L`, `W`, `#`, `?`) are left to croner.
+fn check_field_bounds(expr: &str) -> Result<(), String> {
+    const SECOND: (&str, u32, u32) = ("second", 0, 59);
+    const REST: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let bounds: Vec<_> = if fields.len() == 6 {
+        std::iter::once(SECOND).chain(REST).collect()
+    } else {
+        REST.to_vec()
+    };
+    for (field, (name, min, max)) in fields.iter().zip(bounds) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step.and_then(|s| s.parse::<u32>().ok())
+                && !(1..=max).contains(&step)
+            {
+                return Err(format!(
+                    "step /{step} in the {name} field is outside 1-{max}"
+                ));
+            }
+            for number in range.split('-').filter_map(|n| n.parse::<u32>().ok()) {
+                if !(min..=max).contains(&number) {
+                    return Err(format!(
+                        "{number} in the {name} field is outside {min}-{max}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The default `--max-sync-age`: twice the longest gap between two planned syncs, plus 10
+/// minutes for the sync itself. The gap is the schedule's (the longest of its next 50 gaps, so
+/// a weekdays-only cron allows for the weekend) or, with --watch, `--full-sync-every`, whichever
+/// plans syncs more often.
+pub fn default_max_sync_age(
+    schedule: Option<&Schedule>,
+    full_sync_every: Option<Duration>,
+) -> Duration {
+    let scheduled = schedule.and_then(|s| {
+        let mut at = s.next_after(Local::now())?;
+        let mut longest = Duration::ZERO;
+        for _ in 0..50 {
+            let Some(next) = s.next_after(at) else { break };
+            longest = longest.max((next - at).to_std().unwrap_or(Duration::ZERO));
+            at = next;
+        }
+        (!longest.is_zero()).then_some(longest)
+    });
+    let gap = match (scheduled, full_sync_every) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(Duration::from_secs(3600)),
+    };
+    gap.saturating_mul(2) + Duration::from_secs(600)
 }
 
 /// Parses durations like `30s`, `1m`, `1h30m`, `500ms`, `2d` (a sequence of number+unit).
@@ -182,6 +253,9 @@ mod tests {
             "@every 1h30m",
             "0 30 * * * *",
             "*/6 * * * *",
+            "*/59 * * * *",
+            "0-59/15 0-23 1-31 1-12 0-7",
+            "0 9 * * MON-FRI",
             "@hourly",
             "@daily",
             "@weekly",
@@ -203,6 +277,15 @@ mod tests {
             "* * * * * * * *",
             "61 * * * *",
             "every 1m",
+            "*/61 * * * *",
+            "0-60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "*/0 * * * *",
+            "*/60 * * * * *",
+            "5/99 * * * *",
         ] {
             let err = Schedule::parse(expr).expect_err(expr);
             assert!(err.contains("accepted forms"), "{err}");
@@ -247,5 +330,29 @@ mod tests {
         assert_eq!((hourly.hour(), hourly.minute()), (11, 0));
         let daily = Schedule::parse("@daily").unwrap().next_after(t).unwrap();
         assert_eq!((daily.hour(), daily.minute()), (0, 0));
+    }
+
+    #[test]
+    fn the_default_max_sync_age_follows_the_longest_gap() {
+        let every = Schedule::parse("@every 1m").unwrap();
+        assert_eq!(
+            default_max_sync_age(Some(&every), None),
+            Duration::from_secs(2 * 60 + 600)
+        );
+        let weekdays = Schedule::parse("0 9 * * 1-5").unwrap();
+        assert_eq!(
+            default_max_sync_age(Some(&weekdays), None),
+            Duration::from_secs(2 * 3 * 86400 + 600),
+            "the weekend is the longest gap"
+        );
+        let hourly = Duration::from_secs(3600);
+        assert_eq!(
+            default_max_sync_age(Some(&Schedule::parse("@daily").unwrap()), Some(hourly)),
+            Duration::from_secs(2 * 3600 + 600)
+        );
+        assert_eq!(
+            default_max_sync_age(None, Some(hourly)),
+            Duration::from_secs(7800)
+        );
     }
 }

@@ -152,7 +152,7 @@ pub async fn run_once(job: &Job, lease: Option<&Lease>, mut signals: Signals) ->
     if let Some(lease) = lease {
         lease.release().await;
     }
-    job.log_summary(&report, None);
+    job.log_summary(&report, None, true);
     report.result.map(|_| ())
 }
 
@@ -206,6 +206,7 @@ impl Loop<'_> {
         let lease = self.mode.lease.clone();
         let mut abort = self.abort.clone();
         self.last_start = Instant::now();
+        self.mode.metrics.sync_started();
         if let Some(watch) = &self.mode.watch
             && matches!(plan, SyncPlan::Full(_))
         {
@@ -265,7 +266,7 @@ impl Loop<'_> {
     /// Records a finished sync: summary line, metrics, and in watch mode what to do next.
     fn finished(&mut self, report: Report, changes: Changes) {
         let next = self.next_run();
-        self.job.log_summary(&report, next);
+        self.job.log_summary(&report, next, false);
         self.mode
             .metrics
             .record(self.job.direction, &report.result, report.elapsed);
@@ -427,9 +428,10 @@ async fn shutdown(
             None => SyncPlan::Full("final sync".into()),
         };
         tracing::info!("running the final sync");
+        state.mode.metrics.sync_started();
         let report =
             run_with_lease(&state.job, state.mode.lease.as_deref(), &plan, &mut abort).await;
-        state.job.log_summary(&report, None);
+        state.job.log_summary(&report, None, true);
         state
             .mode
             .metrics

@@ -441,7 +441,8 @@ fn rclone_error(operation: &str, status: std::process::ExitStatus, stderr: &[u8]
         operation: operation.to_string(),
         code,
         meaning: crate::rclone::exit_meaning(code),
-        connection_failure: false,
+        cause: None,
+        stats: Default::default(),
     };
     if tail.is_empty() {
         err

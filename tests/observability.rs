@@ -710,8 +710,15 @@ fn healthz_follows_consecutive_failures_and_recovers() {
     // The reason is in the body.
     let unhealthy = get(&address, "/healthz");
     assert_eq!(unhealthy.status, 503);
+    // One line per failing rule, led by its reason.
+    assert!(
+        unhealthy.body.starts_with("consecutive-failures: "),
+        "{:?}",
+        unhealthy.body
+    );
     let failures: u32 = unhealthy
         .body
+        .trim_start_matches("consecutive-failures: ")
         .split(" consecutive syncs failed")
         .next()
         .and_then(|n| n.parse().ok())

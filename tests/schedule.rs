@@ -497,8 +497,9 @@ fn the_schedule_survives_the_remote_going_down_and_recovers() {
         "while-down.txt",
         b"written while the remote was down\n",
     );
-    // Failures are retried within a run, then logged, and the schedule goes on.
-    vso.wait_for_output("retrying in", 1, LONG);
+    // A refused connection fails the run at once (no retry within it: nothing listens), is
+    // logged with its cause, and the schedule goes on.
+    vso.wait_for_output("connection refused to http://127.0.0.1:", 1, LONG);
     vso.wait_for_output("the schedule goes on after a failed sync", 2, LONG);
     let so_far = vso.output_so_far();
     assert!(so_far.contains("sync failed"), "{so_far}");
