@@ -95,8 +95,8 @@ pub fn classify(msg: &str) -> Option<Cause> {
         return cause(
             Kind::Tls,
             format!(
-                "{} — a self-signed or private CA? pass its certificate with -- --ca-cert FILE \
-                 (or RCLONE_CA_CERT)",
+                "{} — a self-signed or private CA? set RCLONE_CA_CERT=FILE to its certificate \
+                 (every rclone call sees it; -- --ca-cert reaches only the transfer)",
                 at("TLS certificate not trusted for")
             ),
         );
@@ -248,7 +248,7 @@ mod tests {
             (
                 "Get \"https://127.0.0.1:9/b\": tls: failed to verify certificate: x509: certificate signed by unknown authority",
                 Kind::Tls,
-                "--ca-cert",
+                "RCLONE_CA_CERT",
             ),
             (
                 "api error NoSuchBucket: The specified bucket does not exist",

@@ -181,7 +181,7 @@ impl KeyCheck {
                 .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
                 .await
             {
-                Err(e) if is_bucket_already_exists(&e) => {
+                Err(e) if crate::rclone::is_bucket_already_exists(&e) => {
                     // Some providers (rclone's `Minio` and others against servers that answer
                     // 409 BucketAlreadyExists to a bucket they own) fail the upload on the
                     // bucket check before it. The answer proves the bucket exists, so the write
@@ -310,11 +310,6 @@ fn looks_obscured(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The provider's "bucket already exists" answer to the bucket check before an upload.
-fn is_bucket_already_exists(e: &Error) -> bool {
-    format!("{e:#}").contains("BucketAlreadyExists")
 }
 
 fn is_auth_failure(e: &Error) -> bool {

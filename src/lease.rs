@@ -674,9 +674,18 @@ impl Lease {
     async fn write(&self, record: &Record) -> Result<()> {
         let json = serde_json::to_string(record).context("cannot encode the lease")?;
         let args = ["rcat", self.object.as_str()].map(OsString::from);
-        self.call(&args, Some(&json), "rcat (lease)")
-            .await
-            .map(|_| ())
+        match self.call(&args, Some(&json), "rcat (lease)").await {
+            // The lease may be the first write to a new bucket, so the bucket check is kept
+            // unless the provider's answer to it proves the bucket exists.
+            Err(e) if crate::rclone::is_bucket_already_exists(&e) => {
+                let args = ["rcat", self.object.as_str(), crate::rclone::NO_BUCKET_CHECK]
+                    .map(OsString::from);
+                self.call(&args, Some(&json), "rcat (lease)")
+                    .await
+                    .map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     async fn delete(&self) -> Result<()> {

@@ -138,7 +138,12 @@ impl Guard {
             written: chrono::Utc::now().to_rfc3339(),
         };
         let text = serde_json::to_string(&record).expect("a record serialises") + "\n";
-        let args = ["rcat", Self::record_path(remote).as_str()].map(OsString::from);
+        let args = [
+            "rcat",
+            Self::record_path(remote).as_str(),
+            crate::rclone::NO_BUCKET_CHECK,
+        ]
+        .map(OsString::from);
         rclone
             .output(&args, Some(&text), "rcat (upload record)")
             .await?;

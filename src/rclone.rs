@@ -441,6 +441,18 @@ fn with_check_flags(args: &[OsString]) -> Vec<OsString> {
         .collect()
 }
 
+/// The provider's "bucket already exists" answer to the bucket check before an upload (rclone's
+/// `Minio` provider and others, against servers that answer 409 to a bucket they own): it
+/// proves the bucket exists, so the write can be repeated with `--s3-no-check-bucket`.
+pub fn is_bucket_already_exists(e: &Error) -> bool {
+    format!("{e:#}").contains("BucketAlreadyExists")
+}
+
+/// Flag for writes of the program's own objects after a successful data sync: the bucket
+/// exists then, and checking it again only costs a request (and fails on some providers, see
+/// [`is_bucket_already_exists`]). Harmless on other backends.
+pub const NO_BUCKET_CHECK: &str = "--s3-no-check-bucket";
+
 /// Asks the kernel to SIGKILL rclone when the thread that spawned it (ours) exits.
 #[allow(unsafe_code)] // the only unsafe code: a pre-exec hook, see below
 fn die_with_parent(cmd: &mut Command) {

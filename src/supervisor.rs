@@ -99,7 +99,18 @@ pub async fn run_with_lease(
 ) -> Report {
     if let Some(lease) = lease {
         let started = std::time::Instant::now();
-        if let Err(e) = lease.before_run(abort, job.retries).await {
+        // --sync-timeout bounds the lease step too: a stalled endpoint is found there first.
+        let step = lease.before_run(abort, job.retries);
+        let result = match job.sync_timeout {
+            None => step.await,
+            Some(limit) => tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
+                Err(Error::SyncTimeout {
+                    limit: format_duration(limit),
+                    last: None,
+                })
+            }),
+        };
+        if let Err(e) = result {
             return Report {
                 result: Err(e),
                 elapsed: started.elapsed(),

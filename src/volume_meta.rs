@@ -368,7 +368,12 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(rclone: &Rclone, remote: &str) -> Result<Writer> {
-        let args = ["rcat".into(), object(remote).into()];
+        // Fed only after the data sync succeeded: the bucket exists by then.
+        let args = [
+            "rcat".into(),
+            object(remote).into(),
+            crate::rclone::NO_BUCKET_CHECK.into(),
+        ];
         let mut child = rclone.spawn_piped(&args, "rcat (metadata manifest)")?;
         let stdin = child.stdin.take();
         Ok(Writer { child, stdin })

@@ -290,15 +290,26 @@ fn metrics_address(running: &mut Running) -> String {
 fn a_stalled_endpoint_is_cut_by_the_idle_timeout_and_retried_as_a_timeout() {
     let stalled = Stalled::start();
     let sandbox = Sandbox::new();
-    let src = sandbox.tree("src", &[("a.txt", b"a\n")]);
     let endpoint = format!("http://127.0.0.1:{}", stalled.port);
-    // A shorter idle timeout than the default 30s, through the documented pass-through.
+    // A shorter idle timeout than the default 30s, through the documented pass-through. A
+    // restore, which takes no lease: an upload meets the stall first in its lease check, whose
+    // bound is the check deadline (tests below, `--sync-timeout`).
+    let target = sandbox.path("target");
     let (out, took) = timed(
         Vso::new(&sandbox)
             .envs(env_with_endpoint(&endpoint))
-            .args(["sync-to-remote", "--retries", "1", "-s"])
-            .arg(&src)
-            .args(["-d", "bucket/app", "--", "--timeout", "2s"]),
+            .args([
+                "remote-to-local-sync",
+                "--retries",
+                "1",
+                "--wait-for-writer",
+                "0",
+                "-s",
+                "bucket/app",
+                "-d",
+            ])
+            .arg(&target)
+            .args(["--", "--timeout", "2s"]),
     );
     out.assert_code(1);
     // A timeout can heal: it is retried once.
@@ -456,12 +467,19 @@ fn a_sync_that_hangs_turns_healthz_503_by_max_sync_age() {
 fn a_wrong_secret_key_is_named_not_retried_and_counted_like_rclone_counts() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
-    let src = sandbox.tree("src", &[("a.txt", b"a\n")]);
+    // A restore (no lease): its transfer is what meets the wrong key, and rclone counts.
+    let target = sandbox.path("target");
     let out = Vso::s3(&sandbox, &server)
         .env("REMOTE_SECRET_ACCESS_KEY", "not-the-secret")
-        .args(["sync-to-remote", "-s"])
-        .arg(&src)
-        .args(["-d", "bucket/app"])
+        .args([
+            "remote-to-local-sync",
+            "--wait-for-writer",
+            "0",
+            "-s",
+            "bucket/app",
+            "-d",
+        ])
+        .arg(&target)
         .run();
     out.assert_code(1);
     let last = last_line(&out);
@@ -475,10 +493,10 @@ fn a_wrong_secret_key_is_named_not_retried_and_counted_like_rclone_counts() {
         out.all()
     );
     assert!(!out.all().contains("retrying in"), "{}", out.all());
-    // rclone's own count ("Failed to sync with N errors") is the summary's.
+    // rclone's own count ("Attempt 1/1 failed with N errors") is the summary's.
     let rclone_count: u64 = out
         .all()
-        .split("Failed to sync with ")
+        .split("Attempt 1/1 failed with ")
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
@@ -574,6 +592,14 @@ fn cron_fields_out_of_bounds_are_refused_with_exit_2() {
 fn a_refusal_is_printed_once() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
+    // empty-source refuses only over a remote path that holds files.
+    let seed = sandbox.tree("seed", &[("kept.txt", b"kept\n")]);
+    Vso::s3(&sandbox, &server)
+        .args(["sync-to-remote", "-s"])
+        .arg(&seed)
+        .args(["-d", "bucket/app"])
+        .run()
+        .assert_code(0);
     let empty = sandbox.dir("empty");
     let out = Vso::s3(&sandbox, &server)
         .args(["sync-to-remote", "-s"])
@@ -583,7 +609,7 @@ fn a_refusal_is_printed_once() {
     out.assert_code(3);
     assert_eq!(
         out.all()
-            .matches("so syncing it would delete everything")
+            .matches("so syncing it would delete every file")
             .count(),
         1,
         "{}",
@@ -844,17 +870,19 @@ fn a_self_signed_endpoint_needs_its_ca_which_ca_cert_or_rclone_ca_cert_provides(
     out.assert_code(1);
     let last = last_line(&out);
     assert!(
-        last.contains("TLS certificate not trusted") && last.contains("--ca-cert"),
+        last.contains("TLS certificate not trusted") && last.contains("RCLONE_CA_CERT"),
         "{last}"
     );
     assert!(last.contains(&endpoint), "{last}");
     assert!(took < UNREACHABLE_BOUND, "{took:?}");
-    // rclone's flag after `--`, and rclone's variable.
-    upload("bucket/flag")
+    // rclone's flag after `--` reaches the transfer only, not the checks before it: it fails
+    // the same way, saying what to do.
+    let out = upload("bucket/flag")
         .args(["--", "--ca-cert"])
         .arg(&server.ca)
-        .run()
-        .assert_code(0);
+        .run();
+    out.assert_code(1).assert_contains("RCLONE_CA_CERT");
+    // rclone's variable reaches every call.
     upload("bucket/env")
         .env("RCLONE_CA_CERT", &server.ca)
         .run()
