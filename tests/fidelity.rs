@@ -14,12 +14,10 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
@@ -58,31 +56,14 @@ impl WebDav {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start `rclone serve webdav`");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if let Some(rest) = line.split("Server started on [http://127.0.0.1:").nth(1) {
-                let port = rest.split('/').next().unwrap().parse().unwrap();
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return WebDav {
-                    data,
-                    port,
-                    child,
-                    _dir: dir,
-                };
-            }
-            seen.push(line);
+        let port = support::announced_port(&mut child, "Server started on [http://127.0.0.1:")
+            .unwrap_or_else(|e| panic!("`rclone serve webdav`: {e}"));
+        WebDav {
+            data,
+            port,
+            child,
+            _dir: dir,
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("`rclone serve webdav` did not start:\n{}", seen.join("\n"));
     }
 }
 

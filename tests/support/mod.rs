@@ -210,6 +210,14 @@ fn try_spawn_server_with_secret(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
+    let port = announced_port(&mut child, "Starting s3 server on [http://127.0.0.1:")?;
+    Ok((child, port))
+}
+
+/// Waits (at most 20s) for a server started by rclone to print `marker` followed by its port,
+/// and returns the port; keeps draining its stderr so it never blocks on a full pipe. When it
+/// does not start, it is killed and the error holds what it printed.
+pub fn announced_port(child: &mut Child, marker: &str) -> Result<u16, String> {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -220,14 +228,10 @@ fn try_spawn_server_with_secret(
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if let Some(rest) = line
-            .split("Starting s3 server on [http://127.0.0.1:")
-            .nth(1)
-        {
+        if let Some(rest) = line.split(marker).nth(1) {
             let port: u16 = rest.split('/').next().unwrap().parse().unwrap();
-            // Keep draining stderr so the server never blocks on a full pipe.
             std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Ok((child, port));
+            return Ok(port);
         }
         seen.push(line);
     }
