@@ -206,7 +206,7 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
                     info.minor
                 ))
             })?;
-            let native = info.major == "1" && minor >= NATIVE_SIDECARS_SINCE || info.major != "1";
+            let native = info.major != "1" || minor >= NATIVE_SIDECARS_SINCE;
             tracing::info!(
                 version = %info.git_version,
                 native_sidecars = native,
