@@ -66,9 +66,8 @@ $(TOOLS)/bin/rclone: scripts/install-rclone.sh
 
 ## kube-apiserver: a real kube-apiserver and etcd for tests/operator.rs, built once into tools/bin
 ## from Debian 12's packages (see scripts/install-kube-apiserver.sh; ~5 minutes, 3.7 GB while building)
-kube-apiserver: $(TOOLS)/bin/kube-apiserver
-
-$(TOOLS)/bin/kube-apiserver: scripts/install-kube-apiserver.sh
+## (the script returns at once when both are there)
+kube-apiserver:
 	scripts/install-kube-apiserver.sh $(TOOLS)
 
 ## test: lint, then every test (unit and integration, real rclone and S3 server)

@@ -9,7 +9,9 @@
 # Usage: scripts/install-kube-apiserver.sh DIR
 set -euo pipefail
 dir=$1
-if [ -x "$dir/bin/kube-apiserver" ] && [ -x "$dir/bin/etcd" ]; then
+# Each tool is made only when missing (or, for etcd, not the ELF binary).
+have_etcd() { [ -x "$dir/bin/etcd" ] && head -c 4 "$dir/bin/etcd" | grep -q 'ELF'; }
+if [ -x "$dir/bin/kube-apiserver" ] && have_etcd; then
   exit 0
 fi
 command -v apt-get >/dev/null || { echo "install-kube-apiserver: needs Debian's apt-get" >&2; exit 1; }
@@ -18,7 +20,7 @@ mkdir -p "$dir/bin"
 # The scratch tree lives beside the tools (same disk) and is always removed.
 work=$(mktemp -d "${TMPDIR:-/tmp}/kube-apiserver-build.XXXXXX")
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-echo "building kube-apiserver from Debian 12's kubernetes source package into $dir/bin (about 5 minutes)" >&2
+echo "installing etcd and kube-apiserver from Debian 12's packages into $dir/bin (building kube-apiserver takes about 5 minutes)" >&2
 
 # A private apt: the bookworm main archive with deb-src, its own lists and cache.
 mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/apt/etc/preferences.d"
@@ -41,10 +43,20 @@ apt_opts=(
 apt-get "${apt_opts[@]}" -qq update >&2
 
 cd "$work"
-apt-get "${apt_opts[@]}" -qq download golang-1.19-go golang-1.19-src etcd-server \
-  golang-github-modern-go-reflect2-dev >&2
+apt-get "${apt_opts[@]}" -qq download etcd-server >&2
 mkdir root
-for deb in ./*.deb; do dpkg-deb -x "$deb" root; done
+dpkg-deb -x etcd-server_*.deb root
+# /usr/bin/etcd (the package also has an init script named etcd).
+etcd=root/usr/bin/etcd
+head -c 4 "$etcd" | grep -q 'ELF' || { echo "install-kube-apiserver: no etcd binary in etcd-server" >&2; exit 1; }
+install -m 0755 "$etcd" "$dir/bin/etcd.tmp" && mv "$dir/bin/etcd.tmp" "$dir/bin/etcd"
+"$dir/bin/etcd" --version | head -1 >&2
+if [ -x "$dir/bin/kube-apiserver" ]; then
+  exit 0
+fi
+apt-get "${apt_opts[@]}" -qq download golang-1.19-go golang-1.19-src \
+  golang-github-modern-go-reflect2-dev >&2
+for deb in ./golang-*.deb; do dpkg-deb -x "$deb" root; done
 apt-get "${apt_opts[@]}" -qq --download-only source kubernetes=1.20.5+really1.20.2-1.1+deb12u1 >&2 ||
   apt-get "${apt_opts[@]}" -qq --download-only source kubernetes >&2
 dsc=$(ls kubernetes_*.dsc | head -1)
@@ -72,9 +84,5 @@ fi
 (cd src && make WHAT=cmd/kube-apiserver >&2)
 bin=$(find src/_output -type f -name kube-apiserver -perm -u+x | head -1)
 [ -n "$bin" ] || { echo "install-kube-apiserver: the build made no kube-apiserver" >&2; exit 1; }
-etcd=$(find root -type f -name etcd -perm -u+x | head -1)
-[ -n "$etcd" ] || { echo "install-kube-apiserver: etcd not found in etcd-server" >&2; exit 1; }
-install -m 0755 "$etcd" "$dir/bin/etcd.tmp" && mv "$dir/bin/etcd.tmp" "$dir/bin/etcd"
 install -m 0755 "$bin" "$dir/bin/kube-apiserver.tmp" && mv "$dir/bin/kube-apiserver.tmp" "$dir/bin/kube-apiserver"
 "$dir/bin/kube-apiserver" --version >&2
-"$dir/bin/etcd" --version | head -1 >&2
