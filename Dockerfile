@@ -7,8 +7,9 @@
 # Build arguments (base images):
 #   RCLONE_IMAGE   provides /usr/local/bin/rclone and /etc/ssl/certs/ca-certificates.crt
 #   BUILDER_IMAGE  compiles the binary; only needs a POSIX sh when the build context holds a
-#                  prebuilt static binary at prebuilt/volume-syncing-operator (as `make image`
-#                  stages it), and Rust with the musl target otherwise
+#                  prebuilt static binaries prebuilt/volume-syncing-operator and
+#                  prebuilt/volume-syncing-operator-webhook (the operator), as `make image`
+#                  stages them, and Rust with the musl target otherwise
 ARG RCLONE_IMAGE=rclone/rclone:1.75.2
 ARG BUILDER_IMAGE=rust:1.95-alpine
 
@@ -24,15 +25,19 @@ RUN set -eu; \
     if [ -f prebuilt/volume-syncing-operator ]; then \
         echo "using the prebuilt binary from the build context"; \
         cp prebuilt/volume-syncing-operator /volume-syncing-operator; \
+        cp prebuilt/volume-syncing-operator-webhook /volume-syncing-operator-webhook; \
     else \
         apk add --no-cache musl-dev; \
         rustup target add x86_64-unknown-linux-musl; \
-        cargo build --locked --release --target x86_64-unknown-linux-musl; \
+        cargo build --locked --release --target x86_64-unknown-linux-musl --no-default-features; \
         cp target/x86_64-unknown-linux-musl/release/volume-syncing-operator /volume-syncing-operator; \
+        cargo build --locked --release --target x86_64-unknown-linux-musl --target-dir target/operator; \
+        cp target/operator/x86_64-unknown-linux-musl/release/volume-syncing-operator /volume-syncing-operator-webhook; \
     fi; \
     mkdir -p /rootfs/data /rootfs/etc /rootfs/tmp /rootfs/usr/local/bin; \
     cp /volume-syncing-operator /rootfs/usr/local/bin/volume-syncing-operator; \
-    chmod 0755 /rootfs/usr/local/bin/volume-syncing-operator; \
+    cp /volume-syncing-operator-webhook /rootfs/usr/local/bin/volume-syncing-operator-webhook; \
+    chmod 0755 /rootfs/usr/local/bin/volume-syncing-operator /rootfs/usr/local/bin/volume-syncing-operator-webhook; \
     /rootfs/usr/local/bin/volume-syncing-operator --version; \
     chmod 1777 /rootfs/tmp; \
     chown 65312:65312 /rootfs/data; \

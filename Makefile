@@ -43,6 +43,7 @@ GOLDEN_CLASSIC := $(wildcard tests/golden/*classic*/expected.yaml)
 # The static release binary and the container image.
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/volume-syncing-operator
+STATIC_OPERATOR_BIN := target/$(MUSL_TARGET)/release/volume-syncing-operator-webhook
 IMAGE ?= volume-syncing-operator:dev
 # Offline stand-ins for the Dockerfile's base images, built from local files by `make image`.
 OFFLINE_RCLONE_IMAGE := volume-syncing-operator/offline-rclone:$(RCLONE_VERSION)
@@ -53,7 +54,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # tests/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
-.PHONY: all build tools test test-only lint demo bench soak clean build-static image lint-tools busybox-static test-packages
+.PHONY: all build tools test test-only lint demo bench soak clean build-static image lint-tools busybox-static test-packages kube-apiserver
 all: build
 
 build:
@@ -64,10 +65,16 @@ tools: $(RCLONE_DEP)
 $(TOOLS)/bin/rclone: scripts/install-rclone.sh
 	scripts/install-rclone.sh $(RCLONE_VERSION) $(TOOLS)
 
+## kube-apiserver: a real kube-apiserver and etcd for tests/operator.rs, built once into tools/bin
+## from Debian 12's packages (see scripts/install-kube-apiserver.sh; ~5 minutes, 3.7 GB while building)
+## (the script returns at once when both are there)
+kube-apiserver:
+	scripts/install-kube-apiserver.sh $(TOOLS)
+
 ## test: lint, then every test (unit and integration, real rclone and S3 server)
 test: tools lint test-only
 
-test-only: tools image test-packages
+test-only: tools kube-apiserver image test-packages
 	$(CARGO) test --all-targets
 
 ## test-packages: Debian packages the tests run for real: PostgreSQL 15 (tests/fidelity.rs starts
@@ -89,6 +96,8 @@ lint: lint-tools
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(K8S_CLASSIC)
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_APP) $(K8S_CRD) $(GOLDEN)
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(GOLDEN_CLASSIC)
+	kubectl kustomize deploy/operator > target/operator-install.yaml
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) target/operator-install.yaml
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
@@ -103,13 +112,19 @@ $(LINT_TOOLS):
 	$(VENV)/bin/kubernetes-validate --version
 	touch $@
 
-## build-static: the fully static, stripped x86_64 musl release binary ($(STATIC_BIN))
+## build-static: the fully static, stripped x86_64 musl release binaries: the sidecar
+## ($(STATIC_BIN), without the operator feature, to keep its footprint) and the operator
+## ($(STATIC_OPERATOR_BIN), the same program with the `operator` subcommand)
 build-static:
 	rustup target add $(MUSL_TARGET)
-	$(CARGO) build --locked --release --target $(MUSL_TARGET)
-	@file $(STATIC_BIN)
-	@file $(STATIC_BIN) | grep -q 'statically linked' || { echo "$(STATIC_BIN) is not statically linked" >&2; exit 1; }
-	@file $(STATIC_BIN) | grep -q ', stripped' || { echo "$(STATIC_BIN) is not stripped" >&2; exit 1; }
+	$(CARGO) build --locked --release --target $(MUSL_TARGET) --no-default-features
+	$(CARGO) build --locked --release --target $(MUSL_TARGET) --target-dir target/operator
+	cp target/operator/$(MUSL_TARGET)/release/volume-syncing-operator $(STATIC_OPERATOR_BIN)
+	@for bin in $(STATIC_BIN) $(STATIC_OPERATOR_BIN); do \
+	  file $$bin; \
+	  file $$bin | grep -q 'statically linked' || { echo "$$bin is not statically linked" >&2; exit 1; }; \
+	  file $$bin | grep -q ', stripped' || { echo "$$bin is not stripped" >&2; exit 1; }; \
+	done
 
 ## busybox-static: Debian's static busybox, the shell of the offline builder image
 busybox-static:
@@ -128,7 +143,7 @@ image: build-static busybox-static
 	mkdir -p $(DOCKER_STAGE)/rclone $(DOCKER_STAGE)/builder $(DOCKER_STAGE)/image/prebuilt
 	cp $(TOOLS)/bin/rclone /etc/ssl/certs/ca-certificates.crt $(DOCKER_STAGE)/rclone/
 	cp $(BUSYBOX) $(DOCKER_STAGE)/builder/busybox
-	cp $(STATIC_BIN) $(DOCKER_STAGE)/image/prebuilt/
+	cp $(STATIC_BIN) $(STATIC_OPERATOR_BIN) $(DOCKER_STAGE)/image/prebuilt/
 	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_RCLONE_IMAGE) \
 	  -f deploy/docker/rclone-base.Dockerfile $(DOCKER_STAGE)/rclone
 	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_BUILDER_IMAGE) \

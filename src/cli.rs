@@ -59,6 +59,100 @@ pub enum Command {
     /// Print the CustomResourceDefinition of PodFilesystemSync (YAML).
     #[command(hide = true)]
     Crd,
+    /// Run the Kubernetes admission webhook: inject PodFilesystemSync resources into labelled
+    /// Pods as they are created (HTTPS; /mutate, /healthz, /readyz, /metrics).
+    ///
+    /// Talks to the API server from its in-cluster service account (or KUBECONFIG). Without
+    /// --tls-cert-file it keeps a CA and serving certificate in the Secret --tls-secret and writes
+    /// the CA into the caBundle of --webhook-configuration.
+    #[cfg(feature = "operator")]
+    Operator(OperatorArgs),
+}
+
+/// Whether injected sidecars are native ones (decided from the cluster version when `auto`).
+#[cfg(feature = "operator")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NativeSidecars {
+    /// Native on Kubernetes >= 1.29, classic below.
+    Auto,
+    True,
+    False,
+}
+
+#[cfg(feature = "operator")]
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Address of the HTTPS server (admission, health, metrics).
+    #[arg(
+        long,
+        env = "VSO_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen: String,
+
+    /// The operator's own namespace: where its TLS Secret lives.
+    #[arg(long, env = "VSO_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: String,
+
+    /// The Service in front of the operator; the serving certificate is made for its DNS names.
+    #[arg(
+        long,
+        env = "VSO_SERVICE",
+        value_name = "NAME",
+        default_value = "volume-syncing-operator"
+    )]
+    pub service: String,
+
+    /// More names (DNS or IP) the serving certificate is made for. Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub cert_host: Vec<String>,
+
+    /// The Secret (in --namespace) holding the generated CA and serving certificate; shared by
+    /// all replicas.
+    #[arg(
+        long,
+        env = "VSO_TLS_SECRET",
+        value_name = "NAME",
+        default_value = "volume-syncing-operator-tls"
+    )]
+    pub tls_secret: String,
+
+    /// The MutatingWebhookConfiguration whose caBundle gets the generated CA.
+    #[arg(
+        long,
+        env = "VSO_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        default_value = "volume-syncing-operator"
+    )]
+    pub webhook_configuration: String,
+
+    /// Serve this certificate (PEM, e.g. mounted by cert-manager) instead of generating one;
+    /// reloaded when it changes. Needs --tls-key-file; the caBundle is then not touched.
+    #[arg(
+        long,
+        env = "VSO_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(
+        long,
+        env = "VSO_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Native sidecars (Kubernetes >= 1.29) or classic ones; `auto` asks the API server.
+    #[arg(long, env = "VSO_NATIVE_SIDECARS", value_enum, default_value_t = NativeSidecars::Auto)]
+    pub native_sidecars: NativeSidecars,
+
+    /// The image of the injected containers when a resource sets none.
+    #[arg(long, env = "VSO_IMAGE", value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
 }
 
 #[derive(Debug, Args)]

@@ -16,8 +16,9 @@
 //!    owners, symlinks, empty directories, hard links) in a manifest beside the data; the
 //!    restore applies it after the data sync, only where it matches the restored data.
 //! 5. Every error is an [`error::Error`], mapped to an exit code in one place.
-//! 6. [`operator`] is the Kubernetes side (the PodFilesystemSync resource and `inject`): it
-//!    builds command lines for steps 1–3 and depends on them, never the other way round.
+//! 6. [`operator`] is the Kubernetes side (the PodFilesystemSync resource, `inject`, and with
+//!    the `operator` feature the admission webhook): it builds command lines for steps 1–3 and
+//!    depends on them, never the other way round.
 //!
 //! The rendered config lives exactly as long as the plan: signals are turned into ordinary
 //! returns, so it is removed on every exit path short of SIGKILL.
@@ -62,6 +63,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Inject(args) => return operator::run_inject(args),
         Command::Crd => return operator::run_crd(),
+        #[cfg(feature = "operator")]
+        Command::Operator(args) => return operator::run::run(args).await,
         _ => {}
     }
     // Signals are caught before anything is created, so no exit path skips the clean-up.
@@ -69,9 +72,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let plan = match cli.command {
         Command::SyncToRemote(args) => plan::upload(args, cli.verbose).await?,
         Command::RemoteToLocalSync(args) => plan::restore(args, cli.verbose).await?,
-        Command::Interrupt(_) | Command::Inject(_) | Command::Crd => {
-            unreachable!("handled above")
-        }
+        _ => unreachable!("handled above"),
     };
     let lease = lease::Lease::new(&plan.job, plan.lease.clone())?.map(Arc::new);
     if let Some(lease) = &lease {

@@ -8,12 +8,25 @@
 //! - [`resource`]: the CRD types, the single source of the generated CRD YAML;
 //! - [`template`]: `remotePath` / `env` templates over the Pod (sandboxed minijinja);
 //! - [`inject`]: the pure injection core (typed Pod template in, typed Pod template out);
-//! - [`manifest`]: the `inject` command's YAML handling around the core.
+//! - [`manifest`]: the `inject` command's YAML handling around the core;
+//! - with the `operator` feature, the admission webhook around the same core: [`run`] (the
+//!   `operator` command), [`webhook`] (AdmissionReview → core → JSON Patch), [`keys`] (the
+//!   generated encryption passphrases), [`tls`] (CA and serving certificate), [`server`] (HTTPS).
 
 pub mod inject;
+#[cfg(feature = "operator")]
+pub mod keys;
 pub mod manifest;
 pub mod resource;
+#[cfg(feature = "operator")]
+pub mod run;
+#[cfg(feature = "operator")]
+pub mod server;
 pub mod template;
+#[cfg(feature = "operator")]
+pub mod tls;
+#[cfg(feature = "operator")]
+pub mod webhook;
 
 use std::io::{Read, Write};
 use std::path::Path;

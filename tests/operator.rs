@@ -1,0 +1,524 @@
+//! The admission webhook (`operator`) against a real Kubernetes API server: etcd and
+//! kube-apiserver (built by `make kube-apiserver` from Debian 12's kubernetes 1.20 sources) on
+//! loopback with a token file and RBAC; the CRD, the RBAC and the MutatingWebhookConfiguration
+//! are the ones `kubectl kustomize deploy/operator` renders (only the webhook's clientConfig is
+//! pointed at the operator on 127.0.0.1, as there is no Service without a cluster network); the
+//! operator runs as the real binary with the service account's token, so the shipped RBAC is
+//! what it gets. Pods are created through the API and what the API server stored is read back.
+//!
+//! The API server is 1.20, so the operator (with `--native-sidecars auto`) injects classic
+//! sidecars; 1.20 also prunes `restartPolicy` on init containers, so native sidecars cannot be
+//! observed here and are covered by the part-1 golden files (tests/inject.rs). Pods are never
+//! scheduled (no scheduler, no kubelet): admission is what is tested.
+
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Running, Sandbox, Vso};
+
+const OP_NS: &str = "volume-syncing-operator";
+const APP_NS: &str = "apps";
+const ADMIN_TOKEN: &str = "admin-token-for-tests";
+const OPERATOR_TOKEN: &str = "operator-token-for-tests";
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A tool of tools/bin; fails loudly saying how to get it.
+fn tool(name: &str) -> PathBuf {
+    let path = repo("tools/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: run `make kube-apiserver` (it builds kube-apiserver from Debian 12's \
+         kubernetes source package and unpacks Debian's etcd into tools/bin; `make test` does it)",
+        path.display()
+    );
+    path
+}
+
+fn kubectl_binary() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("kubectl"))
+            .find(|p| p.is_file())
+    });
+    found.expect("kubectl not found on PATH: install it (Debian: kubernetes-client) to run tests/operator.rs")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (and reaped) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+    admin_kubeconfig: PathBuf,
+    operator_kubeconfig: PathBuf,
+    _etcd: Proc,
+    _apiserver: Proc,
+}
+
+fn kubeconfig(path: &Path, port: u16, token: &str) {
+    fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: \
+             https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  \
+             user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: test\n    \
+             user: u\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+}
+
+impl Cluster {
+    fn start(sandbox: &Sandbox) -> Cluster {
+        let apiserver_bin = tool("kube-apiserver");
+        let etcd_bin = tool("etcd");
+        kubectl_binary();
+        let dir = sandbox.dir("cluster");
+        let log = |name: &str| fs::File::create(dir.join(name)).unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let etcd = Command::new(etcd_bin)
+            .args(["--data-dir", dir.join("etcd").to_str().unwrap()])
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
+            .stdout(log("etcd.log"))
+            .stderr(log("etcd.log"))
+            .spawn()
+            .expect("start etcd");
+        let etcd = Proc(etcd);
+        let key = dir.join("sa.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out", key.to_str().unwrap(), "2048"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is needed to make the service-account key");
+        assert!(status.success(), "openssl genrsa failed");
+        fs::write(
+            dir.join("tokens.csv"),
+            format!(
+                "{ADMIN_TOKEN},admin,1,\"system:masters\"\n{OPERATOR_TOKEN},\
+                 system:serviceaccount:{OP_NS}:volume-syncing-operator,2,\
+                 \"system:serviceaccounts,system:serviceaccounts:{OP_NS}\"\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let apiserver = Command::new(apiserver_bin)
+            .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
+            .arg(format!("--secure-port={port}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--insecure-port=0",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                // No controller manager creates the default service accounts.
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-priority-and-fairness=false",
+            ])
+            .arg(format!("--cert-dir={}", dir.join("certs").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                dir.join("tokens.csv").display()
+            ))
+            .arg(format!("--service-account-key-file={}", key.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                key.display()
+            ))
+            .stdout(log("apiserver.log"))
+            .stderr(log("apiserver.log"))
+            .spawn()
+            .expect("start kube-apiserver");
+        let cluster = Cluster {
+            admin_kubeconfig: dir.join("admin.kubeconfig"),
+            operator_kubeconfig: dir.join("operator.kubeconfig"),
+            dir,
+            _etcd: etcd,
+            _apiserver: Proc(apiserver),
+        };
+        kubeconfig(&cluster.admin_kubeconfig, port, ADMIN_TOKEN);
+        kubeconfig(&cluster.operator_kubeconfig, port, OPERATOR_TOKEN);
+        // Generous: the API server's start-up (bootstrap RBAC policy) is seconds on a busy CI
+        // machine; the bound only keeps a broken start from hanging the test.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let out = cluster.kubectl(&["get", "--raw", "/readyz"], None);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver did not become ready; its log:\n{}",
+                fs::read_to_string(cluster.dir.join("apiserver.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        cluster
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(kubectl_binary())
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .arg("--request-timeout=30s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all, None)).unwrap()
+    }
+
+    /// `kubectl create` of a JSON object; the stored object, or kubectl's error text.
+    fn create(&self, object: &Value, extra: &[&str]) -> Result<Value, String> {
+        let mut args = vec!["create", "-o", "json", "-f", "-"];
+        args.extend(extra);
+        let out = self.kubectl(&args, Some(&object.to_string()));
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn exists(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        let out = self.kubectl(&["get", kind, "-n", namespace, name, "-o", "name"], None);
+        if out.status.success() {
+            return true;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("NotFound"), "kubectl get {kind} {name}: {err}");
+        false
+    }
+}
+
+/// The install as `kubectl kustomize deploy/operator` renders it, minus what needs a cluster
+/// network (Deployment, Service), with the webhook called at `url`.
+fn install(cluster: &Cluster, url: &str) {
+    let out = Command::new(kubectl_binary())
+        .args(["kustomize", repo("deploy/operator").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/operator failed"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut docs = Vec::new();
+    let mut kinds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let kind = v["kind"].as_str().unwrap().to_string();
+        if kind == "Deployment" || kind == "Service" {
+            continue;
+        }
+        if kind == "MutatingWebhookConfiguration" {
+            for w in v["webhooks"].as_array_mut().unwrap() {
+                assert_eq!(w["failurePolicy"], "Fail");
+                assert_eq!(w["sideEffects"], "NoneOnDryRun");
+                assert!(w["timeoutSeconds"].as_i64().unwrap() <= 10);
+                assert_eq!(w["reinvocationPolicy"], "IfNeeded");
+                w["clientConfig"] = serde_json::json!({ "url": url });
+            }
+        }
+        kinds.push(kind);
+        docs.push(v);
+    }
+    for kind in [
+        "CustomResourceDefinition",
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} in deploy/operator"
+        );
+    }
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs});
+    cluster.ok(&["apply", "-f", "-"], Some(&list.to_string()));
+    cluster.ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/podfilesystemsyncs.riotkit.org",
+        ],
+        None,
+    );
+}
+
+fn start_operator(sandbox: &Sandbox, cluster: &Cluster, port: u16) -> Running {
+    let mut operator = Vso::new(sandbox)
+        .env("KUBECONFIG", &cluster.operator_kubeconfig)
+        .args(["operator", "--namespace", OP_NS, "--cert-host", "127.0.0.1"])
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .spawn();
+    operator.wait_for_output("cache synced; ready", 1, Duration::from_secs(60));
+    operator
+}
+
+fn sync(name: &str, app: &str, extra: Value) -> Value {
+    let mut spec = serde_json::json!({
+        "podSelector": {"matchLabels": {"app": app}},
+        "localPath": "/data",
+        "remotePath": format!("bucket/{app}"),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::json!({
+        "apiVersion": "riotkit.org/v1alpha1", "kind": "PodFilesystemSync",
+        "metadata": {"name": name, "namespace": APP_NS},
+        "spec": spec,
+    })
+}
+
+fn pod(name: &str, labels: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": APP_NS, "labels": labels},
+        "spec": {
+            "containers": [{"name": "app", "image": "app:1",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "emptyDir": {}}]
+        }
+    })
+}
+
+fn labelled(app: &str) -> Value {
+    serde_json::json!({"app": app, "riotkit.org/volume-syncing-operator": "true"})
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_webhook_against_a_real_api_server() {
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start(&sandbox);
+    let port = free_port();
+    install(&cluster, &format!("https://127.0.0.1:{port}/mutate"));
+    cluster.ok(&["create", "namespace", APP_NS], None);
+    for s in [
+        sync("plain", "plain", serde_json::json!({})),
+        sync(
+            "encrypted",
+            "enc",
+            serde_json::json!({"automaticEncryption": {"enabled": true, "secretName": "shared-key"}}),
+        ),
+        sync(
+            "dry",
+            "dry",
+            serde_json::json!({"automaticEncryption": {"enabled": true, "secretName": "dry-key"}}),
+        ),
+        sync(
+            "broken",
+            "broken",
+            serde_json::json!({"remotePath": "bucket/{{ pod.labels.nope }}"}),
+        ),
+    ] {
+        cluster.create(&s, &[]).expect("create PodFilesystemSync");
+    }
+    let mut operator = start_operator(&sandbox, &cluster, port);
+
+    // The caBundle is written by the operator: the CA of the Secret it generated.
+    let config = cluster.json(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "volume-syncing-operator",
+    ]);
+    let bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let secret = cluster.json(&["get", "secret", "-n", OP_NS, "volume-syncing-operator-tls"]);
+    assert!(!bundle.is_empty(), "no caBundle written");
+    assert_eq!(bundle, secret["data"]["ca.crt"].as_str().unwrap());
+
+    // A labelled Pod gets the restore init container and the (classic, on 1.20) sidecar.
+    let stored = cluster
+        .create(&pod("app-1", labelled("plain")), &[])
+        .unwrap();
+    assert_eq!(
+        names(&stored["spec"]["initContainers"]),
+        ["init-volume-restore"]
+    );
+    assert_eq!(
+        names(&stored["spec"]["containers"]),
+        ["app", "volume-syncing-sidecar"]
+    );
+    let stored = cluster.json(&["get", "pod", "-n", APP_NS, "app-1"]);
+    assert!(stored["metadata"]["annotations"]["riotkit.org/volume-syncing-injected"].is_string());
+
+    // An unlabelled Pod is untouched (the objectSelector never sends it).
+    let stored = cluster
+        .create(&pod("plain-1", serde_json::json!({"app": "plain"})), &[])
+        .unwrap();
+    assert_eq!(names(&stored["spec"]["containers"]), ["app"]);
+    assert!(stored["spec"]["initContainers"].is_null());
+
+    // A labelled Pod no resource selects is denied with a message naming it.
+    let err = cluster
+        .create(&pod("lonely", labelled("nothing-selects-this")), &[])
+        .unwrap_err();
+    assert!(err.contains("denied the request"), "{err}");
+    assert!(err.contains("apps/lonely"), "{err}");
+    assert!(err.contains("no PodFilesystemSync"), "{err}");
+    assert!(!cluster.exists("pod", APP_NS, "lonely"));
+
+    // A template error is denied naming the Pod, the resource and the field.
+    let err = cluster
+        .create(&pod("bad", labelled("broken")), &[])
+        .unwrap_err();
+    assert!(err.contains("apps/bad"), "{err}");
+    assert!(
+        err.contains("PodFilesystemSync broken: spec.remotePath"),
+        "{err}"
+    );
+
+    // Dry run: the answer is injected, but no Secret is created (sideEffects NoneOnDryRun).
+    let dry = cluster
+        .create(&pod("dry-1", labelled("dry")), &["--dry-run=server"])
+        .unwrap();
+    assert_eq!(
+        names(&dry["spec"]["containers"]),
+        ["app", "volume-syncing-sidecar"]
+    );
+    assert!(!cluster.exists("secret", APP_NS, "dry-key"));
+    assert!(!cluster.exists("pod", APP_NS, "dry-1"));
+
+    // Two Pods created at once share one generated key.
+    let mut children: Vec<Child> = ["enc-1", "enc-2"]
+        .iter()
+        .map(|name| {
+            let mut child = Command::new(kubectl_binary())
+                .arg(format!(
+                    "--kubeconfig={}",
+                    cluster.admin_kubeconfig.display()
+                ))
+                .args(["create", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let text = pod(name, labelled("enc")).to_string();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            child
+        })
+        .collect();
+    for child in children.drain(..) {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let key = cluster.json(&["get", "secret", "-n", APP_NS, "shared-key"]);
+    let passphrase = key["data"]["ENCRYPTION_PASSPHRASE"].as_str().unwrap();
+    assert!(
+        passphrase.len() >= 43,
+        "a 256-bit passphrase, base64: {passphrase}"
+    );
+    assert!(
+        key["metadata"]["ownerReferences"].is_null(),
+        "the key must outlive its users"
+    );
+    for name in ["enc-1", "enc-2"] {
+        let p = cluster.json(&["get", "pod", "-n", APP_NS, name]);
+        let sidecar = &p["spec"]["containers"][1];
+        let refs: Vec<&Value> = sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "ENCRYPTION_PASSPHRASE")
+            .collect();
+        assert_eq!(
+            refs[0]["valueFrom"]["secretKeyRef"]["name"], "shared-key",
+            "{name}"
+        );
+    }
+    let output = operator.output_so_far();
+    assert!(!output.contains(passphrase), "the passphrase was logged");
+
+    // The operator stopped: labelled Pods are refused (failurePolicy Fail), others created.
+    operator.signal(nix::sys::signal::Signal::SIGTERM);
+    operator.wait_output(Duration::from_secs(30)).assert_code(0);
+    let err = cluster
+        .create(&pod("down-1", labelled("plain")), &[])
+        .unwrap_err();
+    assert!(err.contains("failed calling webhook"), "{err}");
+    assert!(!cluster.exists("pod", APP_NS, "down-1"));
+    let stored = cluster
+        .create(&pod("down-2", serde_json::json!({"app": "plain"})), &[])
+        .unwrap();
+    assert_eq!(names(&stored["spec"]["containers"]), ["app"]);
+}
