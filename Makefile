@@ -127,14 +127,22 @@ image: build-static busybox-static
 demo: tools build
 	scripts/demo.sh
 
-## bench: the wrapper vs. plain rclone on a local S3 server (release build) -> BENCHMARKS.md.
-## Not part of `make test`; never fails on a missed target. Sizes: see scripts/bench.sh.
+## bench: the wrapper vs. plain rclone on a local S3 server (release build) -> BENCHMARKS.md;
+## section 6 through a user-space delay proxy (real-bucket latency), with a PNG plot made with
+## matplotlib (PyPI, into $(VENV)). Not part of `make test`; never fails on a missed target.
+## Sizes: see scripts/bench.sh (BENCH_QUICK=1, BENCH_SECTIONS=6) and scripts/bench_latency.py.
+MATPLOTLIB_VERSION := 3.11.2
+BENCH_PYTHON ?= $(VENV)/bin/python
 bench: tools
 	@command -v hyperfine >/dev/null || { echo "installing hyperfine (Debian) for make bench" >&2; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends hyperfine >/dev/null; }
+	@$(BENCH_PYTHON) -c 'import matplotlib' 2>/dev/null || { \
+	  echo "installing matplotlib $(MATPLOTLIB_VERSION) (PyPI) into $(VENV) for the plot of make bench" >&2; \
+	  [ -x $(VENV)/bin/python ] || python3 -m venv $(VENV); \
+	  $(VENV)/bin/python -m pip install --quiet matplotlib==$(MATPLOTLIB_VERSION); }
 	$(CARGO) build --release
-	scripts/bench.sh
+	BENCH_PYTHON=$(BENCH_PYTHON) scripts/bench.sh
 
 clean:
 	$(CARGO) clean

@@ -9,6 +9,10 @@
 #   4. binary size (static build if `make build-static` exists) and --version start-up
 #   5. watch mode: change-to-remote latency of one changed file in a big tree (default debounce
 #      and --debounce 200ms), and that incremental sync's time vs. a full no-change sync
+#   6. at a real bucket's latency (scripts/delay-proxy.py in front of the server): restore,
+#      upload and no-change upload of "many small", "few large" and a mixed tree; ours vs. plain
+#      rclone defaults vs. hand-tuned rclone vs. tar|rclone rcat; a PNG plot (scripts/bench_latency.py,
+#      which documents its own BENCH_LAT_* sizes)
 #
 # Sizes and repetitions (environment, defaults in brackets):
 #   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
@@ -19,6 +23,10 @@
 #   BENCH_OUT [BENCHMARKS.md]   BENCH_KEEP=1 keeps the work directory   BENCH_NOTE free text
 #   VSO_BINARY [target/release/volume-syncing-operator]   RCLONE_BINARY [rclone]
 #   BENCH_STATIC_BINARY: the static binary, if `make build-static` puts it somewhere unusual
+#   BENCH_SECTIONS [all]: `6` runs section 6 alone and replaces it in BENCH_OUT (the others
+#     need one another's data: all or nothing)
+#   BENCH_PYTHON [tools/venv/bin/python]: a Python with matplotlib, for section 6's plot
+#   BENCH_QUICK=1: small sizes everywhere, a few runs (checks the harness; not a result)
 # Needs hyperfine, python3, setpriv (util-linux) when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,13 +40,25 @@ rss_runs=${BENCH_RSS_RUNS:-5}
 watch_files=${BENCH_WATCH_FILES:-20000}
 watch_runs=${BENCH_WATCH_RUNS:-10}
 out=${BENCH_OUT:-BENCHMARKS.md}
+sections=${BENCH_SECTIONS:-all}
+plot_python=${BENCH_PYTHON:-tools/venv/bin/python}
+if [ "${BENCH_QUICK:-}" = 1 ]; then
+  files=200 big=2000 runs=3 warmup=1 rss_runs=2 watch_files=500 watch_runs=3
+  export BENCH_LAT_COUNTS=${BENCH_LAT_COUNTS:-100 400} BENCH_LAT_LARGE=${BENCH_LAT_LARGE:-2x8}
+  export BENCH_LAT_MIXED=${BENCH_LAT_MIXED:-200} BENCH_LAT_RUNS=${BENCH_LAT_RUNS:-2}
+fi
 
 die() { echo "bench: $*" >&2; exit 1; }
 step() { printf '\n\033[1m== bench: %s\033[0m\n' "$*" >&2; }
 
-for tool in hyperfine python3; do
+case $sections in all | 6) ;; *) echo "bench: BENCH_SECTIONS is all or 6, not $sections" >&2; exit 2 ;; esac
+tools=(python3 tar)
+[ "$sections" = 6 ] || tools+=(hyperfine) # section 6 times its commands itself
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is needed (make bench installs hyperfine with apt-get)"
 done
+"$plot_python" -c 'import matplotlib' 2>/dev/null ||
+  die "$plot_python has no matplotlib (make bench installs it into tools/venv; or set BENCH_PYTHON)"
 bin=${VSO_BINARY:-target/release/volume-syncing-operator}
 [ -x "$bin" ] || die "$bin not found: run cargo build --release (make bench does)"
 bin=$(realpath "$bin")
@@ -88,6 +108,20 @@ compare() { # compare PREFIX "HYPERFINE OPTIONS" NAME1 CMD1 NAME2 CMD2
     w=0
   done
 }
+
+# --- 6. latency (defined here, run last, or alone with BENCH_SECTIONS=6) ----------------------------
+latency() {
+  step "6. at a real bucket's latency: ${BENCH_LAT_DELAYS:-10 50} ms one way"
+  python3 scripts/bench_latency.py run "$work" "$results" "$bin" "$rclone"
+}
+if [ "$sections" = 6 ]; then
+  scripts/s3-server.sh start "$work"
+  eval "$(scripts/s3-server.sh env "$work")"
+  latency
+  python3 scripts/bench_latency.py report "$results" "$out" "$plot_python"
+  step "wrote section 6 into $out"
+  exit 0
+fi
 
 # --- the machine ------------------------------------------------------------------------------
 step "machine"
