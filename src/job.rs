@@ -22,6 +22,17 @@ use crate::rclone::{Abort, Rclone, Stats, aborted};
 use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
 pub use crate::watch::SyncPlan;
 
+/// rclone's concurrency for our transfers, chosen by measurement (issue 18, BENCHMARKS.md
+/// section 6): at a real bucket's 10-50 ms per request, a volume of small files is bound by
+/// round trips, and rclone's defaults (4 transfers, 8 checkers) leave most of that time idle.
+/// 16 transfers saturate what we measured (32 and 64 were no faster) while bounding the memory
+/// of large files (rclone buffers up to `--buffer-size` per transfer, and S3 multipart uploads
+/// `--s3-upload-concurrency` chunks per transfer); checkers only list and compare, so they get
+/// more. No `--fast-list`: it holds the whole remote listing in memory, which grows with the
+/// file count, and the checkers already list directories in parallel. They come before the
+/// user's flags after `--`, which rclone lets win (the last value of a flag counts).
+pub const DEFAULT_TRANSFER_FLAGS: [&str; 4] = ["--transfers", "16", "--checkers", "32"];
+
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -224,6 +235,7 @@ impl Job {
             "--exclude".into(),
             INTERNAL_FILES_FILTER.into(),
         ];
+        args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
         if self.dry_run {
             args.push("--dry-run".into());
         }
@@ -344,6 +356,7 @@ impl Job {
             args.push(rules_file.path().into());
             if operation == "copy" {
                 args.push("--no-traverse".into());
+                args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
             }
             if self.dry_run {
                 args.push("--dry-run".into());
@@ -394,27 +407,6 @@ impl Job {
                 safety::check_remote_not_empty(&self.rclone, &self.remote),
             )
             .await?;
-        } else if !local.has_data
-            && !unless_aborted(
-                abort,
-                safety::remote_has_entries(&self.rclone, &self.remote),
-            )
-            .await
-            .or_else(|e| match e {
-                Error::Interrupted(_) => Err(e),
-                _ => Ok(true),
-            })?
-        {
-            // Both ends empty: nothing to restore and nothing to lose. rclone would fail on a
-            // missing remote directory, which is the normal state before the first upload.
-            if !self.dry_run {
-                std::fs::create_dir_all(&self.local)
-                    .with_context(|| format!("cannot create {}", self.local.display()))?;
-            }
-            return Ok(Outcome::Skipped(format!(
-                "{} is empty; nothing to restore",
-                self.remote_display
-            )));
         }
         let marker = self.local.join(RESTORE_MARKER);
         if !self.dry_run {
@@ -426,14 +418,58 @@ impl Job {
             )
             .with_context(|| format!("cannot write the restore marker {}", marker.display()))?;
         }
-        let stats = self
+        let stats = match self
             .transfer(self.remote.clone().into(), self.local.clone().into(), abort)
-            .await?;
+            .await
+        {
+            Err(e @ Error::Rclone { code: 3, .. }) if !local.has_data => {
+                return self.restore_not_found(e, &marker, abort).await;
+            }
+            other => other?,
+        };
         if !self.dry_run {
             std::fs::remove_file(&marker).with_context(|| {
                 format!("cannot remove the restore marker {}", marker.display())
             })?;
         }
         Ok(Outcome::Synced(stats))
+    }
+
+    /// A restore into an empty directory whose rclone failed with "directory not found"
+    /// (exit code 3): the remote path does not exist, the normal state before the first upload
+    /// on remotes with directories (on S3 an absent prefix is merely empty, and the sync
+    /// succeeds with nothing to do). Both ends empty is nothing to lose, so a success, once a
+    /// listing confirms that the remote path holds no file: exit code 3 can also mean that a
+    /// directory vanished during the sync, which stays a failure.
+    ///
+    /// This replaces a listing before every such restore (issue 18: each rclone call is at
+    /// least one round trip to the bucket; an init container's restore into an empty volume is
+    /// the common case, and an absent remote path the rare one).
+    async fn restore_not_found(
+        &self,
+        failure: Error,
+        marker: &std::path::Path,
+        abort: &mut Abort,
+    ) -> Result<Outcome> {
+        let has_entries = unless_aborted(
+            abort,
+            safety::remote_has_entries(&self.rclone, &self.remote),
+        )
+        .await;
+        match has_entries {
+            Err(e @ Error::Interrupted(_)) => Err(e),
+            Ok(false) => {
+                if !self.dry_run {
+                    std::fs::remove_file(marker).with_context(|| {
+                        format!("cannot remove the restore marker {}", marker.display())
+                    })?;
+                }
+                Ok(Outcome::Skipped(format!(
+                    "{} is empty; nothing to restore",
+                    self.remote_display
+                )))
+            }
+            Ok(true) | Err(_) => Err(failure),
+        }
     }
 }
