@@ -115,10 +115,18 @@ $(LINT_TOOLS):
 ## build-static: the fully static, stripped x86_64 musl release binaries: the sidecar
 ## ($(STATIC_BIN), without the operator feature, to keep its footprint) and the operator
 ## ($(STATIC_OPERATOR_BIN), the same program with the `operator` subcommand)
+## ring (TLS, operator only) compiles C for the musl target, with Debian's musl-gcc (musl-tools).
 build-static:
 	rustup target add $(MUSL_TARGET)
+	@if ! command -v musl-gcc >/dev/null; then \
+	  echo "installing musl-tools (Debian): ring compiles C for the static operator binary" >&2; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends musl-tools >/dev/null; \
+	fi
+	@command -v musl-gcc >/dev/null || { echo "musl-gcc missing after installing musl-tools" >&2; exit 1; }
 	$(CARGO) build --locked --release --target $(MUSL_TARGET) --no-default-features
-	$(CARGO) build --locked --release --target $(MUSL_TARGET) --target-dir target/operator
+	CC_x86_64_unknown_linux_musl=musl-gcc \
+	  $(CARGO) build --locked --release --target $(MUSL_TARGET) --target-dir target/operator
 	cp target/operator/$(MUSL_TARGET)/release/volume-syncing-operator $(STATIC_OPERATOR_BIN)
 	@for bin in $(STATIC_BIN) $(STATIC_OPERATOR_BIN); do \
 	  file $$bin; \
@@ -158,20 +166,28 @@ demo: tools build
 
 ## bench: the wrapper vs. plain rclone on a local S3 server (release build) -> BENCHMARKS.md.
 ## Section 6 compares with the release built from BENCH_BASELINE_REV (the last commit before the
-## metadata manifest; git archive into target/bench-baseline).
+## metadata manifest; git archive into target/bench-baseline). Section 8 runs through a user-space
+## delay proxy (real-bucket latency), with a PNG plot made with matplotlib (PyPI, into $(VENV)).
+## Not part of `make test`; never fails on a missed target.
+## Sizes: see scripts/bench.sh (BENCH_QUICK=1, BENCH_SECTIONS=8) and scripts/bench_latency.py.
 BENCH_BASELINE_REV ?= 336333e
 BENCH_BASELINE_DIR := target/bench-baseline
-## Not part of `make test`; never fails on a missed target. Sizes: see scripts/bench.sh.
+MATPLOTLIB_VERSION := 3.11.2
+BENCH_PYTHON ?= $(VENV)/bin/python
 bench: tools
 	@command -v hyperfine >/dev/null || { echo "installing hyperfine (Debian) for make bench" >&2; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends hyperfine >/dev/null; }
+	@$(BENCH_PYTHON) -c 'import matplotlib' 2>/dev/null || { \
+	  echo "installing matplotlib $(MATPLOTLIB_VERSION) (PyPI) into $(VENV) for the plot of make bench" >&2; \
+	  [ -x $(VENV)/bin/python ] || python3 -m venv $(VENV); \
+	  $(VENV)/bin/python -m pip install --quiet matplotlib==$(MATPLOTLIB_VERSION); }
 	$(CARGO) build --release
 	rm -rf $(BENCH_BASELINE_DIR)/src
 	mkdir -p $(BENCH_BASELINE_DIR)/src
 	git archive $(BENCH_BASELINE_REV) | tar -x -C $(BENCH_BASELINE_DIR)/src
 	cd $(BENCH_BASELINE_DIR)/src && CARGO_TARGET_DIR=$(CURDIR)/$(BENCH_BASELINE_DIR)/target $(CARGO) build --release --locked
-	BENCH_BASELINE_BINARY=$(BENCH_BASELINE_DIR)/target/release/volume-syncing-operator scripts/bench.sh
+	BENCH_PYTHON=$(BENCH_PYTHON) BENCH_BASELINE_BINARY=$(BENCH_BASELINE_DIR)/target/release/volume-syncing-operator scripts/bench.sh
 
 ## soak: a scheduled sidecar, a writer, the S3 server killed and restarted every few minutes,
 ## rclone killed now and then; checks no loss, final equality, flat RSS (see RELIABILITY.md).

@@ -12,7 +12,11 @@
 #   6. restore fidelity, before vs. after (when BENCH_BASELINE_BINARY names the binary from
 #      before the metadata manifest; `make bench` builds it): the no-change sync of the tree of
 #      section 1, and the restore of a remote of BENCH_RESTORE_FILES objects into a fresh directory
-#   6. the lease: rclone calls of a one-shot upload, and the time taking and releasing it costs
+#   7. the lease: rclone calls of a one-shot upload, and the time taking and releasing it costs
+#   8. at a real bucket's latency (scripts/delay-proxy.py in front of the server): restore,
+#      upload and no-change upload of "many small", "few large" and a mixed tree; ours vs. plain
+#      rclone defaults vs. hand-tuned rclone vs. tar|rclone rcat; a PNG plot (scripts/bench_latency.py,
+#      which documents its own BENCH_LAT_* sizes)
 #
 # Sizes and repetitions (environment, defaults in brackets):
 #   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
@@ -25,6 +29,10 @@
 #   BENCH_STATIC_BINARY: the static binary, if `make build-static` puts it somewhere unusual
 #   BENCH_BASELINE_BINARY: the "before" binary of section 6 (unset: section 6 is skipped)
 #   BENCH_RESTORE_FILES [20000] objects restored in section 6   BENCH_RESTORE_RUNS [5] runs each
+#   BENCH_SECTIONS [all]: `8` runs section 8 alone and replaces it in BENCH_OUT (the others
+#     need one another's data: all or nothing)
+#   BENCH_PYTHON [tools/venv/bin/python]: a Python with matplotlib, for section 8's plot
+#   BENCH_QUICK=1: small sizes everywhere, a few runs (checks the harness; not a result)
 # Needs hyperfine, python3, setpriv (util-linux) when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,13 +46,25 @@ rss_runs=${BENCH_RSS_RUNS:-5}
 watch_files=${BENCH_WATCH_FILES:-20000}
 watch_runs=${BENCH_WATCH_RUNS:-10}
 out=${BENCH_OUT:-BENCHMARKS.md}
+sections=${BENCH_SECTIONS:-all}
+plot_python=${BENCH_PYTHON:-tools/venv/bin/python}
+if [ "${BENCH_QUICK:-}" = 1 ]; then
+  files=200 big=2000 runs=3 warmup=1 rss_runs=2 watch_files=500 watch_runs=3
+  export BENCH_LAT_COUNTS=${BENCH_LAT_COUNTS:-100 400} BENCH_LAT_LARGE=${BENCH_LAT_LARGE:-2x8}
+  export BENCH_LAT_MIXED=${BENCH_LAT_MIXED:-200} BENCH_LAT_RUNS=${BENCH_LAT_RUNS:-2}
+fi
 
 die() { echo "bench: $*" >&2; exit 1; }
 step() { printf '\n\033[1m== bench: %s\033[0m\n' "$*" >&2; }
 
-for tool in hyperfine python3; do
+case $sections in all | 8) ;; *) echo "bench: BENCH_SECTIONS is all or 8, not $sections" >&2; exit 2 ;; esac
+tools=(python3 tar)
+[ "$sections" = 8 ] || tools+=(hyperfine) # section 8 times its commands itself
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is needed (make bench installs hyperfine with apt-get)"
 done
+"$plot_python" -c 'import matplotlib' 2>/dev/null ||
+  die "$plot_python has no matplotlib (make bench installs it into tools/venv; or set BENCH_PYTHON)"
 bin=${VSO_BINARY:-target/release/volume-syncing-operator}
 [ -x "$bin" ] || die "$bin not found: run cargo build --release (make bench does)"
 bin=$(realpath "$bin")
@@ -94,6 +114,20 @@ compare() { # compare PREFIX "HYPERFINE OPTIONS" NAME1 CMD1 NAME2 CMD2
     w=0
   done
 }
+
+# --- 8. latency (defined here, run last, or alone with BENCH_SECTIONS=8) ----------------------------
+latency() {
+  step "8. at a real bucket's latency: ${BENCH_LAT_DELAYS:-10 50} ms one way"
+  python3 scripts/bench_latency.py run "$work" "$results" "$bin" "$rclone"
+}
+if [ "$sections" = 8 ]; then
+  scripts/s3-server.sh start "$work"
+  eval "$(scripts/s3-server.sh env "$work")"
+  latency
+  python3 scripts/bench_latency.py report "$results" "$out" "$plot_python"
+  step "wrote section 8 into $out"
+  exit 0
+fi
 
 # --- the machine ------------------------------------------------------------------------------
 step "machine"
@@ -355,8 +389,8 @@ if [ -n "${BENCH_BASELINE_BINARY:-}" ]; then
     fact fidelity_restore_check "the last restore by the new binary equals the tree"
   fi
 fi
-# --- 6. the lease ------------------------------------------------------------------------------------
-step "6. the lease: rclone calls and time of a one-shot upload, nothing changed"
+# --- 7. the lease ------------------------------------------------------------------------------------
+step "7. the lease: rclone calls and time of a one-shot upload, nothing changed"
 lease_cmd=("$bin" --log-format json -v sync-to-remote -s "$tree" -d demo/tree)
 fact lease_cmd "$(show "${lease_cmd[*]}")"
 for _ in $(seq 1 "$runs"); do
@@ -365,7 +399,11 @@ for _ in $(seq 1 "$runs"); do
 done
 tail -1 "$results/lease.jsonl" >&2
 
+# --- 8. latency, last: it is the longest --------------------------------------------------------------
+latency
+
 # --- the report -------------------------------------------------------------------------------------
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 scripts/bench.py report "$results" "$out"
+python3 scripts/bench_latency.py report "$results" "$out" "$plot_python"
 step "wrote $out"

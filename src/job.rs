@@ -14,7 +14,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,17 @@ use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision
 use crate::schedule::format_duration;
 use crate::volume_meta;
 pub use crate::watch::SyncPlan;
+
+/// rclone's concurrency for our transfers, chosen by measurement (issue 18, BENCHMARKS.md
+/// section 6): at a real bucket's 10-50 ms per request, a volume of small files is bound by
+/// round trips, and rclone's defaults (4 transfers, 8 checkers) leave most of that time idle.
+/// 16 transfers saturate what we measured (32 and 64 were no faster) while bounding the memory
+/// of large files (rclone buffers up to `--buffer-size` per transfer, and S3 multipart uploads
+/// `--s3-upload-concurrency` chunks per transfer); checkers only list and compare, so they get
+/// more. No `--fast-list`: it holds the whole remote listing in memory, which grows with the
+/// file count, and the checkers already list directories in parallel. They come before the
+/// user's flags after `--`, which rclone lets win (the last value of a flag counts).
+pub const DEFAULT_TRANSFER_FLAGS: [&str; 4] = ["--transfers", "16", "--checkers", "32"];
 
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +334,7 @@ impl Job {
             "--exclude".into(),
             INTERNAL_FILES_FILTER.into(),
         ];
+        args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
         if self.dry_run {
             args.push("--dry-run".into());
         }
@@ -497,6 +509,7 @@ impl Job {
             args.push(rules_file.path().into());
             if operation == "copy" {
                 args.push("--no-traverse".into());
+                args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
             }
             if self.dry_run {
                 args.push("--dry-run".into());
@@ -549,35 +562,12 @@ impl Job {
                 safety::check_remote_not_empty(&self.rclone, &self.remote),
             )
             .await?;
-        } else if !local.has_data
-            && !unless_aborted(
-                abort,
-                safety::remote_has_entries(&self.rclone, &self.remote),
-            )
-            .await
-            .or_else(|e| match e {
-                Error::Interrupted(_) => Err(e),
-                _ => Ok(true),
-            })?
-        {
-            // Both ends empty: nothing to restore and nothing to lose. rclone would fail on a
-            // missing remote directory, which is the normal state before the first upload;
-            // a missing bucket is not, it is a wrong remote path.
-            unless_aborted(
-                abort,
-                safety::check_remote_root_exists(&self.rclone, &self.remote_display),
-            )
-            .await?;
-            if !self.dry_run {
-                std::fs::create_dir_all(&self.local)
-                    .with_context(|| format!("cannot create {}", self.local.display()))?;
-            }
-            return Ok(Outcome::Skipped(format!(
-                "{} is empty; nothing to restore",
-                self.remote_display
-            )));
         }
         let marker = self.local.join(RESTORE_MARKER);
+        let written = MarkerWritten {
+            had_marker: local.has_marker,
+            created_dir: !self.local.exists(),
+        };
         if !self.dry_run {
             std::fs::create_dir_all(&self.local)
                 .with_context(|| format!("cannot create {}", self.local.display()))?;
@@ -587,13 +577,26 @@ impl Job {
             )
             .with_context(|| format!("cannot write the restore marker {}", marker.display()))?;
         }
-        let stats = self
+        let stats = match self
             .transfer(self.remote.clone().into(), self.local.clone().into(), abort)
-            .await?;
+            .await
+        {
+            Err(e @ Error::Rclone { code: 3, .. }) if !local.has_data => {
+                return self.restore_not_found(e, &marker, written, abort).await;
+            }
+            other => other?,
+        };
         if self.dry_run {
             return Ok(Outcome::Synced(stats));
         }
-        let manifest = self.apply_manifest(abort, volume).await?;
+        let manifest = match self.fetch_manifest(abort).await? {
+            None if !local.has_data && stats.transfers == 0 => {
+                // Nothing came and no manifest: an empty remote path (on S3 an absent prefix
+                // lists as empty, so the sync succeeded with nothing to do).
+                return self.restore_found_empty(&marker, written, abort).await;
+            }
+            fetched => self.apply_manifest(fetched, volume).await?,
+        };
         std::fs::remove_file(&marker)
             .with_context(|| format!("cannot remove the restore marker {}", marker.display()))?;
         if let Some(manifest) = manifest
@@ -603,6 +606,92 @@ impl Job {
         }
         Ok(Outcome::Synced(stats))
     }
+
+    /// A restore into an empty directory whose rclone failed with "directory not found"
+    /// (exit code 3): the remote path does not exist, the normal state before the first upload
+    /// on remotes with directories (on S3 an absent prefix is merely empty, and the sync
+    /// succeeds with nothing to do). Both ends empty is nothing to lose, so a success, once a
+    /// listing confirms that the remote path holds no file: exit code 3 can also mean that a
+    /// directory vanished during the sync, which stays a failure.
+    ///
+    /// This replaces a listing before every such restore (issue 18: each rclone call is at
+    /// least one round trip to the bucket; an init container's restore into an empty volume is
+    /// the common case, and an absent remote path the rare one).
+    async fn restore_not_found(
+        &self,
+        failure: Error,
+        marker: &Path,
+        written: MarkerWritten,
+        abort: &mut Abort,
+    ) -> Result<Outcome> {
+        let has_entries = unless_aborted(
+            abort,
+            safety::remote_has_entries(&self.rclone, &self.remote),
+        )
+        .await;
+        match has_entries {
+            Err(e @ Error::Interrupted(_)) => Err(e),
+            Ok(false) => self.restore_found_empty(marker, written, abort).await,
+            Ok(true) => Err(failure),
+            // A listing that fails too: a missing bucket says so in its own words.
+            Err(_) => {
+                self.check_bucket(marker, written, abort).await?;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Both ends empty: nothing to restore and nothing to lose, the normal state before the
+    /// first upload (the directory stays, ready for the app); but a missing bucket is not, it
+    /// is a wrong remote path (exit 2).
+    async fn restore_found_empty(
+        &self,
+        marker: &Path,
+        written: MarkerWritten,
+        abort: &mut Abort,
+    ) -> Result<Outcome> {
+        self.check_bucket(marker, written, abort).await?;
+        if !self.dry_run && !written.had_marker {
+            std::fs::remove_file(marker).with_context(|| {
+                format!("cannot remove the restore marker {}", marker.display())
+            })?;
+        }
+        Ok(Outcome::Skipped(format!(
+            "{} is empty; nothing to restore",
+            self.remote_display
+        )))
+    }
+
+    /// Refuses (exit 2) a restore whose bucket does not exist, leaving the local side as it
+    /// was: our marker removed, and the directory too if this restore created it.
+    async fn check_bucket(
+        &self,
+        marker: &Path,
+        written: MarkerWritten,
+        abort: &mut Abort,
+    ) -> Result<()> {
+        let checked = unless_aborted(
+            abort,
+            safety::check_remote_root_exists(&self.rclone, &self.remote_display),
+        )
+        .await;
+        if matches!(checked, Err(Error::Config(_))) && !self.dry_run {
+            if !written.had_marker {
+                let _ = std::fs::remove_file(marker);
+            }
+            if written.created_dir {
+                let _ = std::fs::remove_dir(&self.local);
+            }
+        }
+        checked
+    }
+}
+
+/// What a restore found before it wrote its marker, to undo exactly that.
+#[derive(Clone, Copy)]
+struct MarkerWritten {
+    had_marker: bool,
+    created_dir: bool,
 }
 
 impl Job {
@@ -610,14 +699,18 @@ impl Job {
         nix::unistd::geteuid().is_root()
     }
 
-    /// After the data sync of a restore: fetches the manifest and applies it (all but the
-    /// restore root's own attributes, returned manifest in hand for after the marker is gone).
+    /// After the data sync of a restore: the manifest's bytes, if the remote path holds one.
+    async fn fetch_manifest(&self, abort: &mut Abort) -> Result<Option<Vec<u8>>> {
+        unless_aborted(abort, volume_meta::fetch(&self.rclone, &self.remote)).await
+    }
+
+    /// Applies a fetched manifest (all but the restore root's own attributes, returned manifest
+    /// in hand for after the marker is gone).
     async fn apply_manifest(
         &self,
-        abort: &mut Abort,
+        fetched: Option<Vec<u8>>,
         volume: &mut VolumeSummary,
     ) -> Result<Option<volume_meta::Manifest>> {
-        let fetched = unless_aborted(abort, volume_meta::fetch(&self.rclone, &self.remote)).await?;
         let Some(bytes) = fetched else {
             tracing::warn!(
                 "{} holds no metadata manifest (written by an older release, or never uploaded \

@@ -1106,6 +1106,68 @@ fn flags_after_double_dash_reach_rclone() {
         .assert_contains("exit code 2");
 }
 
+/// Our concurrency defaults (issue 18) reach rclone on the sync's command line, before the
+/// user's flags after `--`, which therefore win: rclone takes the last value of a flag. rclone
+/// itself reports what it was started with (its debug line `starting with parameters`, shown at
+/// -vv), for the upload and the restore.
+#[test]
+fn default_transfer_flags_reach_rclone_and_user_flags_win() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = sandbox.tree("src", &[("a.txt", b"a\n"), ("sub/b.txt", b"b\n")]);
+    let parameters = |out: &Output, operation: &str| -> String {
+        out.all()
+            .lines()
+            .find(|l| l.contains("starting with parameters") && l.contains(operation))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `starting with parameters` line for {operation}:\n{}",
+                    out.all()
+                )
+            })
+            .replace("\\\"", "\"")
+    };
+    let ours = "\"--transfers\" \"16\" \"--checkers\" \"32\"";
+
+    let upload = Vso::s3(&sandbox, &server)
+        .args(["-vv", "sync-to-remote", "-s"])
+        .arg(&src)
+        .args(["-d", "bucket/app"])
+        .run();
+    upload.assert_code(0);
+    let line = parameters(&upload, "\"sync\"");
+    assert!(line.contains(ours), "our defaults reach rclone: {line}");
+
+    let user = Vso::s3(&sandbox, &server)
+        .args(["-vv", "sync-to-remote", "-s"])
+        .arg(&src)
+        .args(["-d", "bucket/app", "--", "--transfers", "2"])
+        .run();
+    user.assert_code(0);
+    let line = parameters(&user, "\"sync\"");
+    let (defaults, users) = (line.find(ours), line.find("\"--transfers\" \"2\""));
+    assert!(
+        defaults.is_some() && users.is_some() && defaults < users,
+        "the user's --transfers 2 comes after ours, so it wins: {line}"
+    );
+
+    let target = sandbox.path("restored");
+    let restore = Vso::s3(&sandbox, &server)
+        .args(["-vv", "remote-to-local-sync", "-s", "bucket/app", "-d"])
+        .arg(&target)
+        .run();
+    restore.assert_code(0);
+    assert!(
+        parameters(&restore, "\"sync\"").contains(ours),
+        "{}",
+        restore.all()
+    );
+    assert_eq!(
+        names(&files_only(&snapshot(&target))),
+        ["a.txt", "sub/b.txt"]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 11. Empty directories survive a round trip through the local backend.
 // ---------------------------------------------------------------------------------------------

@@ -734,6 +734,30 @@ fn restore_with_both_ends_empty_succeeds_and_creates_the_directory() {
     assert_eq!(snapshot(&target), Snapshot::new());
 }
 
+/// Without the listing before the restore (issue 18), a remote path that does not exist at all
+/// (here a bucket: rclone says "directory not found", exit code 3) into an empty directory is
+/// still both ends empty: a success that says so, the directory created, no marker left.
+#[test]
+fn restore_from_a_missing_bucket_into_an_empty_directory_succeeds() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let target = sandbox.path("new/volume");
+    sandbox.dir("new");
+
+    let out = restore(&sandbox, &server, "no-such-bucket/app", &target, &[]);
+    assert_ok(&out);
+    out.assert_contains("nothing to restore");
+    assert!(target.is_dir(), "the directory was created");
+    assert_eq!(snapshot_all(&target), Snapshot::new(), "no marker is left");
+
+    // Into a directory with data, the missing bucket stays a refusal.
+    let data = sandbox.tree("data", &as_refs(&local_files()));
+    let ends = Ends::capture(&data, &server.path(BUCKET));
+    let out = restore(&sandbox, &server, "no-such-bucket/app", &data, &[]);
+    out.assert_code(3);
+    ends.assert_unchanged();
+}
+
 #[test]
 fn if_local_empty_local_empty_remote_empty_succeeds() {
     let server = S3Server::start();
