@@ -831,7 +831,7 @@ def report(results, out):
     watch_section(results, F, w)
     # 6. the lease
     lease_cost = lease_section(results, F, w)
-    S.append("| 6. lease, added to a one-shot upload (start-up included) | "
+    S.append("| 7. lease, added to a one-shot upload (start-up included) | "
              + (seconds(lease_cost) if lease_cost is not None else "—") + " | — |")
     S.append("")
     L[summary_at:summary_at] = S
@@ -893,7 +893,7 @@ def lease(out_path, argv_dir, cmd):
 def lease_section(results, F, w):
     rows = [r for r in load_lines(os.path.join(results, "lease.jsonl"))
             if r.get("exit_code") == 0 and "acquire" in r]
-    w("## 6. The lease (one writer per remote path)")
+    w("## 7. The lease (one writer per remote path)")
     w("")
     w("```")
     w(F("lease_cmd", ""))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Section 6 of `make bench` (issue 18): speed at a real bucket's latency, side by side.
+"""Section 8 of `make bench` (issue 18): speed at a real bucket's latency, side by side.
 
 Why a section of its own: on loopback a request costs microseconds, so sections 1-5 cannot show
 what a user feels, which is request latency (10-50 ms per request at a real bucket). Here the
@@ -28,6 +28,9 @@ Environment (defaults in brackets):
   BENCH_LAT_LARGE ["8x64"] COUNTxMiB of the "few large" workload ("" to skip)
   BENCH_LAT_MIXED [2000] files of the mixed app-like tree (0 to skip)
   BENCH_LAT_RUNS [3] repetitions   BENCH_LAT_TUNED ["--transfers 64 --checkers 64 --fast-list"]
+  BENCH_LAT_MEMORY [100000] a "many small" tree of this many files, restored once by ours and
+                   by tuned rclone at the first delay only (plain defaults would take about ten
+                   minutes a run): how time and peak memory grow with the file count (0 to skip)
 """
 import json
 import os
@@ -41,8 +44,8 @@ import tarfile
 import threading
 import time
 
-MARK_BEGIN = "<!-- bench section 6 (latency): begin -->"
-MARK_END = "<!-- bench section 6 (latency): end -->"
+MARK_BEGIN = "<!-- bench section 8 (latency): begin -->"
+MARK_END = "<!-- bench section 8 (latency): end -->"
 VARIANTS = ["ours", "plain", "tuned", "archive"]
 OPS = ["restore", "upload", "nochange"]
 
@@ -162,8 +165,10 @@ def run(work, results, binary, rclone):
     runs = int(env("BENCH_LAT_RUNS", "3"))
     tuned = env("BENCH_LAT_TUNED", "--transfers 64 --checkers 64 --fast-list")
     far = int(env("BENCH_LAT_FAR_COUNT", str(counts[-1])))
+    memory = int(env("BENCH_LAT_MEMORY", "100000") or 0)
     out_path = os.path.join(results, "latency.jsonl")
     facts = {"delays_ms": delays, "counts": counts, "large": large, "mixed": mixed,
+             "memory": memory,
              "runs": runs, "tuned": tuned, "workloads": {}, "commands": {},
              "load_start": open("/proc/loadavg").read().split()[:3]}
 
@@ -177,13 +182,16 @@ def run(work, results, binary, rclone):
         workloads.append((f"large-{c}x{m}MiB", lambda r: make_large(r, c, m)))
     if mixed:
         workloads.append((f"mixed-{mixed}", lambda r: make_mixed(r, mixed)))
+    if memory:
+        workloads.append((f"small-{memory}", lambda r: make_small(r, memory)))
     for name, make in workloads:
         src = os.path.join(trees, name)
         make(src)
         facts["workloads"][name] = tree_facts(src)
         shutil.copytree(src, os.path.join(data, f"seed-{name}"))
-        with tarfile.open(os.path.join(data, f"seed-{name}.tar"), "w") as t:
-            t.add(src, arcname=".")
+        if name != f"small-{memory}":  # the memory run restores with ours and tuned only
+            with tarfile.open(os.path.join(data, f"seed-{name}.tar"), "w") as t:
+                t.add(src, arcname=".")
         print(f"bench: workload {name}: {facts['workloads'][name]}", file=sys.stderr)
 
     def save_facts():
@@ -248,44 +256,48 @@ def run(work, results, binary, rclone):
             env_vars = dict(base_env, REMOTE_ENDPOINT=endpoint)
             # The biggest "many small" tree, "few large" and mixed get every operation; the
             # smaller "many small" trees only the restore (the plot's points).
+            memory_name = f"small-{memory}" if memory else None
             plan = [(w, op) for w, _ in workloads for op in ("restore", "upload")
-                    if op == "restore" or not w.startswith("small-") or w == f"small-{counts[-1]}"]
+                    if w != memory_name and (op == "restore" or not w.startswith("small-")
+                                             or w == f"small-{counts[-1]}")]
             if di > 0:  # the further delays: one restore of "many small" only
                 plan = [(f"small-{far}", "restore")]
-            for rep in range(runs):
-                order = VARIANTS[rep % 4:] + VARIANTS[:rep % 4]
-                for name, op in plan:
-                    for variant in order:
-                        path = f"up-{variant}-{name}-{delay}-{rep}"
-                        dst = os.path.join(scratch, f"{variant}-{rep}")
-                        os.makedirs(scratch, mode=0o777, exist_ok=True)
-                        os.chmod(scratch, 0o777)
-                        # An upload into an empty path is followed at once by the same upload
-                        # again, which finds nothing to do: the no-change sync.
-                        for timed_op in [op] if op == "restore" else ["upload", "nochange"]:
-                            cmd = commands(variant, timed_op, name, path, dst)
-                            facts["commands"][f"{variant} {timed_op}"] = cmd
-                            secs, peak, code = timed(cmd, env_vars, log)
-                            row = {"delay": delay, "workload": name, "op": timed_op,
-                                   "variant": variant, "rep": rep, "seconds": secs,
-                                   "peak_kib": peak, "code": code}
-                            if op == "restore" and code == 0:
-                                row["restored"] = tree_facts(dst)[0]
-                            with open(out_path, "a") as f:
-                                f.write(json.dumps(row) + "\n")
-                            print(f"bench: {delay} ms {name} {timed_op} {variant} run {rep + 1}/"
-                                  f"{runs}: {secs:.2f} s, peak {peak / 1024:.0f} MiB, exit {code}",
-                                  file=sys.stderr)
-                        shutil.rmtree(dst, ignore_errors=True)
-                        facts["load_end"] = open("/proc/loadavg").read().split()[:3]
-                        save_facts()
-                        # Removed through the server, not behind its back: `rclone serve s3`
-                        # caches directory listings.
-                        if op != "restore":
-                            gone = (["deletefile", f"remote:demo/{path}.tar"]
-                                    if variant == "archive" else ["purge", f"remote:demo/{path}"])
-                            subprocess.run([rclone, "--config", direct] + gone, check=True,
-                                           stdout=subprocess.DEVNULL)
+            cells = [(rep, name, op, VARIANTS[rep % 4:] + VARIANTS[:rep % 4])
+                     for rep in range(runs) for name, op in plan]
+            if memory_name and di == 0:
+                cells.append((0, memory_name, "restore", ["ours", "tuned"]))
+            for rep, name, op, order in cells:
+                for variant in order:
+                    path = f"up-{variant}-{name}-{delay}-{rep}"
+                    dst = os.path.join(scratch, f"{variant}-{rep}")
+                    os.makedirs(scratch, mode=0o777, exist_ok=True)
+                    os.chmod(scratch, 0o777)
+                    # An upload into an empty path is followed at once by the same upload
+                    # again, which finds nothing to do: the no-change sync.
+                    for timed_op in [op] if op == "restore" else ["upload", "nochange"]:
+                        cmd = commands(variant, timed_op, name, path, dst)
+                        facts["commands"][f"{variant} {timed_op}"] = cmd
+                        secs, peak, code = timed(cmd, env_vars, log)
+                        row = {"delay": delay, "workload": name, "op": timed_op,
+                               "variant": variant, "rep": rep, "seconds": secs,
+                               "peak_kib": peak, "code": code}
+                        if op == "restore" and code == 0:
+                            row["restored"] = tree_facts(dst)[0]
+                        with open(out_path, "a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        print(f"bench: {delay} ms {name} {timed_op} {variant} run {rep + 1}/"
+                              f"{runs}: {secs:.2f} s, peak {peak / 1024:.0f} MiB, exit {code}",
+                              file=sys.stderr)
+                    shutil.rmtree(dst, ignore_errors=True)
+                    facts["load_end"] = open("/proc/loadavg").read().split()[:3]
+                    save_facts()
+                    # Removed through the server, not behind its back: `rclone serve s3`
+                    # caches directory listings.
+                    if op != "restore":
+                        gone = (["deletefile", f"remote:demo/{path}.tar"]
+                                if variant == "archive" else ["purge", f"remote:demo/{path}"])
+                        subprocess.run([rclone, "--config", direct] + gone, check=True,
+                                       stdout=subprocess.DEVNULL)
     finally:
         proxy.terminate()
         proxy.wait()
@@ -305,7 +317,7 @@ def report(results, out, python):
     for r in rows:
         groups.setdefault((r["delay"], r["workload"], r["op"], r["variant"]), []).append(r)
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in groups.items()}
-    L = [MARK_BEGIN, "", "## 6. Speed at a real bucket's latency (issue 18)", ""]
+    L = [MARK_BEGIN, "", "## 8. Speed at a real bucket's latency (issue 18)", ""]
     L += [
         "The S3 server (`rclone serve s3`) sits behind `scripts/delay-proxy.py`, a TCP proxy of "
         "ours that forwards every chunk after a fixed one-way delay, in order, without waiting "
@@ -391,20 +403,27 @@ def report(results, out, python):
     L += ["### Against the goals of issue 18", ""] + goal + [""]
     L += ["### rclone calls per sync (each one is a process start and at least one round trip)",
           "",
-          "- restore (`remote-to-local-sync`) into an empty directory: **1** (`sync`). The "
-          "emptiness listing that used to precede it is gone (issue 18); it runs only when rclone "
-          "says \"directory not found\", to tell an absent remote path (success, nothing to "
-          "restore) from one that vanished mid-run (failure).",
-          "- restore into a directory that holds data: **2** (`lsf` of at most one entry for the "
-          "`empty-remote` valve, then `sync`); the valve is what makes the restore safe.",
-          "- one-shot upload (`sync-to-remote`): **2–3**: `cat` of the `mass-delete` record "
-          "(the valve compares with the last upload's count), `sync`, and `rcat` of the new "
-          "count only when it changed. A scheduled or `--watch` process remembers the count it "
-          "wrote: **1** (`sync`) per run after its first, +1 `rcat` when the count changed. "
-          "+1 `lsf` only when the source holds no file (`empty-source`), +1 with encryption "
-          "(the key check). With `-x`/`--no-delete`: 1 (`copy`), no record.",
-          "- `--watch` incremental upload: `copy` of the changed paths and/or `delete` of the "
-          "removed ones, and `rcat` of the count only after deletions.",
+          "- restore (`remote-to-local-sync`) into an empty directory: **3**: `cat` of the "
+          "lease (it waits while a writer holds it), `sync`, `cat` of the metadata manifest. "
+          "The emptiness listing that used to precede the sync is gone (issue 18): only when "
+          "nothing came (an absent or empty remote path, the first run) does one `lsjson` of the "
+          "bucket follow, to tell a missing bucket (exit 2) from the first run; and one `lsf` "
+          "when rclone says \"directory not found\", to tell an absent path from one that "
+          "vanished mid-run. +1 with encryption (the key check).",
+          "- restore into a directory that holds data: +1 (`lsf` of at most one entry for the "
+          "`empty-remote` valve); the valve is what makes that restore safe.",
+          "- one-shot upload (`sync-to-remote`): **8–9**: the lease (`cat`, `rcat`, the 5 s "
+          "settle delay of its protocol, `cat` to read it back); `cat` of the `mass-delete` "
+          "record; `sync`, with the manifest's `rcat` started beside it; `rcat` of the record "
+          "only when the file count changed; releasing the lease (`cat`, `deletefile`). The "
+          "settle delay is what makes two racing writers unable to both proceed; it is paid "
+          "once per process, so by one-shot uploads only. +1 `lsf` only when the source holds "
+          "no file (`empty-source`), +1 with encryption (the key check).",
+          "- a scheduled or `--watch` uploader, every run after its first: `sync` (`--watch`: "
+          "`copy`/`delete` of the changed paths), the manifest's `rcat` started beside it (fed "
+          "and completed only when the volume's metadata changed), + the record's `rcat` when "
+          "the count changed; the lease is renewed on its own timer (`cat` + `rcat` every third "
+          "of `--lease-ttl`), not per run.",
           ""]
     # Memory against the file count: ours, restore and upload.
     sm = sorted((int(w.split("-")[1]), w) for w in facts["workloads"] if w.startswith("small-"))
