@@ -734,21 +734,31 @@ fn restore_with_both_ends_empty_succeeds_and_creates_the_directory() {
     assert_eq!(snapshot(&target), Snapshot::new());
 }
 
-/// Without the listing before the restore (issue 18), a remote path that does not exist at all
-/// (here a bucket: rclone says "directory not found", exit code 3) into an empty directory is
-/// still both ends empty: a success that says so, the directory created, no marker left.
+/// Without the listing before the restore (issue 18), rclone meets a missing bucket first
+/// ("directory not found", exit code 3): a wrong remote path, not a first run. Exit 2 naming
+/// the bucket, and the local side as it was: the directory this restore created and its
+/// marker are gone again.
 #[test]
-fn restore_from_a_missing_bucket_into_an_empty_directory_succeeds() {
+fn restore_from_a_missing_bucket_exits_2_and_leaves_no_trace() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let target = sandbox.path("new/volume");
     sandbox.dir("new");
 
     let out = restore(&sandbox, &server, "no-such-bucket/app", &target, &[]);
-    assert_ok(&out);
-    out.assert_contains("nothing to restore");
-    assert!(target.is_dir(), "the directory was created");
-    assert_eq!(snapshot_all(&target), Snapshot::new(), "no marker is left");
+    out.assert_code(2)
+        .assert_contains("remote:no-such-bucket does not exist");
+    assert!(!target.exists(), "the directory was not left behind");
+
+    // An existing empty directory stays, without a marker.
+    let existing = sandbox.dir("existing");
+    let out = restore(&sandbox, &server, "no-such-bucket/app", &existing, &[]);
+    out.assert_code(2);
+    assert_eq!(
+        snapshot_all(&existing),
+        Snapshot::new(),
+        "no marker is left"
+    );
 
     // Into a directory with data, the missing bucket stays a refusal.
     let data = sandbox.tree("data", &as_refs(&local_files()));
