@@ -370,12 +370,13 @@ pub struct ScheduleArgs {
     #[arg(long, value_name = "FILE", requires = "long_running")]
     pub pid_path: Option<PathBuf>,
 
-    /// Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 0.0.0.0:9090) while
+    /// Serve Prometheus /metrics, /healthz, /livez and /readyz on HOST:PORT (e.g. 0.0.0.0:9090) while
     /// running with --schedule or --watch. Off by default.
     #[arg(long, value_name = "HOST:PORT", requires = "long_running")]
     pub metrics_address: Option<String>,
 
-    /// /healthz answers 503 after this many consecutive failed syncs, 200 again after a success.
+    /// /healthz and /livez answer 503 after this many consecutive failed syncs, 200 again after
+    /// a success.
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_consecutive_failures: u32,
 

@@ -315,6 +315,22 @@ impl Metrics {
             .join("\n"))
     }
 
+    /// For a liveness probe (`/livez`): fails only for what a restart can cure, the
+    /// `consecutive-failures` rule (a new process re-reads its configuration and rotated
+    /// credentials, and starts a new rclone). The other reasons stay on `/healthz` only: a
+    /// restart would start a long first upload over (`sync-running-too-long`,
+    /// `no-recent-success`) and cannot free a lease another writer holds (`remote-in-use`).
+    pub fn liveness(&self) -> std::result::Result<(), String> {
+        match self
+            .failing()
+            .into_iter()
+            .find(|(reason, _)| *reason == "consecutive-failures")
+        {
+            None => Ok(()),
+            Some((reason, why)) => Err(format!("{reason}: {why}")),
+        }
+    }
+
     /// The health rules that fail now, by reason label; also updates the health gauges.
     fn failing(&self) -> Vec<(&'static str, String)> {
         let mut failing = Vec::new();
@@ -425,6 +441,7 @@ mod tests {
         assert!(m.health().is_ok());
         m.record(Direction::Upload, &fail, Duration::from_secs(1));
         assert!(m.health().unwrap_err().contains("2 consecutive"));
+        assert!(m.liveness().unwrap_err().contains("2 consecutive"));
         assert!(
             m.encode()
                 .contains("volume_syncing_operator_unhealthy{reason=\"consecutive-failures\"} 1")
@@ -481,6 +498,8 @@ mod tests {
         let why = m.health().unwrap_err();
         assert!(why.contains("no-recent-success"), "{why}");
         assert!(why.contains("sync-running-too-long"), "{why}");
+        // A restart would start the long sync over: the liveness probe does not fail for it.
+        assert_eq!(m.liveness(), Ok(()));
         let text = m.encode();
         assert!(
             text.contains("unhealthy{reason=\"sync-running-too-long\"} 1"),

@@ -438,6 +438,9 @@ fn a_sync_that_hangs_turns_healthz_503_by_max_sync_age() {
         health.body
     );
     assert!(health.body.contains("no-recent-success"), "{}", health.body);
+    // A restart would start the long sync over: the liveness probe stays 200.
+    let live = http_get(&address, "/livez").unwrap();
+    assert_eq!((live.status, live.body.as_str()), (200, "ok\n"));
     let metrics = http_get(&address, "/metrics").unwrap().body;
     for needle in [
         "volume_syncing_operator_unhealthy{reason=\"sync-running-too-long\"} 1",

@@ -848,7 +848,7 @@ fn manifests_are_consistent() {
             .liveness
             .as_ref()
             .unwrap_or_else(|| panic!("{rel}: the sidecar has no httpGet livenessProbe"));
-        assert_eq!(path, "/healthz", "{rel}");
+        assert_eq!(path, "/livez", "{rel}");
         assert!(
             probe_port.as_str() == Some("metrics") || probe_port.as_u64() == Some(port),
             "{rel}: the livenessProbe does not probe the metrics port: {probe_port:?}"

@@ -295,12 +295,13 @@ fn the_lease_never_shows_up_in_restores_valves_or_counts() {
         "{out}"
     );
 
-    // Restore into an empty directory: "nothing to restore", and no lease file locally.
+    // Restore into an empty directory: the empty volume (its manifest lists nothing) comes
+    // back empty, and no lease file locally.
     let dst = sandbox.path("restored");
     restore(&sandbox, &server, &dst, &["--wait-for-writer", "0"])
         .wait_output(LONG)
         .assert_code(0)
-        .assert_contains("is empty; nothing to restore");
+        .assert_contains("transferred_files=0");
     assert!(snapshot(&dst).is_empty(), "{:?}", snapshot(&dst).keys());
     // Restore into a directory with data: the remote counts as empty (valve 'empty-remote').
     let data = sandbox.tree("data", &[("keep.txt", b"keep")]);
@@ -432,6 +433,8 @@ fn a_long_running_uploader_without_the_lease_is_unhealthy_and_keeps_trying() {
     let health = http_get(&address, "/healthz").unwrap();
     assert_eq!(health.status, 503, "{health:?}");
     assert!(health.body.contains("lease"), "{health:?}");
+    // A restart cannot free another writer's lease: the liveness probe stays 200.
+    assert_eq!(http_get(&address, "/livez").unwrap().status, 200);
 
     interrupt(&sandbox, &pid_a).assert_code(0);
     holder.wait_output(LONG).assert_code(0);

@@ -16,6 +16,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -366,11 +367,11 @@ fn the_metrics_validator_rejects_broken_expositions() {
 /// The address the binary's HTTP server is bound to, read from its log line (text or JSON).
 #[track_caller]
 fn metrics_address(vso: &mut Running) -> String {
-    vso.wait_for_output("serving /metrics, /healthz and /readyz", 1, LONG);
+    vso.wait_for_output("serving /metrics, /healthz, /livez and /readyz", 1, LONG);
     let out = vso.output_so_far();
     let line = out
         .lines()
-        .find(|l| l.contains("serving /metrics, /healthz and /readyz"))
+        .find(|l| l.contains("serving /metrics, /healthz, /livez and /readyz"))
         .unwrap();
     if let Ok(json) = serde_json::from_str::<Json>(line) {
         return json["address"]
@@ -491,6 +492,20 @@ fn field_sum(summaries: &[BTreeMap<String, String>], field: &str) -> f64 {
                 .unwrap()
         })
         .sum()
+}
+
+/// The status code of the answer to a raw request.
+fn raw_status(address: &str, request: &str) -> u16 {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
 }
 
 #[track_caller]
@@ -641,6 +656,22 @@ fn metrics_count_what_the_syncs_did() {
 
     // Unknown paths and other methods are answered, not hung.
     assert_eq!(get(&address, "/nope").status, 404);
+    assert_eq!(
+        raw_status(&address, "DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        405
+    );
+    // A client that connects and says nothing is cut off after the 5s head timeout.
+    let idle = std::net::TcpStream::connect(&address).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = (&idle).read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "an idle connection was held for {:?}",
+        started.elapsed()
+    );
     stop_cleanly(vso);
 }
 
@@ -673,6 +704,7 @@ fn healthz_follows_consecutive_failures_and_recovers() {
     });
     let ok = assert_health(&address, 200);
     assert_eq!(ok.body, "ok\n");
+    assert_eq!(get(&address, "/livez").status, 200);
 
     server.stop();
     let stopped = unix_now();
@@ -730,6 +762,14 @@ fn healthz_follows_consecutive_failures_and_recovers() {
         unhealthy.body
     );
     assert!(!unhealthy.body.contains(SECRET_KEY));
+    // Consecutive failures are the one rule a restart may cure: the liveness probe fails too.
+    let live = get(&address, "/livez");
+    assert_eq!(live.status, 503, "{live:?}");
+    assert!(
+        live.body.starts_with("consecutive-failures: "),
+        "{:?}",
+        live.body
+    );
     let ready = get(&address, "/readyz");
     assert_eq!(ready.status, 200, "readiness does not follow health");
 
@@ -755,6 +795,7 @@ fn healthz_follows_consecutive_failures_and_recovers() {
     support::wait_until("/healthz is 200 again", LONG, || {
         get(&address, "/healthz").status == 200
     });
+    assert_eq!(get(&address, "/livez").status, 200);
     let m = scrape(&address);
     assert_eq!(m.value("consecutive_failures", &[]), 0.0, "{}", m.text);
     assert!(m.value("last_success_timestamp_seconds", &[]) > stopped);
@@ -842,6 +883,7 @@ fn refusals_are_counted_by_rule_and_make_the_process_unhealthy() {
     support::wait_until("/healthz is 200 again", LONG, || {
         get(&address, "/healthz").status == 200
     });
+    assert_eq!(get(&address, "/livez").status, 200);
     let (m, out) = settled(&mut vso, &address);
     let refused_now = text_summaries(&out, "sync failed").len() as f64;
     assert_eq!(
@@ -1151,7 +1193,7 @@ fn json_log_of_a_scheduled_run_from_the_environment() {
 
     let serving = lines
         .iter()
-        .find(|l| message(l) == "serving /metrics, /healthz and /readyz")
+        .find(|l| message(l) == "serving /metrics, /healthz, /livez and /readyz")
         .unwrap();
     assert_eq!(serving["address"], address.as_str());
     let summaries = json_summaries(&lines, "sync finished");

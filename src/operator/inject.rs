@@ -767,12 +767,14 @@ fn inject_one(
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]);
-            // Liveness only: /healthz fails after several failed syncs in a row (a restart
-            // re-reads rotated credentials); no readiness probe, since a sidecar's readiness is
-            // part of the Pod's and a broken remote must not take the app out of its Services.
+            // Liveness on /livez, which fails only after several failed syncs in a row (a
+            // restart re-reads rotated credentials); not /healthz, whose age and lease rules
+            // would restart a long first upload from scratch, or a sidecar waiting for another
+            // writer's lease. No readiness probe, since a sidecar's readiness is part of the
+            // Pod's and a broken remote must not take the app out of its Services.
             sidecar.liveness_probe = Some(Probe {
                 http_get: Some(HTTPGetAction {
-                    path: Some("/healthz".into()),
+                    path: Some("/livez".into()),
                     port: IntOrString::String(port_name),
                     ..Default::default()
                 }),

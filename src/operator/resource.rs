@@ -63,7 +63,8 @@ pub struct PodFilesystemSyncSpec {
     /// terminationGracePeriodSeconds is raised to at least this plus one minute.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: String,
-    /// The sidecar serves /metrics, /healthz and /readyz on this port (0: off).
+    /// The sidecar serves /metrics, /healthz, /livez and /readyz on this port (0: off); its
+    /// liveness probe is /livez.
     #[serde(default = "default_metrics_port")]
     pub metrics_port: u16,
 }

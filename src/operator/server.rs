@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::tls::CertSlot;
+use crate::http::{metrics_text, text};
 
 /// Largest admission request read (a Pod with big annotations stays far below).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -34,12 +35,6 @@ pub trait Handler: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
-}
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r
 }
 
 async fn route<H: Handler>(h: Arc<H>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -64,16 +59,7 @@ async fn route<H: Handler>(h: Arc<H>, req: Request<Incoming>) -> Response<Full<B
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the PodFilesystemSync cache is not synced yet\n",
         ),
-        (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, h.metrics());
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            r
-        }
+        (&Method::GET, "/metrics") => metrics_text(h.metrics()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
