@@ -31,7 +31,7 @@ use crate::volume_meta;
 pub use crate::watch::SyncPlan;
 
 /// rclone's concurrency for our transfers, chosen by measurement (issue 18, BENCHMARKS.md
-/// section 6): at a real bucket's 10-50 ms per request, a volume of small files is bound by
+/// section 8): at a real bucket's 10-50 ms per request, a volume of small files is bound by
 /// round trips, and rclone's defaults (4 transfers, 8 checkers) leave most of that time idle.
 /// 16 transfers saturate what we measured (32 and 64 were no faster) while bounding the memory
 /// of large files (rclone buffers up to `--buffer-size` per transfer, and S3 multipart uploads
