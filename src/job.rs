@@ -33,13 +33,25 @@ pub use crate::watch::SyncPlan;
 /// rclone's concurrency for our transfers, chosen by measurement (issue 18, BENCHMARKS.md
 /// section 8): at a real bucket's 10-50 ms per request, a volume of small files is bound by
 /// round trips, and rclone's defaults (4 transfers, 8 checkers) leave most of that time idle.
-/// 16 transfers saturate what we measured (32 and 64 were no faster) while bounding the memory
-/// of large files (rclone buffers up to `--buffer-size` per transfer, and S3 multipart uploads
-/// `--s3-upload-concurrency` chunks per transfer); checkers only list and compare, so they get
-/// more. No `--fast-list`: it holds the whole remote listing in memory, which grows with the
-/// file count, and the checkers already list directories in parallel. They come before the
-/// user's flags after `--`, which rclone lets win (the last value of a flag counts).
-pub const DEFAULT_TRANSFER_FLAGS: [&str; 4] = ["--transfers", "16", "--checkers", "32"];
+/// On an idle machine, restoring 10,000 small files at 20 ms round trip took 18-20 s with 16
+/// transfers, 11-13 s with 32, 9-11 s with 64 (as fast as rclone tuned by hand to 64/64 with
+/// `--fast-list`), 11 s with 128. 64 transfers alone would multiply the memory of large files
+/// (rclone buffers up to `--buffer-size` per transfer, and S3 multipart uploads
+/// `--s3-upload-concurrency` chunks per transfer: 575 MiB peak uploading 32 files of 32 MiB),
+/// so `--max-buffer-memory` caps all of rclone's buffers together: 140 MiB peak at the same
+/// speed, as much as rclone's defaults (138 MiB), well inside the injected sidecar's 256 MiB
+/// limit; transfers wait for a buffer rather than allocating one. No `--fast-list`: it holds the whole
+/// remote listing in memory, which grows with the file count, and the checkers already list
+/// directories in parallel. They come before the user's flags after `--`, which rclone lets win
+/// (the last value of a flag counts; `-- --max-buffer-memory off` lifts the cap).
+pub const DEFAULT_TRANSFER_FLAGS: [&str; 6] = [
+    "--transfers",
+    "64",
+    "--checkers",
+    "64",
+    "--max-buffer-memory",
+    "64M",
+];
 
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1127,7 +1127,9 @@ fn default_transfer_flags_reach_rclone_and_user_flags_win() {
             })
             .replace("\\\"", "\"")
     };
-    let ours = "\"--transfers\" \"16\" \"--checkers\" \"32\"";
+    let ours = volume_syncing_operator::job::DEFAULT_TRANSFER_FLAGS
+        .map(|flag| format!("{flag:?}"))
+        .join(" ");
 
     let upload = Vso::s3(&sandbox, &server)
         .args(["-vv", "sync-to-remote", "-s"])
@@ -1136,7 +1138,7 @@ fn default_transfer_flags_reach_rclone_and_user_flags_win() {
         .run();
     upload.assert_code(0);
     let line = parameters(&upload, "\"sync\"");
-    assert!(line.contains(ours), "our defaults reach rclone: {line}");
+    assert!(line.contains(&ours), "our defaults reach rclone: {line}");
 
     let user = Vso::s3(&sandbox, &server)
         .args(["-vv", "sync-to-remote", "-s"])
@@ -1145,7 +1147,7 @@ fn default_transfer_flags_reach_rclone_and_user_flags_win() {
         .run();
     user.assert_code(0);
     let line = parameters(&user, "\"sync\"");
-    let (defaults, users) = (line.find(ours), line.find("\"--transfers\" \"2\""));
+    let (defaults, users) = (line.find(&ours), line.find("\"--transfers\" \"2\""));
     assert!(
         defaults.is_some() && users.is_some() && defaults < users,
         "the user's --transfers 2 comes after ours, so it wins: {line}"
@@ -1158,7 +1160,7 @@ fn default_transfer_flags_reach_rclone_and_user_flags_win() {
         .run();
     restore.assert_code(0);
     assert!(
-        parameters(&restore, "\"sync\"").contains(ours),
+        parameters(&restore, "\"sync\"").contains(&ours),
         "{}",
         restore.all()
     );
