@@ -337,9 +337,10 @@ def report(results, out, python):
         if (facts["counts"], facts["large"], facts["mixed"]) != ([1000, 10000], "8x64", 2000)
         else "Full sizes.",
         "",
-        f"**The machine was shared**: {os.cpu_count()} cores, load average above that (see above) "
-        "while other builds and tests ran, so every figure includes CPU contention; the "
-        "interleaving spreads it over the variants alike, the spread columns show how much."
+        f"**Load above the core count** ({os.cpu_count()} cores; see above): the bench's own "
+        "processes (rclone, `rclone serve s3`, the proxy) count, and anything else that ran; the "
+        "interleaving spreads any CPU contention over the variants alike, the spread columns "
+        "show how much."
         if max(float(x) for x in facts["load_start"] + facts["load_end"]) > (os.cpu_count() or 1)
         else "The load average stayed below the core count.",
         "",
