@@ -370,8 +370,8 @@ pub struct ScheduleArgs {
     #[arg(long, value_name = "FILE", requires = "long_running")]
     pub pid_path: Option<PathBuf>,
 
-    /// Serve Prometheus /metrics, /healthz, /livez and /readyz on HOST:PORT (e.g. 0.0.0.0:9090) while
-    /// running with --schedule or --watch. Off by default.
+    /// Serve Prometheus /metrics, /healthz, /livez and /readyz on HOST:PORT (e.g. 0.0.0.0:9090)
+    /// while running with --schedule or --watch. Off by default.
     #[arg(long, value_name = "HOST:PORT", requires = "long_running")]
     pub metrics_address: Option<String>,
 

@@ -40,10 +40,11 @@ pub use crate::watch::SyncPlan;
 /// `--s3-upload-concurrency` chunks per transfer: 575 MiB peak uploading 32 files of 32 MiB),
 /// so `--max-buffer-memory` caps all of rclone's buffers together: 140 MiB peak at the same
 /// speed, as much as rclone's defaults (138 MiB), well inside the injected sidecar's 256 MiB
-/// limit; transfers wait for a buffer rather than allocating one. No `--fast-list`: it holds the whole
-/// remote listing in memory, which grows with the file count, and the checkers already list
-/// directories in parallel. They come before the user's flags after `--`, which rclone lets win
-/// (the last value of a flag counts; `-- --max-buffer-memory off` lifts the cap).
+/// limit; transfers wait for a buffer rather than allocating one. No `--fast-list`: it holds
+/// the whole remote listing in memory, which grows with the file count, and the checkers
+/// already list directories in parallel. They come before the user's flags after `--`, which
+/// rclone lets win (the last value of a flag counts; `-- --max-buffer-memory off` lifts the
+/// cap).
 pub const DEFAULT_TRANSFER_FLAGS: [&str; 6] = [
     "--transfers",
     "64",
