@@ -96,6 +96,7 @@ lint: lint-tools
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(K8S_CLASSIC)
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_APP) $(K8S_CRD) $(GOLDEN)
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(GOLDEN_CLASSIC)
+	mkdir -p target
 	kubectl kustomize deploy/operator > target/operator-install.yaml
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) target/operator-install.yaml
 	$(CARGO) fmt --check
