@@ -386,7 +386,9 @@ pub fn snapshot(root: &Path) -> Snapshot {
         .collect()
 }
 
-/// Everything under `root`, as stored.
+/// Everything under `root`, as stored. A file that vanishes between the listing and its read
+/// (a live server's temporary file, a lease being released) is left out: callers that look
+/// at a running sync poll until the snapshot is what they wait for.
 pub fn snapshot_all(root: &Path) -> Snapshot {
     fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
         let Ok(entries) = fs::read_dir(dir) else {
@@ -403,7 +405,11 @@ pub fn snapshot_all(root: &Path) -> Snapshot {
                 out.insert(format!("{rel}/"), None);
                 walk(root, &path, out);
             } else {
-                out.insert(rel, Some(fs::read(&path).unwrap()));
+                match fs::read(&path) {
+                    Ok(bytes) => drop(out.insert(rel, Some(bytes))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("cannot read {}: {e}", path.display()),
+                }
             }
         }
     }
