@@ -44,6 +44,13 @@ pub enum Command {
     SyncToRemote(SyncToRemoteArgs),
     /// Restore remote:REMOTE_PATH into LOCAL_DIR (rclone sync; with -x rclone copy).
     RemoteToLocalSync(RemoteToLocalArgs),
+    /// Replicate remote paths to remote paths: source:SOURCE_PATH (SOURCE_*) to
+    /// remote:REMOTE_PATH (REMOTE_*), server to server (rclone sync; with -x rclone copy).
+    ///
+    /// Several pairs per run: repeat -s and -d (the n-th -s goes to the n-th -d). Each pair
+    /// has its own safety valves, lease and summary line; a failing pair does not stop the
+    /// others, and the exit code is the worst of them (3, then 2, then 1).
+    RemoteToRemoteSync(RemoteToRemoteArgs),
     /// Ask a running scheduled instance to do its final sync and exit; wait until it has.
     ///
     /// Meant as the Kubernetes preStop hook: it returns only after the process has exited,
@@ -299,6 +306,40 @@ pub struct RemoteToLocalArgs {
     pub common: CommonArgs,
 }
 
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("long_running").multiple(true)))]
+pub struct RemoteToRemoteArgs {
+    /// Path to replicate from, on the source remote (SOURCE_*), e.g. bucket/path. Repeatable:
+    /// one per -d.
+    #[arg(short, long, value_name = "SOURCE_PATH", required = true)]
+    pub src: Vec<String>,
+
+    /// Path to replicate to, on the remote (REMOTE_*), e.g. bucket/path. Repeatable: one per
+    /// -s, in the same order.
+    #[arg(short, long, value_name = "REMOTE_PATH", required = true)]
+    pub dst: Vec<String>,
+
+    /// Source option key=value for section [source]; wins over SOURCE_<KEY>. Repeatable.
+    #[arg(long = "source-param", value_name = "KEY=VALUE")]
+    pub source_params: Vec<String>,
+
+    /// Encryption (rclone crypt) option key=value of the source; wins over
+    /// SOURCE_ENCRYPTED_<KEY>. Repeatable.
+    #[arg(long = "source-enc-param", value_name = "KEY=VALUE")]
+    pub source_enc_params: Vec<String>,
+
+    /// Replicate even if a source path holds no file while its destination does, which
+    /// deletes every file at the destination (safety rule 'empty-source').
+    #[arg(long)]
+    pub force_even_if_destination_would_be_cleared: bool,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 /// Options shared by both sync directions.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -322,7 +363,8 @@ pub struct CommonArgs {
     #[arg(short = 'e', long = "enc-param", value_name = "KEY=VALUE")]
     pub enc_params: Vec<String>,
 
-    /// Use this existing rclone.conf (its section [remote]) instead of REMOTE_* variables.
+    /// Use this existing rclone.conf (its section [remote], and [source] for
+    /// remote-to-remote-sync) instead of REMOTE_* (and SOURCE_*) variables.
     #[arg(short = 'c', long, value_name = "FILE", requires = "no_template")]
     pub config_path: Option<PathBuf>,
 
@@ -446,6 +488,10 @@ mod tests {
             "sync-to-remote -s /d -d b --lease-max-clock-skew 5s --schedule @hourly",
             "remote-to-local-sync -s b -d /d --wait-for-writer 0",
             "remote-to-local-sync -s b -d /d --wait-for-writer 1m --lease-max-clock-skew 1m",
+            "remote-to-remote-sync -s a -d b",
+            "remote-to-remote-sync -s a -d b -s c -d d -x --dry-run --source-param type=s3",
+            "remote-to-remote-sync -s a -d b --schedule @daily --metrics-address :9090",
+            "remote-to-remote-sync -s a -d b --force-even-if-destination-would-be-cleared",
             "interrupt",
             "interrupt --pid-path /tmp/x.pid --timeout 1m",
             "inject -f app.yaml --sync s.yaml",
@@ -475,6 +521,10 @@ mod tests {
             "sync-to-remote -s /d -d b --wait-for-writer 1m",
             "remote-to-local-sync -s b -d /d --force-take-over-lease",
             "sync-to-remote -s /d -d b --lease-ttl soon",
+            "remote-to-remote-sync -s a",
+            "remote-to-remote-sync -d b",
+            "remote-to-remote-sync -s a -d b --watch",
+            "remote-to-remote-sync -s a -d b --shutdown-timeout 1m",
             "no-such-command",
             "inject -f app.yaml",
             "inject --sync s.yaml",

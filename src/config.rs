@@ -32,6 +32,10 @@ use crate::error::{Error, Result};
 pub const REMOTE_SECTION: &str = "remote";
 /// Name of the crypt section that wraps `remote:<path>` when encryption is on.
 pub const CRYPT_SECTION: &str = "crypt";
+/// Name of the section built from `SOURCE_*` (remote-to-remote-sync's source).
+pub const SOURCE_SECTION: &str = "source";
+/// Name of the crypt section that wraps `source:<path>` when the source is encrypted.
+pub const SOURCE_CRYPT_SECTION: &str = "source-crypt";
 
 /// Ordered `key = value` options of one section.
 pub type Options = BTreeMap<String, String>;
@@ -210,18 +214,18 @@ impl ConfigFile {
     }
 }
 
-/// Reads a user's rclone.conf and checks that it defines section `[remote]`.
-pub fn read_existing(path: &Path) -> Result<String> {
+/// Reads a user's rclone.conf and checks that it defines the sections the command uses
+/// (`[remote]`, and `[source]` for remote-to-remote-sync).
+pub fn read_existing(path: &Path, sections: &[&str]) -> Result<String> {
     let text = fs::read_to_string(path)
         .map_err(|e| Error::config(format!("cannot read --config-path {}: {e}", path.display())))?;
-    let has_remote = text
-        .lines()
-        .any(|l| l.trim() == format!("[{REMOTE_SECTION}]"));
-    if !has_remote {
-        return Err(Error::config(format!(
-            "{} has no section [{REMOTE_SECTION}]; the remote must be named '{REMOTE_SECTION}'",
-            path.display()
-        )));
+    for section in sections {
+        if !text.lines().any(|l| l.trim() == format!("[{section}]")) {
+            return Err(Error::config(format!(
+                "{} has no section [{section}]; the remote must be named '{section}'",
+                path.display()
+            )));
+        }
     }
     Ok(text)
 }

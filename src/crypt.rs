@@ -43,15 +43,30 @@ impl CryptSettings {
         env: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
         enc_params: &[String],
     ) -> Result<Option<Self>> {
-        let options = config::collect_options(env.clone(), "ENCRYPTED_", enc_params, "-e")?;
+        Self::collect_prefixed(env, "", enc_params, "-e")
+    }
+
+    /// Like [`CryptSettings::collect`], for the variables `<prefix>ENCRYPTED_*`,
+    /// `<prefix>ENCRYPTION_PASSPHRASE`, `<prefix>ENCRYPTION_SALT` and the flag `flag` (the
+    /// source of `remote-to-remote-sync` uses the prefix `SOURCE_`).
+    pub fn collect_prefixed<'a>(
+        env: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+        prefix: &str,
+        enc_params: &[String],
+        flag: &str,
+    ) -> Result<Option<Self>> {
+        let encrypted = format!("{prefix}ENCRYPTED_");
+        let passphrase_name = format!("{prefix}ENCRYPTION_PASSPHRASE");
+        let salt_name = format!("{prefix}ENCRYPTION_SALT");
+        let options = config::collect_options(env.clone(), &encrypted, enc_params, flag)?;
         let lookup = |name: &str| {
             env.clone()
                 .into_iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.to_string())
         };
-        let passphrase = lookup("ENCRYPTION_PASSPHRASE");
-        let salt = lookup("ENCRYPTION_SALT");
+        let passphrase = lookup(&passphrase_name);
+        let salt = lookup(&salt_name);
         if options.is_empty() && passphrase.is_none() && salt.is_none() {
             return Ok(None);
         }
@@ -59,61 +74,43 @@ impl CryptSettings {
             if options.contains_key(reserved) {
                 return Err(Error::config(format!(
                     "the crypt option '{reserved}' is set by the program (the crypt remote wraps \
-                     remote:<path> from the command line); remove ENCRYPTED_{} / -e {reserved}",
+                     the remote path from the command line); remove {encrypted}{} / {flag} {reserved}",
                     reserved.to_ascii_uppercase()
                 )));
             }
         }
-        for (plain, obscured, key) in [
-            (&passphrase, "ENCRYPTED_PASSWORD", "password"),
-            (&salt, "ENCRYPTED_PASSWORD2", "password2"),
-        ] {
+        let secrets = [
+            (&passphrase, &passphrase_name, "password"),
+            (&salt, &salt_name, "password2"),
+        ];
+        for (plain, plain_name, key) in secrets {
+            let obscured = format!("{encrypted}{}", key.to_ascii_uppercase());
             if plain.is_some() && options.contains_key(key) {
-                let plain_name = if key == "password" {
-                    "ENCRYPTION_PASSPHRASE"
-                } else {
-                    "ENCRYPTION_SALT"
-                };
                 return Err(Error::config(format!(
-                    "both {plain_name} and {obscured} (or -e {key}) are set; set only one form of the \
-                     same secret"
+                    "both {plain_name} and {obscured} (or {flag} {key}) are set; set only one form \
+                     of the same secret"
                 )));
             }
-        }
-        for (value, name) in [
-            (&passphrase, "ENCRYPTION_PASSPHRASE"),
-            (&salt, "ENCRYPTION_SALT"),
-        ] {
-            if value.as_deref().is_some_and(|v| v.contains(['\n', '\r'])) {
+            if plain.as_deref().is_some_and(|v| v.contains(['\n', '\r'])) {
                 return Err(Error::config(format!(
-                    "{name} must not contain a line break"
+                    "{plain_name} must not contain a line break"
                 )));
             }
-            if value.as_deref().is_some_and(str::is_empty) {
-                return Err(Error::config(format!("{name} is set but empty")));
+            if plain.as_deref().is_some_and(str::is_empty) {
+                return Err(Error::config(format!("{plain_name} is set but empty")));
             }
-        }
-        for (key, name) in [
-            ("password", "ENCRYPTED_PASSWORD"),
-            ("password2", "ENCRYPTED_PASSWORD2"),
-        ] {
             if options.get(key).is_some_and(|v| !looks_obscured(v)) {
                 return Err(Error::config(format!(
-                    "{name} (or -e {key}) is not an rclone-obscured value (make one with `rclone obscure`); \
-                     for a plain passphrase use {}",
-                    if key == "password" {
-                        "ENCRYPTION_PASSPHRASE"
-                    } else {
-                        "ENCRYPTION_SALT"
-                    }
+                    "{obscured} (or {flag} {key}) is not an rclone-obscured value (make one with \
+                     `rclone obscure`); for a plain passphrase use {plain_name}"
                 )));
             }
         }
         if passphrase.is_none() && !options.contains_key("password") {
-            return Err(Error::config(
-                "encryption settings are present but no key: set ENCRYPTION_PASSPHRASE (plain) or \
-                 ENCRYPTED_PASSWORD (rclone-obscured)",
-            ));
+            return Err(Error::config(format!(
+                "encryption settings are present but no key: set {passphrase_name} (plain) or \
+                 {encrypted}PASSWORD (rclone-obscured)"
+            )));
         }
         Ok(Some(CryptSettings {
             options,
@@ -127,8 +124,9 @@ impl CryptSettings {
         self.passphrase.iter().chain(&self.salt).cloned().collect()
     }
 
-    /// The `[crypt]` section wrapping `remote:<path>`, with plain secrets obscured by rclone.
-    pub async fn section(self, rclone: &Rclone, remote_path: &str) -> Result<Options> {
+    /// The options of a crypt section, with plain secrets obscured by rclone (through stdin);
+    /// [`wrap`] makes a section of them.
+    pub async fn obscured(self, rclone: &Rclone) -> Result<Options> {
         let mut options = self.options;
         for (plain, key) in [(self.passphrase, "password"), (self.salt, "password2")] {
             if let Some(plain) = plain {
@@ -137,10 +135,23 @@ impl CryptSettings {
                 options.insert(key.to_string(), obscured.trim().to_string());
             }
         }
-        options.insert("type".into(), "crypt".into());
-        options.insert("remote".into(), format!("{REMOTE_SECTION}:{remote_path}"));
         Ok(options)
     }
+
+    /// The `[crypt]` section wrapping `remote:<path>`, with plain secrets obscured by rclone.
+    pub async fn section(self, rclone: &Rclone, remote_path: &str) -> Result<Options> {
+        let options = self.obscured(rclone).await?;
+        Ok(wrap(&options, &format!("{REMOTE_SECTION}:{remote_path}")))
+    }
+}
+
+/// A crypt section of `options` (from [`CryptSettings::obscured`]) wrapping the rclone path
+/// `wrapped` (`remote:bucket/path`).
+pub fn wrap(options: &Options, wrapped: &str) -> Options {
+    let mut options = options.clone();
+    options.insert("type".into(), "crypt".into());
+    options.insert("remote".into(), wrapped.to_string());
+    options
 }
 
 /// The rclone path of the crypt remote the sync uses.
@@ -153,13 +164,15 @@ pub fn crypt_root() -> String {
 pub struct KeyCheck {
     /// The underlying (encrypted) remote path, `remote:<path>`.
     pub raw_remote: String,
+    /// The crypt remote wrapping it, `crypt:` ([`crypt_root`]) unless several are configured.
+    pub root: String,
 }
 
 impl KeyCheck {
     /// Refuses (exit 3) when the key does not match the remote's data. On an upload that is
     /// not a dry run, writes the check object if it is missing.
     pub async fn verify(&self, rclone: &Rclone, upload: bool, dry_run: bool) -> Result<()> {
-        let object = format!("{}{KEY_CHECK_OBJECT}", crypt_root());
+        let object = format!("{}{KEY_CHECK_OBJECT}", self.root);
         let cat = ["cat", object.as_str()].map(OsString::from);
         match rclone.output(&cat, None, "cat (key check)").await {
             Ok(content) if content == KEY_CHECK_CONTENT => return Ok(()),
@@ -218,7 +231,7 @@ impl KeyCheck {
         let min_size = format!("{}B", CRYPT_HEADER_SIZE + 1);
         // Our own lease (written with this key just before) is no evidence: skip it by its
         // stored name. A lease written with another key has another name and still counts.
-        let encode = ["cryptdecode", "--reverse", &crypt_root(), LEASE_OBJECT].map(OsString::from);
+        let encode = ["cryptdecode", "--reverse", &self.root, LEASE_OBJECT].map(OsString::from);
         let lease_name = rclone
             .output(&encode, None, "cryptdecode --reverse (key check)")
             .await?;
@@ -257,7 +270,7 @@ impl KeyCheck {
                 None => return Ok(()), // nothing stored yet: any key is right
             },
         };
-        let decode = ["cryptdecode", &crypt_root(), raw.as_str()].map(OsString::from);
+        let decode = ["cryptdecode", &self.root, raw.as_str()].map(OsString::from);
         let decoded = rclone
             .output(&decode, None, "cryptdecode (key check)")
             .await?;
@@ -266,7 +279,7 @@ impl KeyCheck {
             return Err(self.mismatch("stored file names do not decrypt"));
         }
         if !has_data {
-            let encode = ["cryptdecode", "--reverse", &crypt_root(), name].map(OsString::from);
+            let encode = ["cryptdecode", "--reverse", &self.root, name].map(OsString::from);
             let encoded = rclone
                 .output(&encode, None, "cryptdecode --reverse (key check)")
                 .await?;
@@ -277,7 +290,7 @@ impl KeyCheck {
                 Err(self.mismatch("stored file names do not decrypt"))
             };
         }
-        let object = format!("{}{name}", crypt_root());
+        let object = format!("{}{name}", self.root);
         let head = ["cat", "--head", "1", object.as_str()].map(OsString::from);
         match rclone.output(&head, None, "cat (key check)").await {
             Err(e) if is_auth_failure(&e) => {

@@ -10,6 +10,8 @@
 //! | 2 | usage or configuration error: nothing ran |
 //! | 3 | refused by a safety valve: nothing changed |
 //!
+//! Several replication pairs with different outcomes exit with the worst code: 3, then 2, then 1.
+//!
 //! Messages are lowercase fragments without secrets: they name the variable or key that is
 //! wrong, never its value.
 
@@ -74,6 +76,16 @@ pub enum Error {
         last: Option<String>,
     },
 
+    /// Several pairs of a `remote-to-remote-sync` did not succeed; `code` is the worst of
+    /// their exit codes ([`crate::replicate`]).
+    #[error("{failed} of {total} replication pairs did not succeed: {details}")]
+    Replications {
+        failed: usize,
+        total: usize,
+        details: String,
+        code: u8,
+    },
+
     /// The run was stopped by a signal before it completed.
     #[error("interrupted by {0} before the sync completed")]
     Interrupted(&'static str),
@@ -116,6 +128,7 @@ impl Error {
         match self {
             Error::Config(_) => EXIT_USAGE,
             Error::Refused { .. } => EXIT_REFUSED,
+            Error::Replications { code, .. } => *code,
             Error::Rclone { .. }
             | Error::SyncTimeout { .. }
             | Error::Interrupted(_)

@@ -112,7 +112,7 @@ pub struct Job {
 /// Runs a check that asks the remote, so that an abort (a signal) stops it: a listing of an
 /// unreachable remote can take minutes of rclone retries. Dropping the check kills its rclone
 /// (`kill_on_drop`); nothing has been changed at that point.
-async fn unless_aborted<T>(
+pub(crate) async fn unless_aborted<T>(
     abort: &mut Abort,
     check: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
@@ -146,6 +146,70 @@ fn filter_file(rules: &[String]) -> Result<tempfile::NamedTempFile> {
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// The retries of one run: failures that can heal ([`Error::is_retryable`]) are retried up to
+/// `--retries` times with exponential backoff; the last one is kept for the message of
+/// `--sync-timeout`.
+#[derive(Debug)]
+pub struct Retries {
+    max: u32,
+    /// Attempts started so far.
+    pub attempts: u32,
+    backoff: Duration,
+    last_failure: Option<String>,
+}
+
+impl Retries {
+    pub fn new(max: u32) -> Self {
+        Retries {
+            max,
+            attempts: 0,
+            backoff: FIRST_BACKOFF,
+            last_failure: None,
+        }
+    }
+
+    /// After a failed attempt: waits the backoff and returns `Ok` when the failure may heal
+    /// and retries are left, else gives the error back (or the abort that came first).
+    pub async fn after_failure(&mut self, e: Error, abort: &mut Abort) -> Result<()> {
+        if !e.is_retryable() || self.attempts > self.max {
+            return Err(e);
+        }
+        tracing::warn!(
+            attempt = self.attempts,
+            retries = self.max,
+            "sync attempt failed with an error that may heal: {e}; retrying in {}",
+            format_duration(self.backoff)
+        );
+        self.last_failure = Some(e.to_string());
+        tokio::select! {
+            reason = aborted(abort) => return Err(Error::Interrupted(reason)),
+            () = tokio::time::sleep(self.backoff) => {}
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Ok(())
+    }
+
+    /// The error of a run cut by `--sync-timeout` after `limit`.
+    pub fn timed_out(&self, limit: Duration) -> Error {
+        Error::SyncTimeout {
+            limit: format_duration(limit),
+            last: self.last_failure.clone(),
+        }
+    }
+}
+
+/// Awaits `run` within `limit` (`--sync-timeout`) when one is set; `None` when time ran out
+/// (the run is dropped, which kills its rclone).
+pub async fn within_limit<T>(
+    limit: Option<Duration>,
+    run: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match limit {
+        None => Some(run.await),
+        Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+    }
+}
+
 /// What a run did with the volume's metadata (see [`crate::volume_meta`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VolumeSummary {
@@ -175,67 +239,33 @@ impl Job {
     /// which kills it (`kill_on_drop`); an unfinished restore keeps its marker.
     pub async fn run(&self, plan: &SyncPlan, abort: &mut Abort) -> Report {
         let started = Instant::now();
-        let mut attempts = 0;
-        let mut last_failure = None;
+        let mut retries = Retries::new(self.retries);
         let mut volume = VolumeSummary::default();
-        let all = self.attempts(plan, abort, &mut attempts, &mut last_failure, &mut volume);
-        let result = match self.sync_timeout {
-            None => all.await,
-            Some(limit) => match tokio::time::timeout(limit, all).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::SyncTimeout {
-                    limit: format_duration(limit),
-                    last: last_failure,
-                }),
-            },
+        let all = async {
+            loop {
+                retries.attempts += 1;
+                volume = VolumeSummary {
+                    metadata: "none",
+                    ..VolumeSummary::default()
+                };
+                match self.attempt(plan, abort, &mut volume).await {
+                    Err(e) => retries.after_failure(e, abort).await?,
+                    ok => return ok,
+                }
+            }
         };
+        let result = within_limit(self.sync_timeout, all)
+            .await
+            .unwrap_or_else(|| Err(retries.timed_out(self.sync_timeout.unwrap_or_default())));
         Report {
             result,
             elapsed: started.elapsed(),
-            attempts,
+            attempts: retries.attempts,
             kind: match plan {
                 SyncPlan::Full(_) => "full",
                 SyncPlan::Incremental { .. } => "incremental",
             },
             volume,
-        }
-    }
-
-    /// The attempts of one run, with exponential backoff between them. `attempts`,
-    /// `last_failure` and `volume` (of the last attempt) stay readable when the run is cut by
-    /// `--sync-timeout`.
-    async fn attempts(
-        &self,
-        plan: &SyncPlan,
-        abort: &mut Abort,
-        attempts: &mut u32,
-        last_failure: &mut Option<String>,
-        volume: &mut VolumeSummary,
-    ) -> Result<Outcome> {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            *attempts += 1;
-            *volume = VolumeSummary {
-                metadata: "none",
-                ..VolumeSummary::default()
-            };
-            match self.attempt(plan, abort, volume).await {
-                Err(e) if e.is_retryable() && *attempts <= self.retries => {
-                    tracing::warn!(
-                        attempt = *attempts,
-                        retries = self.retries,
-                        "sync attempt failed with an error that may heal: {e}; retrying in {}",
-                        format_duration(backoff)
-                    );
-                    *last_failure = Some(e.to_string());
-                    tokio::select! {
-                        reason = aborted(abort) => return Err(Error::Interrupted(reason)),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                other => return other,
-            }
         }
     }
 

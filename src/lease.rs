@@ -221,18 +221,36 @@ struct Held {
 
 impl Lease {
     /// The lease of `job`'s remote path, or `None` when the role needs none.
-    pub fn new(job: &Job, role: Role) -> Result<Option<Lease>> {
+    pub fn of_job(job: &Job, role: Role) -> Result<Option<Lease>> {
+        Self::new(
+            &job.rclone,
+            &job.remote,
+            &job.remote_display,
+            job.dry_run,
+            role,
+        )
+    }
+
+    /// The lease of the remote path a sync writes through `remote`, which ends in '/'
+    /// (`remote:bucket/path/`) or is a crypt root (`crypt:`); `shown` is how the user named the
+    /// path (`remote:bucket/path`). `None` when the role needs none.
+    pub fn new(
+        rclone: &Rclone,
+        remote: &str,
+        shown: &str,
+        dry_run: bool,
+        role: Role,
+    ) -> Result<Option<Lease>> {
         if matches!(role, Role::None) {
             return Ok(None);
         }
         Ok(Some(Lease {
-            rclone: job.rclone.for_single_objects(),
-            // `job.remote` ends in '/' (`remote:bucket/path/`) or is a crypt root (`crypt:`).
-            object: format!("{}{LEASE_OBJECT}", job.remote),
-            display: format!("{}/{LEASE_OBJECT}", job.remote_display),
+            rclone: rclone.for_single_objects(),
+            object: format!("{remote}{LEASE_OBJECT}"),
+            display: format!("{shown}/{LEASE_OBJECT}"),
             me: Holder::me()?,
             role,
-            dry_run: job.dry_run,
+            dry_run,
             held: Mutex::new(None),
             holding: AtomicBool::new(false),
             lost: watch::channel(None).0,

@@ -16,7 +16,9 @@
 //!    owners, symlinks, empty directories, hard links) in a manifest beside the data; the
 //!    restore applies it after the data sync, only where it matches the restored data.
 //! 5. Every error is an [`error::Error`], mapped to an exit code in one place.
-//! 6. [`operator`] is the Kubernetes side (the PodFilesystemSync resource, `inject`, and with
+//! 6. [`replicate`] is `remote-to-remote-sync`: pairs of remote paths, each with its own valves,
+//!    lease and summary, run by the same [`supervisor`] (a [`supervisor::Task`], as a job is).
+//! 7. [`operator`] is the Kubernetes side (the PodFilesystemSync resource, `inject`, and with
 //!    the `operator` feature the admission webhook): it builds command lines for steps 1–3 and
 //!    depends on them, never the other way round.
 //!
@@ -39,6 +41,7 @@ pub mod pidfile;
 pub mod plan;
 pub mod rclone;
 pub mod remote_path;
+pub mod replicate;
 pub mod safety;
 pub mod schedule;
 pub mod scrub;
@@ -51,7 +54,7 @@ use std::sync::Arc;
 use cli::{Cli, Command, default_pid_path};
 use error::Result;
 use metrics::Metrics;
-use supervisor::{LongRunning, Signals};
+use supervisor::{LongRunning, Signals, Task};
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<()> {
@@ -72,14 +75,37 @@ pub async fn run(cli: Cli) -> Result<()> {
     let plan = match cli.command {
         Command::SyncToRemote(args) => plan::upload(args, cli.verbose).await?,
         Command::RemoteToLocalSync(args) => plan::restore(args, cli.verbose).await?,
+        Command::RemoteToRemoteSync(args) => {
+            let plan = plan::replicate(args, cli.verbose).await?;
+            replicate::keep_leases(&plan.replication);
+            let result = supervise(plan.replication, None, plan.long_running, signals).await;
+            drop(plan.config);
+            return result;
+        }
         _ => unreachable!("handled above"),
     };
-    let lease = lease::Lease::new(&plan.job, plan.lease.clone())?.map(Arc::new);
+    let lease = lease::Lease::of_job(&plan.job, plan.lease.clone())?.map(Arc::new);
     if let Some(lease) = &lease {
         tokio::spawn(Arc::clone(lease).keep());
     }
-    let result = match plan.long_running {
-        None => supervisor::run_once(&plan.job, lease.as_deref(), signals).await,
+    let result = supervise(plan.job, lease.clone(), plan.long_running, signals).await;
+    // After the last sync, on every path that gets here (so short of SIGKILL).
+    if let Some(lease) = &lease {
+        lease.release().await;
+    }
+    drop(plan.config);
+    result
+}
+
+/// Runs the task once, or in the long-running mode until a signal.
+async fn supervise<T: Task>(
+    task: T,
+    lease: Option<Arc<lease::Lease>>,
+    long_running: Option<plan::LongRunningPlan>,
+    signals: Signals,
+) -> Result<()> {
+    match long_running {
+        None => supervisor::run_once(&task, lease.as_deref(), signals).await,
         Some(long) => {
             let metrics = Arc::new(Metrics::new(
                 long.max_consecutive_failures,
@@ -94,15 +120,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 shutdown_timeout: long.shutdown_timeout,
                 pid_path: &long.pid_path,
                 metrics,
-                lease: lease.clone(),
+                lease,
             };
-            supervisor::run_long(Arc::new(plan.job), mode, signals).await
+            supervisor::run_long(Arc::new(task), mode, signals).await
         }
-    };
-    // After the last sync, on every path that gets here (so short of SIGKILL).
-    if let Some(lease) = &lease {
-        lease.release().await;
     }
-    drop(plan.config);
-    result
 }

@@ -11,7 +11,7 @@
 //!   fails. A refusal by a safety valve counts as a failure (the backup did not happen); a
 //!   skipped run is not a failure, but not a success either.
 //! - The state is updated only by the supervisor after each run, so the HTTP side only reads.
-//! - Every series whose labels are known in advance (both directions × every result, every
+//! - Every series whose labels are known in advance (every direction × every result, every
 //!   safety rule) exists from the start with 0: a family without series is not exported at all,
 //!   and a series that appears at 1 hides its first increase from `increase()`/`rate()`, so an
 //!   alert on the first failure or refusal would never fire.
@@ -29,8 +29,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::{Error, Result};
-use crate::job::{Direction, Outcome};
+use crate::job::Outcome;
 use crate::schedule::format_duration;
+
+/// The values of the `direction` label of `syncs_total`: the commands that sync.
+const DIRECTIONS: [&str; 3] = ["upload", "restore", "replicate"];
 
 /// The values of the `result` label of `syncs_total`.
 const RESULTS: [&str; 4] = ["success", "skipped", "refused", "failure"];
@@ -191,13 +194,10 @@ impl Metrics {
         for reason in REASONS {
             drop(unhealthy.get_or_create(&ReasonLabels { reason }));
         }
-        for direction in [Direction::Upload, Direction::Restore] {
+        for direction in DIRECTIONS {
             for result in RESULTS {
                 // Creating the series is the point; the guard is released at once.
-                drop(syncs.get_or_create(&SyncLabels {
-                    direction: direction.as_str(),
-                    result,
-                }));
+                drop(syncs.get_or_create(&SyncLabels { direction, result }));
             }
         }
         for rule in RULES {
@@ -240,7 +240,7 @@ impl Metrics {
     }
 
     /// Records a finished run.
-    pub fn record(&self, direction: Direction, result: &Result<Outcome>, elapsed: Duration) {
+    pub fn record(&self, direction: &'static str, result: &Result<Outcome>, elapsed: Duration) {
         let label = match result {
             Ok(Outcome::Synced(_)) => "success",
             Ok(Outcome::Skipped(_)) => "skipped",
@@ -249,7 +249,7 @@ impl Metrics {
         };
         self.syncs
             .get_or_create(&SyncLabels {
-                direction: direction.as_str(),
+                direction,
                 result: label,
             })
             .inc();
@@ -437,16 +437,16 @@ mod tests {
             transfers: 2,
             ..Stats::default()
         }));
-        m.record(Direction::Upload, &fail, Duration::from_secs(1));
+        m.record("upload", &fail, Duration::from_secs(1));
         assert!(m.health().is_ok());
-        m.record(Direction::Upload, &fail, Duration::from_secs(1));
+        m.record("upload", &fail, Duration::from_secs(1));
         assert!(m.health().unwrap_err().contains("2 consecutive"));
         assert!(m.liveness().unwrap_err().contains("2 consecutive"));
         assert!(
             m.encode()
                 .contains("volume_syncing_operator_unhealthy{reason=\"consecutive-failures\"} 1")
         );
-        m.record(Direction::Upload, &ok, Duration::from_secs(1));
+        m.record("upload", &ok, Duration::from_secs(1));
         assert!(m.health().is_ok());
         let text = m.encode();
         for needle in [
@@ -465,7 +465,7 @@ mod tests {
     fn refusals_are_counted_by_rule() {
         let m = Metrics::new(3, Duration::from_secs(3600));
         let refused: Result<Outcome> = Err(Error::refused("empty-source", "x", "--force"));
-        m.record(Direction::Upload, &refused, Duration::from_millis(5));
+        m.record("upload", &refused, Duration::from_millis(5));
         assert!(
             m.encode()
                 .contains("volume_syncing_operator_refusals_total{rule=\"empty-source\"} 1")
@@ -475,7 +475,7 @@ mod tests {
     #[test]
     fn every_known_series_exists_from_the_start() {
         let text = Metrics::new(3, Duration::from_secs(3600)).encode();
-        for direction in ["upload", "restore"] {
+        for direction in DIRECTIONS {
             for result in RESULTS {
                 let needle = format!(
                     "volume_syncing_operator_syncs_total{{direction=\"{direction}\",result=\"{result}\"}} 0\n"
@@ -507,7 +507,7 @@ mod tests {
         );
         assert!(!text.contains("running_sync_age_seconds 0\n"), "{text}");
         m.record(
-            Direction::Upload,
+            "upload",
             &Ok(Outcome::Synced(Stats::default())),
             Duration::from_millis(80),
         );

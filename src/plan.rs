@@ -5,8 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{CommonArgs, RemoteToLocalArgs, SyncToRemoteArgs, default_pid_path};
-use crate::config::{self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION};
+use crate::cli::{
+    CommonArgs, LeaseArgs, RemoteToLocalArgs, RemoteToRemoteArgs, SyncToRemoteArgs,
+    default_pid_path,
+};
+use crate::config::{
+    self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION, SOURCE_CRYPT_SECTION, SOURCE_SECTION,
+};
 use crate::crypt::{self, CryptSettings, KeyCheck};
 use crate::error::{Error, Result};
 use crate::job::{Direction, Job, Overrides};
@@ -14,6 +19,7 @@ use crate::lease;
 use crate::mass_delete::Guard;
 use crate::rclone::{self, Rclone};
 use crate::remote_path;
+use crate::replicate::{self, Replication};
 use crate::schedule::Schedule;
 use crate::scrub::Scrubber;
 
@@ -76,17 +82,7 @@ pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
         min_interval: args.watch.min_interval.unwrap_or(Duration::ZERO),
         full_sync_every: args.watch.full_sync_every,
     });
-    if args.lease.lease_ttl < lease::MIN_TTL {
-        return Err(Error::config(format!(
-            "--lease-ttl must be at least {}s",
-            lease::MIN_TTL.as_secs()
-        )));
-    }
-    let role = lease::Role::Writer(lease::WriterSettings {
-        ttl: args.lease.lease_ttl,
-        max_skew: args.lease.lease_max_clock_skew,
-        force_take_over: args.lease.force_take_over_lease,
-    });
+    let role = writer_role(&args.lease)?;
     build(
         Direction::Upload,
         args.src,
@@ -101,6 +97,21 @@ pub async fn upload(args: SyncToRemoteArgs, verbose: u8) -> Result<Plan> {
         lease: role,
         ..plan
     })
+}
+
+/// The lease role of a writer (sync-to-remote, and every destination of remote-to-remote-sync).
+fn writer_role(args: &LeaseArgs) -> Result<lease::Role> {
+    if args.lease_ttl < lease::MIN_TTL {
+        return Err(Error::config(format!(
+            "--lease-ttl must be at least {}s",
+            lease::MIN_TTL.as_secs()
+        )));
+    }
+    Ok(lease::Role::Writer(lease::WriterSettings {
+        ttl: args.lease_ttl,
+        max_skew: args.lease_max_clock_skew,
+        force_take_over: args.force_take_over_lease,
+    }))
 }
 
 /// Builds the plan for remote-to-local-sync.
@@ -166,6 +177,68 @@ fn config_environment() -> Result<Vec<(String, String)>> {
     Ok(env)
 }
 
+/// The options of one section from `<prefix>*` variables and `flag` (e.g. `-p`), which must
+/// name a backend type. `what` names the section in messages ("remote", "source").
+fn section_options<'a>(
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    prefix: &str,
+    params: &[String],
+    flag: &str,
+    what: &str,
+) -> Result<config::Options> {
+    let options = config::collect_options(env, prefix, params, flag)?;
+    if options.get("type").is_some_and(|t| t.trim().is_empty()) {
+        return Err(Error::config(format!(
+            "{prefix}TYPE (or {flag} type=...) is empty: name an rclone backend, e.g. {prefix}TYPE=s3"
+        )));
+    }
+    if !options.contains_key("type") {
+        return Err(Error::config(format!(
+            "no {what} configured: set {prefix}TYPE (e.g. {prefix}TYPE=s3) and the other {prefix}* \
+             options, or pass {flag} type=..., or use an existing file with --config-path FILE \
+             --no-template"
+        )));
+    }
+    Ok(options)
+}
+
+/// Options on the command line cannot be added to a user's config file.
+fn no_params_with_file(params: &[String], flag: &str) -> Result<()> {
+    if params.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "{flag} cannot be combined with --no-template; edit the config file instead"
+        )))
+    }
+}
+
+/// The long-running mode's settings, when a schedule or watch is given.
+fn long_running_plan(
+    common: &CommonArgs,
+    schedule: Option<Schedule>,
+    watch: Option<WatchSettings>,
+) -> Option<LongRunningPlan> {
+    (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
+        shutdown_timeout: common.schedule.shutdown_timeout,
+        pid_path: common
+            .schedule
+            .pid_path
+            .clone()
+            .unwrap_or_else(default_pid_path),
+        metrics_address: common.schedule.metrics_address.clone(),
+        max_consecutive_failures: common.schedule.max_consecutive_failures,
+        max_sync_age: common.schedule.max_sync_age.unwrap_or_else(|| {
+            crate::schedule::default_max_sync_age(
+                schedule.as_ref(),
+                watch.as_ref().map(|w| w.full_sync_every),
+            )
+        }),
+        schedule,
+        watch,
+    })
+}
+
 async fn build(
     direction: Direction,
     local: PathBuf,
@@ -198,30 +271,20 @@ async fn build(
             .config_path
             .as_deref()
             .expect("clap: --no-template requires --config-path");
-        Some(config::read_existing(path)?)
+        Some(config::read_existing(path, &[REMOTE_SECTION])?)
     } else {
         None
     };
     let remote_options = if base_text.is_none() {
-        let options = config::collect_options(env_refs(), "REMOTE_", &common.params, "-p")?;
-        if options.get("type").is_some_and(|t| t.trim().is_empty()) {
-            return Err(Error::config(
-                "REMOTE_TYPE (or -p type=...) is empty: name an rclone backend, e.g. REMOTE_TYPE=s3",
-            ));
-        }
-        if !options.contains_key("type") {
-            return Err(Error::config(
-                "no remote configured: set REMOTE_TYPE (e.g. REMOTE_TYPE=s3) and the other REMOTE_* \
-                 options, or pass -p type=..., or use an existing file with --config-path FILE --no-template",
-            ));
-        }
-        Some(options)
+        Some(section_options(
+            env_refs(),
+            "REMOTE_",
+            &common.params,
+            "-p",
+            "remote",
+        )?)
     } else {
-        if !common.params.is_empty() {
-            return Err(Error::config(
-                "-p cannot be combined with --no-template; edit the config file instead",
-            ));
-        }
+        no_params_with_file(&common.params, "-p")?;
         None
     };
     let binary = rclone::resolve_binary(common.rclone_binary.as_deref())?;
@@ -273,6 +336,7 @@ async fn build(
                 remote = crypt::crypt_root();
                 key_check = Some(KeyCheck {
                     raw_remote: remote_display.clone(),
+                    root: crypt::crypt_root(),
                 });
             }
             if verbose >= 2 {
@@ -283,6 +347,7 @@ async fn build(
         }
     };
 
+    let long_running = long_running_plan(&common, schedule, watch);
     let mass_delete_percent = overrides.max_delete_percent.unwrap_or(100);
     let job = Job {
         direction,
@@ -300,28 +365,194 @@ async fn build(
         mass_delete: Guard::new(mass_delete_percent),
         last_manifest: Default::default(),
     };
-    let long_running = (schedule.is_some() || watch.is_some()).then(|| LongRunningPlan {
-        shutdown_timeout: common.schedule.shutdown_timeout,
-        pid_path: common
-            .schedule
-            .pid_path
-            .clone()
-            .unwrap_or_else(default_pid_path),
-        metrics_address: common.schedule.metrics_address.clone(),
-        max_consecutive_failures: common.schedule.max_consecutive_failures,
-        max_sync_age: common.schedule.max_sync_age.unwrap_or_else(|| {
-            crate::schedule::default_max_sync_age(
-                schedule.as_ref(),
-                watch.as_ref().map(|w| w.full_sync_every),
-            )
-        }),
-        schedule,
-        watch,
-    });
     Ok(Plan {
         job,
         long_running,
         config,
         lease: lease::Role::None,
+    })
+}
+
+/// A validated `remote-to-remote-sync`: the pairs, how often to run them, and the config file
+/// with both remotes (kept alive, and so on disk, exactly as long as the plan).
+pub struct ReplicationPlan {
+    pub replication: Replication,
+    pub long_running: Option<LongRunningPlan>,
+    pub config: ConfigFile,
+}
+
+/// Builds the plan for remote-to-remote-sync. The config holds `[remote]` (the destinations,
+/// `REMOTE_*`), `[source]` (`SOURCE_*`), and per pair a crypt section for each encrypted side:
+/// a crypt remote wraps one path (`crypt` wraps `remote:<path>` exactly as sync-to-remote's
+/// does, so a replica restores with the same settings), hence one per pair, numbered from the
+/// second (`crypt-2`, `source-crypt-2`, …).
+pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<ReplicationPlan> {
+    let common = args.common;
+    if args.src.len() != args.dst.len() {
+        return Err(Error::config(format!(
+            "give one -d/--dst per -s/--src (got {} -s and {} -d): the n-th source path is \
+             replicated to the n-th destination path",
+            args.src.len(),
+            args.dst.len()
+        )));
+    }
+    for path in &args.src {
+        remote_path::validate(path, "-s/--src")?;
+    }
+    for (index, path) in args.dst.iter().enumerate() {
+        remote_path::validate(path, "-d/--dst")?;
+        if args.dst[..index].contains(path) {
+            return Err(Error::config(format!(
+                "the destination path {path} is given twice (-d/--dst): the second pair would \
+                 replace what the first replicated"
+            )));
+        }
+    }
+    let role = writer_role(&args.lease)?;
+    let env = config_environment()?;
+    let env_refs = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    // SOURCE_ENCRYPTED_* and SOURCE_ENCRYPTION_* configure the source's crypt, not [source].
+    let source_env = || {
+        env_refs().filter(|(k, _)| {
+            !k.starts_with("SOURCE_ENCRYPTED_") && !k.starts_with("SOURCE_ENCRYPTION_")
+        })
+    };
+    let schedule = common
+        .schedule
+        .schedule
+        .as_deref()
+        .map(Schedule::parse)
+        .transpose()
+        .map_err(Error::Config)?;
+    let destination_crypt = CryptSettings::collect(env_refs(), &common.enc_params)?;
+    let source_crypt = CryptSettings::collect_prefixed(
+        env_refs(),
+        "SOURCE_",
+        &args.source_enc_params,
+        "--source-enc-param",
+    )?;
+    let (mut text, mut redacted) = if common.no_template {
+        let path = common
+            .config_path
+            .as_deref()
+            .expect("clap: --no-template requires --config-path");
+        no_params_with_file(&common.params, "-p")?;
+        no_params_with_file(&args.source_params, "--source-param")?;
+        let text = config::read_existing(path, &[REMOTE_SECTION, SOURCE_SECTION])?;
+        (text, "(existing config file)\n".to_string())
+    } else {
+        let remote = section_options(env_refs(), "REMOTE_", &common.params, "-p", "remote")?;
+        let source = section_options(
+            source_env(),
+            "SOURCE_",
+            &args.source_params,
+            "--source-param",
+            "source",
+        )?;
+        (
+            format!(
+                "{}\n{}",
+                config::render_section(REMOTE_SECTION, &remote),
+                config::render_section(SOURCE_SECTION, &source)
+            ),
+            format!(
+                "{}\n{}",
+                config::render_redacted(REMOTE_SECTION, &remote),
+                config::render_redacted(SOURCE_SECTION, &source)
+            ),
+        )
+    };
+    let binary = rclone::resolve_binary(common.rclone_binary.as_deref())?;
+    let mut scrubber = Scrubber::new(
+        [&destination_crypt, &source_crypt]
+            .into_iter()
+            .flatten()
+            .flat_map(CryptSettings::plain_secrets)
+            .collect::<Vec<_>>(),
+    );
+    // Obscuring a passphrase needs rclone, but no config yet.
+    let obscurer = Rclone::new(binary.clone(), PathBuf::from("/dev/null"), verbose)
+        .with_scrubber(scrubber.clone());
+    let destination_crypt = match destination_crypt {
+        Some(settings) => Some(settings.obscured(&obscurer).await?),
+        None => None,
+    };
+    let source_crypt = match source_crypt {
+        Some(settings) => Some(settings.obscured(&obscurer).await?),
+        None => None,
+    };
+    let mut ends = Vec::new();
+    for (index, (src, dst)) in args.src.iter().zip(&args.dst).enumerate() {
+        let suffix = if index == 0 {
+            String::new()
+        } else {
+            format!("-{}", index + 1)
+        };
+        let mut end = |raw: &str, path: &str, crypt: &Option<config::Options>, section: &str| {
+            let shown = format!("{raw}:{path}");
+            let Some(options) = crypt else {
+                return replicate::End {
+                    path: format!("{shown}/"),
+                    shown,
+                    key_check: None,
+                };
+            };
+            let name = format!("{section}{suffix}");
+            let options = crypt::wrap(options, &shown);
+            text.push_str(&format!("\n{}", config::render_section(&name, &options)));
+            redacted.push_str(&format!("\n{}", config::render_redacted(&name, &options)));
+            replicate::End {
+                path: format!("{name}:"),
+                key_check: Some(KeyCheck {
+                    raw_remote: shown.clone(),
+                    root: format!("{name}:"),
+                }),
+                shown,
+            }
+        };
+        let source = end(SOURCE_SECTION, src, &source_crypt, SOURCE_CRYPT_SECTION);
+        let destination = end(REMOTE_SECTION, dst, &destination_crypt, CRYPT_SECTION);
+        ends.push((source, destination));
+    }
+    if verbose >= 2 {
+        tracing::debug!("rendered rclone config (secrets redacted):\n{redacted}");
+    }
+    scrubber.extend(config::secret_values(&text));
+    let config = if common.no_template && destination_crypt.is_none() && source_crypt.is_none() {
+        ConfigFile::existing(common.config_path.as_deref().expect("checked above"))
+    } else {
+        ConfigFile::private(&text)?
+    };
+    let rclone = Rclone::new(binary, config.path().to_path_buf(), verbose).with_scrubber(scrubber);
+    let mut pairs = Vec::new();
+    for (source, destination) in ends {
+        let lease = lease::Lease::new(
+            &rclone,
+            &destination.path,
+            &destination.shown,
+            common.dry_run,
+            role.clone(),
+        )?
+        .expect("a writer's role has a lease");
+        pairs.push(replicate::Pair {
+            source,
+            destination,
+            lease: std::sync::Arc::new(lease),
+        });
+    }
+    let long_running = long_running_plan(&common, schedule, None);
+    Ok(ReplicationPlan {
+        replication: Replication {
+            pairs,
+            rclone,
+            no_delete: common.no_delete,
+            dry_run: common.dry_run,
+            force_empty_source: args.force_even_if_destination_would_be_cleared,
+            user_flags: common.rclone_args,
+            retries: common.retries,
+            sync_timeout: common.sync_timeout,
+        },
+        long_running,
+        config,
     })
 }

@@ -91,7 +91,7 @@ pub const TRANSFER_FLAGS: [&str; 8] = [
 ];
 
 /// Environment variables that are turned into the config and are not passed to rclone.
-pub const PRIVATE_ENV_PREFIXES: [&str; 3] = ["REMOTE_", "ENCRYPTED_", "ENCRYPTION_"];
+pub const PRIVATE_ENV_PREFIXES: [&str; 4] = ["REMOTE_", "ENCRYPTED_", "ENCRYPTION_", "SOURCE_"];
 
 /// Signals an abort to a running rclone: `Some(reason)` stops it (e.g. "SIGTERM").
 pub type Abort = watch::Receiver<Option<&'static str>>;

@@ -352,7 +352,7 @@ pub async fn check_remote_root_exists(rclone: &Rclone, remote: &str) -> Result<(
     {
         Err(e) if e.rclone_exit_code() == Some(3) => Err(Error::config(format!(
             "{root} does not exist (the bucket, or the backend's root, of {remote}); check the \
-             bucket name in the remote path, or create the bucket first; nothing was restored"
+             bucket name in the remote path, or create the bucket first; nothing was changed"
         ))),
         _ => Ok(()),
     }

@@ -16,7 +16,7 @@
 //!   mode the changes of a failed run are kept, the next run is a full sync, and it waits for a
 //!   backoff so a broken remote is not hammered.
 //! - The lease ([`crate::lease`]) is taken at the start of every sync that does not hold it
-//!   yet ([`run_with_lease`]), so a long-running uploader refused with `remote-in-use` keeps
+//!   yet ([`Task::execute`]), so a long-running uploader refused with `remote-in-use` keeps
 //!   trying on its schedule, and /healthz stays 503 until it holds the lease. Its loss is an
 //!   event of the loop: the running sync is stopped at once, and the next one must take the
 //!   lease again (refused while another writer holds it). In a one-shot run, and during the
@@ -89,42 +89,73 @@ impl Signals {
     }
 }
 
-/// Runs the job after the lease step: an upload takes the lease (a no-op while held), a
-/// restore waits for a writer that holds it. A failed lease step is the run's result.
-pub async fn run_with_lease(
-    job: &Job,
-    lease: Option<&Lease>,
-    plan: &SyncPlan,
-    abort: &mut Abort,
-) -> Report {
-    if let Some(lease) = lease {
-        let started = std::time::Instant::now();
-        // --sync-timeout bounds the lease step too: a stalled endpoint is found there first.
-        let step = lease.before_run(abort, job.retries);
-        let result = match job.sync_timeout {
-            None => step.await,
-            Some(limit) => tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
-                Err(Error::SyncTimeout {
-                    limit: format_duration(limit),
-                    last: None,
-                })
-            }),
-        };
-        if let Err(e) = result {
-            return Report {
-                result: Err(e),
-                elapsed: started.elapsed(),
-                attempts: 1,
-                kind: if matches!(plan, SyncPlan::Full(_)) {
-                    "full"
-                } else {
-                    "incremental"
-                },
-                volume: Default::default(),
+/// What the supervisor runs: a [`Job`] (one sync of a directory), or a
+/// [`crate::replicate::Replication`] (remote paths to remote paths).
+pub trait Task: Send + Sync + 'static {
+    /// One run, with its lease step: `lease` is the uploader's or restorer's lease of the
+    /// process (a replication keeps its leases itself, and gets `None`).
+    fn execute(
+        &self,
+        plan: &SyncPlan,
+        lease: Option<&Lease>,
+        abort: &mut Abort,
+    ) -> impl Future<Output = Report> + Send;
+
+    /// Logs the summary line of a run (see [`Job::log_summary`]).
+    fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>, error_follows: bool);
+
+    /// The `direction` label of the metrics.
+    fn direction(&self) -> &'static str;
+
+    /// The directory watch mode watches; `None` for a task that cannot be watched.
+    fn watched(&self) -> Option<&Path>;
+}
+
+impl Task for Job {
+    /// Runs the job after the lease step: an upload takes the lease (a no-op while held), a
+    /// restore waits for a writer that holds it. A failed lease step is the run's result.
+    async fn execute(&self, plan: &SyncPlan, lease: Option<&Lease>, abort: &mut Abort) -> Report {
+        if let Some(lease) = lease {
+            let started = std::time::Instant::now();
+            // --sync-timeout bounds the lease step too: a stalled endpoint is found there first.
+            let step = lease.before_run(abort, self.retries);
+            let result = match self.sync_timeout {
+                None => step.await,
+                Some(limit) => tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
+                    Err(Error::SyncTimeout {
+                        limit: format_duration(limit),
+                        last: None,
+                    })
+                }),
             };
+            if let Err(e) = result {
+                return Report {
+                    result: Err(e),
+                    elapsed: started.elapsed(),
+                    attempts: 1,
+                    kind: if matches!(plan, SyncPlan::Full(_)) {
+                        "full"
+                    } else {
+                        "incremental"
+                    },
+                    volume: Default::default(),
+                };
+            }
         }
+        self.run(plan, abort).await
     }
-    job.run(plan, abort).await
+
+    fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>, error_follows: bool) {
+        Job::log_summary(self, report, next_run, error_follows);
+    }
+
+    fn direction(&self) -> &'static str {
+        self.direction.as_str()
+    }
+
+    fn watched(&self) -> Option<&Path> {
+        Some(&self.local)
+    }
 }
 
 /// Waits until the lease is lost (again); pends forever without a lease.
@@ -139,12 +170,16 @@ async fn lease_lost(lost: &mut Option<watch::Receiver<Option<String>>>) -> Strin
     std::future::pending().await
 }
 
-/// Runs the job once; a signal stops rclone and the run fails as interrupted.
-pub async fn run_once(job: &Job, lease: Option<&Lease>, mut signals: Signals) -> Result<()> {
+/// Runs the task once; a signal stops rclone and the run fails as interrupted.
+pub async fn run_once<T: Task>(
+    task: &T,
+    lease: Option<&Lease>,
+    mut signals: Signals,
+) -> Result<()> {
     let (abort_tx, mut abort_rx) = watch::channel(None);
     let plan = SyncPlan::Full("one-shot run".into());
     let mut lost = lease.map(Lease::lost);
-    let run = run_with_lease(job, lease, &plan, &mut abort_rx);
+    let run = task.execute(&plan, lease, &mut abort_rx);
     tokio::pin!(run);
     let report = loop {
         tokio::select! {
@@ -163,7 +198,7 @@ pub async fn run_once(job: &Job, lease: Option<&Lease>, mut signals: Signals) ->
     if let Some(lease) = lease {
         lease.release().await;
     }
-    job.log_summary(&report, None, true);
+    task.log_summary(&report, None, true);
     report.result.map(|_| ())
 }
 
@@ -185,8 +220,8 @@ struct Running {
 }
 
 /// The state of the long-running loop, owned by that loop alone.
-struct Loop<'a> {
-    job: Arc<Job>,
+struct Loop<'a, T> {
+    task: Arc<T>,
     mode: LongRunning<'a>,
     abort: Abort,
     running: Option<Running>,
@@ -203,17 +238,17 @@ struct Loop<'a> {
     failures: u32,
 }
 
-impl Loop<'_> {
+impl<T: Task> Loop<'_, T> {
     /// Starts a sync now.
     fn start(&mut self, why: &str) {
         let changes = std::mem::take(&mut self.changes);
         self.first_pending = None;
-        let plan = match &self.mode.watch {
-            Some(_) => changes.plan(&self.job.local),
-            None => SyncPlan::Full(why.to_string()),
+        let plan = match (&self.mode.watch, self.task.watched()) {
+            (Some(_), Some(dir)) => changes.plan(dir),
+            _ => SyncPlan::Full(why.to_string()),
         };
         tracing::info!(trigger = why, "starting a sync");
-        let job = Arc::clone(&self.job);
+        let task = Arc::clone(&self.task);
         let lease = self.mode.lease.clone();
         let mut abort = self.abort.clone();
         self.last_start = Instant::now();
@@ -224,9 +259,9 @@ impl Loop<'_> {
             self.next_full = Some(Instant::now() + watch.full_sync_every);
         }
         self.running = Some(Running {
-            handle: tokio::spawn(async move {
-                run_with_lease(&job, lease.as_deref(), &plan, &mut abort).await
-            }),
+            handle: tokio::spawn(
+                async move { task.execute(&plan, lease.as_deref(), &mut abort).await },
+            ),
             changes,
         });
     }
@@ -277,10 +312,10 @@ impl Loop<'_> {
     /// Records a finished sync: summary line, metrics, and in watch mode what to do next.
     fn finished(&mut self, report: Report, changes: Changes) {
         let next = self.next_run();
-        self.job.log_summary(&report, next, false);
+        self.task.log_summary(&report, next, false);
         self.mode
             .metrics
-            .record(self.job.direction, &report.result, report.elapsed);
+            .record(self.task.direction(), &report.result, report.elapsed);
         log_next(next, &self.mode.metrics);
         self.record_lease(&report);
         if report.result.is_ok() {
@@ -304,14 +339,18 @@ impl Loop<'_> {
     }
 }
 
-/// Runs the job now and on every trigger (schedule tick, file changes, periodic full sync)
+/// Runs the task now and on every trigger (schedule tick, file changes, periodic full sync)
 /// until a signal, then once more.
-pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals) -> Result<()> {
+pub async fn run_long<T: Task>(
+    task: Arc<T>,
+    mode: LongRunning<'_>,
+    mut signals: Signals,
+) -> Result<()> {
     let pid_file = PidFile::create(mode.pid_path)?;
     // Watch before the first sync, so that no change made during it is missed.
-    let mut watcher = match &mode.watch {
-        Some(_) => Some(TreeWatcher::start(&job.local)?),
-        None => None,
+    let mut watcher = match (&mode.watch, task.watched()) {
+        (Some(_), Some(dir)) => Some(TreeWatcher::start(dir)?),
+        _ => None,
     };
     let (abort_tx, abort_rx) = watch::channel(None);
     let now = Instant::now();
@@ -320,7 +359,7 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
     let mut state = Loop {
         next_tick: mode.schedule.as_ref().map(|s| next_fire(s, Local::now())),
         next_full: None,
-        job,
+        task,
         mode,
         abort: abort_rx,
         running: None,
@@ -383,9 +422,8 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
                     running.handle.abort();
                 }
                 tracing::error!(
-                    "lost the lease of {}: {why}; the running upload was stopped, and every sync \
-                     first takes the lease again",
-                    state.job.remote_display
+                    "lost the lease of the remote path: {why}; the running upload was stopped, \
+                     and every sync first takes the lease again"
                 );
                 state.mode.metrics.set_lease_wait(Some(format!("lost the lease: {why}")));
             }
@@ -407,8 +445,8 @@ pub async fn run_long(job: Arc<Job>, mode: LongRunning<'_>, mut signals: Signals
 }
 
 /// Finishes the running sync, runs the final one; a second signal or the timeout aborts both.
-async fn shutdown(
-    state: &mut Loop<'_>,
+async fn shutdown<T: Task>(
+    state: &mut Loop<'_, T>,
     watcher: &mut Option<TreeWatcher>,
     abort_tx: watch::Sender<Option<&'static str>>,
     signals: &mut Signals,
@@ -434,19 +472,21 @@ async fn shutdown(
             tokio::time::sleep(Duration::from_millis(200)).await;
             watcher.drain(&mut state.changes);
         }
-        let plan = match &state.mode.watch {
-            Some(_) => state.changes.plan(&state.job.local),
-            None => SyncPlan::Full("final sync".into()),
+        let plan = match (&state.mode.watch, state.task.watched()) {
+            (Some(_), Some(dir)) => state.changes.plan(dir),
+            _ => SyncPlan::Full("final sync".into()),
         };
         tracing::info!("running the final sync");
         state.mode.metrics.sync_started();
-        let report =
-            run_with_lease(&state.job, state.mode.lease.as_deref(), &plan, &mut abort).await;
-        state.job.log_summary(&report, None, true);
+        let report = state
+            .task
+            .execute(&plan, state.mode.lease.as_deref(), &mut abort)
+            .await;
+        state.task.log_summary(&report, None, true);
         state
             .mode
             .metrics
-            .record(state.job.direction, &report.result, report.elapsed);
+            .record(state.task.direction(), &report.result, report.elapsed);
         report.result.map(|_| ())
     };
     tokio::pin!(final_sync);
