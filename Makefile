@@ -36,6 +36,8 @@ K8S_CLASSIC := $(K8S_DIR)/deployment-classic-sidecar.yaml
 # (cases named *classic* have no native sidecar and are also validated for 1.27).
 K8S_APP := $(filter-out $(K8S_DIR)/app/sync.yaml,$(wildcard $(K8S_DIR)/app/*.yaml))
 K8S_CRD := deploy/crd/podfilesystemsync.yaml
+# remote-to-remote-sync as a CronJob and as a Deployment, with their Secret.
+K8S_REPLICATION := $(wildcard deploy/replication/*.yaml)
 # (kubernetes-validate has no schema for a List: its items have the shapes of the other cases.)
 GOLDEN := $(filter-out tests/golden/list-items/%,$(wildcard tests/golden/*/expected.yaml))
 GOLDEN_CLASSIC := $(wildcard tests/golden/*classic*/expected.yaml)
@@ -94,7 +96,7 @@ lint: lint-tools
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_DIR)/*.yaml
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(K8S_CLASSIC)
-	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_APP) $(K8S_CRD) $(GOLDEN)
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) $(K8S_APP) $(K8S_CRD) $(K8S_REPLICATION) $(GOLDEN)
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(GOLDEN_CLASSIC)
 	mkdir -p target
 	kubectl kustomize deploy/operator > target/operator-install.yaml
