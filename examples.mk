@@ -1,13 +1,14 @@
 # Runnable examples against the demo's local S3 server (included by the Makefile).
 # Each target starts the server if needed; `make example-stop` stops it.
 #   make example-upload example-restore example-dry-run example-refusal example-schedule
-#        example-watch example-metrics example-encrypted example-inject
+#        example-watch example-metrics example-encrypted example-inject example-replicate
 
 EXAMPLE_STATE := .demo
 EXAMPLE_ENV = eval "$$(scripts/s3-server.sh env $(EXAMPLE_STATE))"
 
 .PHONY: example-server example-stop example-upload example-restore example-dry-run example-refusal \
-	example-schedule example-watch example-metrics example-encrypted example-inject examples
+	example-schedule example-watch example-metrics example-encrypted example-inject example-replicate \
+	examples
 
 example-server: tools build
 	scripts/s3-server.sh start $(EXAMPLE_STATE)
@@ -18,6 +19,12 @@ example-stop:
 ## Upload examples/data to remote:demo/example.
 example-upload: example-server
 	$(EXAMPLE_ENV) && $(BIN) sync-to-remote -s examples/data -d demo/example
+
+## Replicate remote:demo/example to remote:demo/replica, server to server (remote-to-remote-sync;
+## here the source, SOURCE_*, is the same demo server as the destination, REMOTE_*).
+example-replicate: example-upload
+	$(EXAMPLE_ENV) && eval "$$(scripts/s3-server.sh env $(EXAMPLE_STATE) | sed 's/REMOTE_/SOURCE_/')" && \
+	  $(BIN) remote-to-remote-sync -s demo/example -d demo/replica
 
 ## Restore remote:demo/example into .demo/example-restored (an init container's job).
 example-restore: example-upload
@@ -83,5 +90,5 @@ example-inject: build
 
 ## Run all examples, then stop the server.
 examples: example-restore example-dry-run example-refusal example-schedule example-watch \
-	example-metrics example-encrypted example-inject
+	example-metrics example-encrypted example-inject example-replicate
 	$(MAKE) example-stop
