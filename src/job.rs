@@ -23,6 +23,7 @@ use chrono::{DateTime, Local};
 
 use crate::crypt::KeyCheck;
 use crate::error::{Error, Result};
+use crate::logging::summary_event;
 use crate::mass_delete::Guard;
 use crate::rclone::{Abort, Rclone, Stats, aborted};
 use crate::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
@@ -222,6 +223,17 @@ pub struct VolumeSummary {
     pub owners_not_set: bool,
 }
 
+/// The `result` of a summary line and of the metrics: `success`, `skipped`, `refused` (by a
+/// safety valve; also the worst of several replication pairs) or `failure`.
+pub fn result_label(result: &Result<Outcome>) -> &'static str {
+    match result {
+        Ok(Outcome::Synced(_)) => "success",
+        Ok(Outcome::Skipped(_)) => "skipped",
+        Err(e) if e.exit_code() == crate::error::EXIT_REFUSED => "refused",
+        Err(_) => "failure",
+    }
+}
+
 /// A finished run: its result, how long it took and how many attempts it made.
 #[derive(Debug)]
 pub struct Report {
@@ -231,6 +243,25 @@ pub struct Report {
     /// `full` or `incremental`.
     pub kind: &'static str,
     pub volume: VolumeSummary,
+}
+
+impl Report {
+    /// rclone's statistics of a run that synced; zero otherwise.
+    pub fn stats(&self) -> Stats {
+        match &self.result {
+            Ok(Outcome::Synced(stats)) => stats.clone(),
+            _ => Stats::default(),
+        }
+    }
+
+    /// rclone's error count, also when it failed.
+    pub fn errors(&self) -> u64 {
+        match &self.result {
+            Ok(Outcome::Synced(stats)) => stats.errors,
+            Ok(Outcome::Skipped(_)) => 0,
+            Err(e) => e.rclone_errors(),
+        }
+    }
 }
 
 impl Job {
@@ -287,23 +318,13 @@ impl Job {
         error_follows: bool,
     ) {
         let (source, destination) = self.source_and_destination();
-        let zero = Stats::default();
-        let errors = match &report.result {
-            Ok(Outcome::Synced(stats)) => stats.errors,
-            Ok(Outcome::Skipped(_)) => 0,
-            // rclone's own count, also when it failed.
-            Err(e) => e.rclone_errors(),
-        };
-        let (result, stats, mut message) = match &report.result {
-            Ok(Outcome::Synced(stats)) => ("success", stats, "sync finished".to_string()),
-            Ok(Outcome::Skipped(why)) => ("skipped", &zero, format!("sync skipped: {why}")),
-            Err(Error::Refused { rule, .. }) if error_follows => (
-                "refused",
-                &zero,
-                format!("sync refused by safety rule '{rule}' (the reason follows)"),
-            ),
-            Err(e @ Error::Refused { .. }) => ("refused", &zero, format!("sync failed: {e}")),
-            Err(e) => ("failure", &zero, format!("sync failed: {e}")),
+        let mut message = match &report.result {
+            Ok(Outcome::Synced(_)) => "sync finished".to_string(),
+            Ok(Outcome::Skipped(why)) => format!("sync skipped: {why}"),
+            Err(Error::Refused { rule, .. }) if error_follows => {
+                format!("sync refused by safety rule '{rule}' (the reason follows)")
+            }
+            Err(e) => format!("sync failed: {e}"),
         };
         let volume = &report.volume;
         if volume.owners_not_set {
@@ -316,36 +337,26 @@ impl Job {
                 volume.skipped_special
             ));
         }
-        // Every summary line carries every field, whatever the result, so log queries and
-        // dashboards can rely on them.
-        macro_rules! summary {
-            ($level:expr) => {
-                tracing::event!(
-                    $level,
-                    direction = self.direction.as_str(),
-                    source,
-                    destination,
-                    result,
-                    duration_seconds = report.elapsed.as_secs_f64(),
-                    attempts = report.attempts,
-                    transferred_files = stats.transfers,
-                    transferred_bytes = stats.bytes,
-                    deleted_files = stats.deletes,
-                    errors,
-                    dry_run = self.dry_run,
-                    kind = report.kind,
-                    skipped_special = volume.skipped_special,
-                    metadata = volume.metadata,
-                    next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                    "{message}"
-                )
-            };
-        }
-        if report.result.is_ok() {
-            summary!(tracing::Level::INFO);
-        } else {
-            summary!(tracing::Level::ERROR);
-        }
+        let stats = report.stats();
+        summary_event!(
+            report.result.is_ok(),
+            direction = self.direction.as_str(),
+            source,
+            destination,
+            result = result_label(&report.result),
+            duration_seconds = report.elapsed.as_secs_f64(),
+            attempts = report.attempts,
+            transferred_files = stats.transfers,
+            transferred_bytes = stats.bytes,
+            deleted_files = stats.deletes,
+            errors = report.errors(),
+            dry_run = self.dry_run,
+            kind = report.kind,
+            skipped_special = volume.skipped_special,
+            metadata = volume.metadata,
+            next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            "{message}"
+        );
     }
 
     async fn attempt(

@@ -50,6 +50,19 @@ pub fn init(verbose: u8, format: LogFormat) {
     }
 }
 
+/// Logs a summary line: at INFO when `ok`, else at ERROR, with the same fields either way (log
+/// queries and dashboards rely on every field being there, whatever the result).
+macro_rules! summary_event {
+    ($ok:expr, $($fields:tt)+) => {
+        if $ok {
+            tracing::info!($($fields)+)
+        } else {
+            tracing::error!($($fields)+)
+        }
+    };
+}
+pub(crate) use summary_event;
+
 #[cfg(test)]
 mod tests {
     use super::*;

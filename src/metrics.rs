@@ -241,12 +241,7 @@ impl Metrics {
 
     /// Records a finished run.
     pub fn record(&self, direction: &'static str, result: &Result<Outcome>, elapsed: Duration) {
-        let label = match result {
-            Ok(Outcome::Synced(_)) => "success",
-            Ok(Outcome::Skipped(_)) => "skipped",
-            Err(Error::Refused { .. }) => "refused",
-            Err(_) => "failure",
-        };
+        let label = crate::job::result_label(result);
         self.syncs
             .get_or_create(&SyncLabels {
                 direction,

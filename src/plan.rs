@@ -213,6 +213,17 @@ fn no_params_with_file(params: &[String], flag: &str) -> Result<()> {
     }
 }
 
+/// `--schedule`, parsed.
+fn parse_schedule(common: &CommonArgs) -> Result<Option<Schedule>> {
+    common
+        .schedule
+        .schedule
+        .as_deref()
+        .map(Schedule::parse)
+        .transpose()
+        .map_err(Error::Config)
+}
+
 /// The long-running mode's settings, when a schedule or watch is given.
 fn long_running_plan(
     common: &CommonArgs,
@@ -256,13 +267,7 @@ async fn build(
     let env = config_environment()?;
     let env_refs = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
 
-    let schedule = common
-        .schedule
-        .schedule
-        .as_deref()
-        .map(Schedule::parse)
-        .transpose()
-        .map_err(Error::Config)?;
+    let schedule = parse_schedule(&common)?;
 
     // Everything that needs no process is checked before rclone is even looked up.
     let crypt_settings = CryptSettings::collect(env_refs(), &common.enc_params)?;
@@ -417,13 +422,7 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
             !k.starts_with("SOURCE_ENCRYPTED_") && !k.starts_with("SOURCE_ENCRYPTION_")
         })
     };
-    let schedule = common
-        .schedule
-        .schedule
-        .as_deref()
-        .map(Schedule::parse)
-        .transpose()
-        .map_err(Error::Config)?;
+    let schedule = parse_schedule(&common)?;
     let destination_crypt = CryptSettings::collect(env_refs(), &common.enc_params)?;
     let source_crypt = CryptSettings::collect_prefixed(
         env_refs(),

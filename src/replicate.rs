@@ -16,13 +16,13 @@
 //!    object);
 //! 5. `rclone sync` (or `copy` with `-x`) from source to destination, retried as the other
 //!    commands' syncs are, within `--sync-timeout` per pair. rclone streams the data from one
-//!    endpoint to the other (server-side when both are the same remote): nothing is staged on
-//!    the local disk. The metadata manifest of a volume travels with it; the lease, key check
+//!    endpoint to the other: nothing is staged on the local disk. The metadata manifest of a volume travels with it; the lease, key check
 //!    and upload record of each side stay that side's own.
 //!
 //! Every pair logs its own summary line as it ends; a failing pair does not stop the others
-//! (a signal does). The run's result is the worst of the pairs': a refusal (3) over a
-//! configuration error (2) over a failure (1); with one failing pair it is that pair's error.
+//! (a signal does). A run of one pair fails with that pair's error; a run of several lists
+//! every failing pair, and its exit code is the worst of theirs: a refusal (3) over a
+//! configuration error (2) over a failure (1).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -34,9 +34,11 @@ use chrono::{DateTime, Local};
 use crate::crypt::{KEY_CHECK_OBJECT, KeyCheck};
 use crate::error::{Error, Result};
 use crate::job::{
-    DEFAULT_TRANSFER_FLAGS, Outcome, Report, Retries, SyncPlan, unless_aborted, within_limit,
+    DEFAULT_TRANSFER_FLAGS, Outcome, Report, Retries, SyncPlan, result_label, unless_aborted,
+    within_limit,
 };
 use crate::lease::{LEASE_OBJECT, Lease};
+use crate::logging::summary_event;
 use crate::mass_delete;
 use crate::rclone::{Abort, Rclone, Stats};
 use crate::safety;
@@ -109,22 +111,16 @@ impl Replication {
         match listed {
             Ok(true) => return Ok(None),
             Err(e @ Error::Interrupted(_)) => return Err(e),
-            // A missing bucket says so in its own words (exit 2); else the listing's failure.
-            Err(e) => {
-                unless_aborted(
-                    abort,
-                    safety::check_remote_root_exists(&self.rclone, &source.shown),
-                )
-                .await?;
-                return Err(e);
-            }
-            Ok(false) => {}
+            Ok(false) | Err(_) => {}
         }
+        // Nothing listed, or a failed listing: a missing bucket says so in its own words
+        // (exit 2); else a failed listing is the pair's failure.
         unless_aborted(
             abort,
             safety::check_remote_root_exists(&self.rclone, &source.shown),
         )
         .await?;
+        listed?;
         let why = format!(
             "{} holds no file (this program's own files aside)",
             source.shown
@@ -232,45 +228,28 @@ impl Replication {
 
     /// The summary line of one pair.
     fn log_pair(&self, index: usize, pair: &Pair, report: &Report) {
-        let zero = Stats::default();
-        let (result, stats, message) = match &report.result {
-            Ok(Outcome::Synced(stats)) => ("success", stats, "replication finished".to_string()),
-            Ok(Outcome::Skipped(why)) => ("skipped", &zero, format!("replication skipped: {why}")),
-            Err(e @ Error::Refused { .. }) => {
-                ("refused", &zero, format!("replication failed: {e}"))
-            }
-            Err(e) => ("failure", &zero, format!("replication failed: {e}")),
+        let message = match &report.result {
+            Ok(Outcome::Synced(_)) => "replication finished".to_string(),
+            Ok(Outcome::Skipped(why)) => format!("replication skipped: {why}"),
+            Err(e) => format!("replication failed: {e}"),
         };
-        let errors = match &report.result {
-            Ok(Outcome::Synced(stats)) => stats.errors,
-            Ok(Outcome::Skipped(_)) => 0,
-            Err(e) => e.rclone_errors(),
-        };
-        macro_rules! summary {
-            ($level:expr) => {
-                tracing::event!(
-                    $level,
-                    direction = "replicate",
-                    pair = format!("{}/{}", index + 1, self.pairs.len()),
-                    source = pair.source.shown,
-                    destination = pair.destination.shown,
-                    result,
-                    duration_seconds = report.elapsed.as_secs_f64(),
-                    attempts = report.attempts,
-                    transferred_files = stats.transfers,
-                    transferred_bytes = stats.bytes,
-                    deleted_files = stats.deletes,
-                    errors,
-                    dry_run = self.dry_run,
-                    "{message}"
-                )
-            };
-        }
-        if report.result.is_ok() {
-            summary!(tracing::Level::INFO);
-        } else {
-            summary!(tracing::Level::ERROR);
-        }
+        let stats = report.stats();
+        summary_event!(
+            report.result.is_ok(),
+            direction = "replicate",
+            pair = format!("{}/{}", index + 1, self.pairs.len()),
+            source = pair.source.shown,
+            destination = pair.destination.shown,
+            result = result_label(&report.result),
+            duration_seconds = report.elapsed.as_secs_f64(),
+            attempts = report.attempts,
+            transferred_files = stats.transfers,
+            transferred_bytes = stats.bytes,
+            deleted_files = stats.deletes,
+            errors = report.errors(),
+            dry_run = self.dry_run,
+            "{message}"
+        );
     }
 
     /// Every pair, one after the other; the result is the worst of theirs.
@@ -385,47 +364,26 @@ impl Task for Replication {
     }
 
     fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>, error_follows: bool) {
-        let (result, message) = match &report.result {
-            Ok(Outcome::Synced(_)) => ("success", "replication of every pair finished".to_string()),
-            Ok(Outcome::Skipped(why)) => ("skipped", format!("replication skipped: {why}")),
-            Err(e) if error_follows => (
-                if e.exit_code() == crate::error::EXIT_REFUSED {
-                    "refused"
-                } else {
-                    "failure"
-                },
-                "replication failed (the reason follows)".to_string(),
-            ),
-            Err(e @ Error::Refused { .. }) => ("refused", format!("replication failed: {e}")),
-            Err(e) => ("failure", format!("replication failed: {e}")),
+        let message = match &report.result {
+            Ok(Outcome::Synced(_)) => "replication of every pair finished".to_string(),
+            Ok(Outcome::Skipped(why)) => format!("replication skipped: {why}"),
+            Err(_) if error_follows => "replication failed (the reason follows)".to_string(),
+            Err(e) => format!("replication failed: {e}"),
         };
-        let zero = Stats::default();
-        let stats = match &report.result {
-            Ok(Outcome::Synced(stats)) => stats,
-            _ => &zero,
-        };
-        macro_rules! summary {
-            ($level:expr) => {
-                tracing::event!(
-                    $level,
-                    direction = "replicate",
-                    pairs = self.pairs.len(),
-                    result,
-                    duration_seconds = report.elapsed.as_secs_f64(),
-                    transferred_files = stats.transfers,
-                    transferred_bytes = stats.bytes,
-                    deleted_files = stats.deletes,
-                    dry_run = self.dry_run,
-                    next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                    "{message}"
-                )
-            };
-        }
-        if report.result.is_ok() {
-            summary!(tracing::Level::INFO);
-        } else {
-            summary!(tracing::Level::ERROR);
-        }
+        let stats = report.stats();
+        summary_event!(
+            report.result.is_ok(),
+            direction = "replicate",
+            pairs = self.pairs.len(),
+            result = result_label(&report.result),
+            duration_seconds = report.elapsed.as_secs_f64(),
+            transferred_files = stats.transfers,
+            transferred_bytes = stats.bytes,
+            deleted_files = stats.deletes,
+            dry_run = self.dry_run,
+            next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            "{message}"
+        );
     }
 
     fn direction(&self) -> &'static str {
