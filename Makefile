@@ -67,11 +67,16 @@ tools: $(RCLONE_DEP)
 $(TOOLS)/bin/rclone: scripts/install-rclone.sh
 	scripts/install-rclone.sh $(RCLONE_VERSION) $(TOOLS)
 
-## kube-apiserver: a real kube-apiserver and etcd for tests/operator.rs, built once into tools/bin
-## from Debian 12's packages (see scripts/install-kube-apiserver.sh; ~5 minutes, 3.7 GB while building)
-## (the script returns at once when both are there)
+## kube-apiserver: a real kube-apiserver and etcd for tests/operator.rs, built once from Debian 12's
+## packages (see scripts/install-kube-apiserver.sh; 5-15 minutes, 3.7 GB while building) into a cache
+## OUTSIDE the clone, keyed by version, so a fresh clone (CI) on the same machine reuses it; tools/bin
+## gets links to it. The script returns at once when both are there.
+KUBE_VERSION := 1.20.2
+KUBE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/volume-syncing-operator/kubernetes-$(KUBE_VERSION)
 kube-apiserver:
-	scripts/install-kube-apiserver.sh $(TOOLS)
+	scripts/install-kube-apiserver.sh $(KUBE_CACHE)
+	mkdir -p $(TOOLS)/bin
+	ln -sf $(KUBE_CACHE)/bin/kube-apiserver $(KUBE_CACHE)/bin/etcd $(TOOLS)/bin/
 
 ## test: lint, then every test (unit and integration, real rclone and S3 server)
 test: tools lint test-only
