@@ -56,7 +56,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # tests/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
-.PHONY: all build tools test test-only lint demo bench soak clean build-static image lint-tools busybox-static test-packages kube-apiserver
+.PHONY: all build tools test test-only lint demo bench soak fuzz clean build-static image lint-tools busybox-static test-packages kube-apiserver
 all: build
 
 build:
@@ -202,6 +202,24 @@ bench: tools
 SOAK_SECONDS ?= 3600
 soak: tools build
 	python3 scripts/soak.py $(BIN) $(RCLONE_BINARY) $(SOAK_SECONDS)
+
+## fuzz: cargo fuzz (libFuzzer) over every parser of what a bucket holds (manifest, lease, upload
+## record) and of what a user types (remote path, schedule, duration), FUZZ_SECONDS each
+## (default 60). Not part of `make test`. cargo-fuzz is installed from crates.io into tools/;
+## the project's one (stable) toolchain runs it with RUSTC_BOOTSTRAP=1 for the -Z sanitizer
+## flags. A crash stops with the input in fuzz/artifacts/<target>/: make it a regression test.
+CARGO_FUZZ_VERSION := 0.13.1
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := manifest lease upload_record user_input
+fuzz:
+	@[ -x $(TOOLS)/bin/cargo-fuzz ] || { echo "installing cargo-fuzz $(CARGO_FUZZ_VERSION) (crates.io) into $(TOOLS)" >&2; \
+	  $(CARGO) install --quiet --locked cargo-fuzz@$(CARGO_FUZZ_VERSION) --root $(TOOLS); }
+	@for target in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$target for $(FUZZ_SECONDS) s" >&2; \
+	  mkdir -p fuzz/corpus/$$target; \
+	  PATH=$(TOOLS)/bin:$$PATH RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir fuzz $$target \
+	    fuzz/corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

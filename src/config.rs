@@ -17,12 +17,17 @@
 //! - With `--no-template` the user's file is used in place (rclone may need to write refreshed
 //!   OAuth tokens back into it); only when encryption is added is a private copy made.
 //! - Secret-looking values are never logged; [`render_redacted`] is what `-vv` shows.
+//! - A panic must not leave the secret behind either: the release build aborts on panic, which
+//!   runs no destructor. Every private directory is therefore also registered with
+//!   [`remove_secrets_on_panic`]'s hook, which deletes it before the process aborts (the hook
+//!   aborts in every build, so tests see what production does).
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, TryLockError};
 
 use anyhow::Context;
 
@@ -168,6 +173,33 @@ pub fn secret_values(text: &str) -> Vec<String> {
     values
 }
 
+/// The private directories of the rendered configs that exist now, for the panic hook.
+static PRIVATE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn private_dirs<R>(f: impl FnOnce(&mut Vec<PathBuf>) -> R) -> Option<R> {
+    match PRIVATE_DIRS.try_lock() {
+        Ok(mut dirs) => Some(f(&mut dirs)),
+        Err(TryLockError::Poisoned(p)) => Some(f(&mut p.into_inner())),
+        // Held by a thread that panicked mid-update: nothing to do without deadlocking.
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Installs the panic hook that removes every private config directory, prints the panic as
+/// before, and aborts (no unwinding: the same in every build). Called once, first, by `main`.
+pub fn remove_secrets_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        private_dirs(|dirs| {
+            for dir in dirs.drain(..) {
+                let _ = fs::remove_dir_all(dir);
+            }
+        });
+        previous(info);
+        std::process::abort();
+    }));
+}
+
 /// The rclone.conf handed to rclone with `--config`. A rendered file is deleted with its
 /// private directory when this value is dropped; a user's file is left alone.
 #[derive(Debug)]
@@ -183,6 +215,7 @@ impl ConfigFile {
             .prefix("volume-syncing-operator-")
             .tempdir()
             .context("cannot create a private temp directory for the rclone config (is TMPDIR writable?)")?;
+        private_dirs(|dirs| dirs.push(dir.path().to_path_buf()));
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
             .context("cannot make the config directory private")?;
         let path = dir.path().join("rclone.conf");
@@ -211,6 +244,14 @@ impl ConfigFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        if let Some(dir) = &self._dir {
+            private_dirs(|dirs| dirs.retain(|d| d != dir.path()));
+        }
     }
 }
 

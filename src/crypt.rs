@@ -243,12 +243,16 @@ impl KeyCheck {
                 .map(str::trim)
                 .unwrap_or(LEASE_OBJECT)
         );
+        // The plain marker beside the data (crate::crypt_marker) is not encrypted either.
+        let marker_filter = format!("/{}", crate::crypt_marker::MARKER);
         let with_data = [
             "lsf",
             "-R",
             "--files-only",
             "--exclude",
             lease_filter.as_str(),
+            "--exclude",
+            marker_filter.as_str(),
             "--min-size",
             min_size.as_str(),
             self.raw_remote.as_str(),
@@ -260,6 +264,8 @@ impl KeyCheck {
             "--files-only",
             "--exclude",
             lease_filter.as_str(),
+            "--exclude",
+            marker_filter.as_str(),
             self.raw_remote.as_str(),
         ]
         .map(OsString::from);

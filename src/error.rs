@@ -192,7 +192,9 @@ pub fn report(result: Result<(), Error>, json_log: bool) -> ExitCode {
             if json_log {
                 tracing::error!(exit_code, "{message}");
             } else {
-                eprintln!("error: {message}");
+                let line = format!("error: {message}\n");
+                let line = crate::logging::escape_text_line(line.as_bytes(), false);
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &line);
             }
             ExitCode::from(exit_code)
         }

@@ -22,6 +22,7 @@ use anyhow::Context;
 use chrono::{DateTime, Local};
 
 use crate::crypt::KeyCheck;
+use crate::crypt_marker::{MarkerWriter, PlainGuard};
 use crate::error::{Error, Result};
 use crate::logging::summary_event;
 use crate::mass_delete::Guard;
@@ -103,6 +104,10 @@ pub struct Job {
     /// `--sync-timeout`: the bound of one run, retries and backoff included.
     pub sync_timeout: Option<Duration>,
     pub key_check: Option<KeyCheck>,
+    /// Without encryption settings: refuses a path that holds encrypted data.
+    pub plain_guard: Option<PlainGuard>,
+    /// With encryption: the plain marker that keeps runs without the key away.
+    pub encryption_marker: MarkerWriter,
     /// The `mass-delete` valve of uploads.
     pub mass_delete: Guard,
     /// Digest of the metadata manifest this process wrote last: an unchanged one is not
@@ -408,6 +413,17 @@ impl Job {
         )?;
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
+            if !self.dry_run {
+                let marker = self
+                    .encryption_marker
+                    .ensure(&self.rclone, &check.raw_remote);
+                unless_aborted(abort, marker).await?;
+            }
+        }
+        if let Some(guard) = &self.plain_guard {
+            let what =
+                "an upload would delete every encrypted object (or mix plain files into them)";
+            unless_aborted(abort, guard.verify(&self.rclone, what)).await?;
         }
         if source_without_files {
             unless_aborted(
@@ -609,6 +625,10 @@ impl Job {
         };
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, false, self.dry_run)).await?;
+        }
+        if let Some(guard) = &self.plain_guard {
+            let what = "a restore would replace the local files with ciphertext";
+            unless_aborted(abort, guard.verify(&self.rclone, what)).await?;
         }
         if check_remote {
             unless_aborted(

@@ -29,6 +29,7 @@ pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod crypt;
+pub mod crypt_marker;
 pub mod error;
 pub mod http;
 pub mod job;
@@ -84,6 +85,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         _ => unreachable!("handled above"),
     };
+    // A test build panics here on request, with the secret on disk: the panic hook must remove
+    // it (tests/trust_secrets.rs). Release builds have no such switch.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("VOLUME_SYNCING_OPERATOR_TEST_PANIC").is_some() {
+        panic!("deliberate panic for a test (VOLUME_SYNCING_OPERATOR_TEST_PANIC)");
+    }
     let lease = lease::Lease::of_job(&plan.job, plan.lease.clone())?.map(Arc::new);
     if let Some(lease) = &lease {
         tokio::spawn(Arc::clone(lease).keep());

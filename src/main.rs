@@ -8,6 +8,8 @@ use volume_syncing_operator::error::report;
 use volume_syncing_operator::{logging, run};
 
 fn main() -> ExitCode {
+    // First: a panic anywhere later still removes the private rclone.conf (see config.rs).
+    volume_syncing_operator::config::remove_secrets_on_panic();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

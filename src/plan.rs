@@ -13,6 +13,7 @@ use crate::config::{
     self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION, SOURCE_CRYPT_SECTION, SOURCE_SECTION,
 };
 use crate::crypt::{self, CryptSettings, KeyCheck};
+use crate::crypt_marker::{MarkerWriter, PlainGuard};
 use crate::error::{Error, Result};
 use crate::job::{Direction, Job, Overrides};
 use crate::lease;
@@ -358,7 +359,7 @@ async fn build(
         direction,
         local,
         remote,
-        remote_display,
+        remote_display: remote_display.clone(),
         no_delete: common.no_delete,
         dry_run: common.dry_run,
         overrides,
@@ -366,7 +367,11 @@ async fn build(
         user_flags: common.rclone_args,
         retries: common.retries,
         sync_timeout: common.sync_timeout,
+        plain_guard: key_check
+            .is_none()
+            .then(|| PlainGuard::new(remote_display.clone())),
         key_check,
+        encryption_marker: MarkerWriter::default(),
         mass_delete: Guard::new(mass_delete_percent),
         last_manifest: Default::default(),
     };
@@ -492,8 +497,10 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
             let Some(options) = crypt else {
                 return replicate::End {
                     path: format!("{shown}/"),
+                    plain_guard: Some(PlainGuard::new(shown.clone())),
                     shown,
                     key_check: None,
+                    encryption_marker: MarkerWriter::default(),
                 };
             };
             let name = format!("{section}{suffix}");
@@ -507,6 +514,8 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
                     root: format!("{name}:"),
                 }),
                 shown,
+                plain_guard: None,
+                encryption_marker: MarkerWriter::default(),
             }
         };
         let source = end(SOURCE_SECTION, src, &source_crypt, SOURCE_CRYPT_SECTION);

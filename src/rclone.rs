@@ -636,6 +636,14 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
             self.stats = Some(stats);
             return;
         }
+        // The plain marker beside encrypted data (crate::crypt_marker) is not an encrypted
+        // name; rclone crypt says so at every listing. That is expected, not news.
+        if object.rsplit('/').next() == Some(crate::crypt_marker::MARKER)
+            && msg.contains("undecryptable file name")
+        {
+            tracing::debug!(target: "rclone", object, "{msg}");
+            return;
+        }
         match entry.level.as_str() {
             "debug" => tracing::debug!(target: "rclone", object, "{msg}"),
             "info" | "notice" => tracing::info!(target: "rclone", object, "{msg}"),

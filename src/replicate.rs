@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local};
 
 use crate::crypt::{KEY_CHECK_OBJECT, KeyCheck};
+use crate::crypt_marker::{Found, MarkerWriter, PlainGuard};
 use crate::error::{Error, Result};
 use crate::job::{
     DEFAULT_TRANSFER_FLAGS, Outcome, Report, Retries, SyncPlan, result_label, unless_aborted,
@@ -61,6 +62,10 @@ pub struct End {
     pub shown: String,
     /// Set when this end is encrypted.
     pub key_check: Option<KeyCheck>,
+    /// Set when it is not: what its remote path holds is looked at ([`crate::crypt_marker`]).
+    pub plain_guard: Option<PlainGuard>,
+    /// An encrypted destination's plain marker.
+    pub encryption_marker: MarkerWriter,
 }
 
 /// One source path and the destination path it is replicated to.
@@ -103,6 +108,7 @@ impl Replication {
         if let Some(check) = &source.key_check {
             unless_aborted(abort, check.verify(&self.rclone, false, self.dry_run)).await?;
         }
+        unless_aborted(abort, self.check_encryption(pair)).await?;
         let listed = unless_aborted(
             abort,
             safety::remote_has_entries(&self.rclone, &source.path),
@@ -161,10 +167,43 @@ impl Replication {
         }
     }
 
+    /// An end without encryption settings whose path holds encrypted data: replicated only as
+    /// it is (ciphertext to a plain destination that is not plain data), never decrypted into,
+    /// encrypted again, or overwritten by plain data.
+    async fn check_encryption(&self, pair: &Pair) -> Result<()> {
+        let (source, destination) = (&pair.source, &pair.destination);
+        let source_raw = match &source.plain_guard {
+            Some(guard) => guard.inspect(&self.rclone).await? == Found::Encrypted,
+            None => false,
+        };
+        if source_raw && destination.key_check.is_some() {
+            let guard = source.plain_guard.as_ref().expect("checked above");
+            return Err(guard.refusal(
+                "replicating it to an encrypted destination would encrypt the ciphertext again                  (set SOURCE_ENCRYPTION_PASSPHRASE, or SOURCE_ENCRYPTED_*)",
+            ));
+        }
+        if let Some(guard) = &destination.plain_guard
+            && !source_raw
+            && guard.inspect(&self.rclone).await? == Found::Encrypted
+        {
+            return Err(guard.refusal(
+                "replicating a plain source into it would delete every encrypted object",
+            ));
+        }
+        Ok(())
+    }
+
     /// The data transfer of a pair, after the destination's key check.
     async fn transfer(&self, pair: &Pair, abort: &mut Abort) -> Result<Stats> {
         if let Some(check) = &pair.destination.key_check {
             unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
+            if !self.dry_run {
+                let marker = pair
+                    .destination
+                    .encryption_marker
+                    .ensure(&self.rclone, &check.raw_remote);
+                unless_aborted(abort, marker).await?;
+            }
         }
         let mut args: Vec<OsString> = vec![
             pair.source.path.clone().into(),

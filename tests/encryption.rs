@@ -22,6 +22,8 @@ const REMOTE: &str = "bucket/app";
 const CHECK_OBJECT: &str = ".volume-syncing-operator.keycheck";
 /// The metadata manifest every successful upload writes (see tests/fidelity.rs).
 const MANIFEST: &str = ".volume-syncing-operator.manifest";
+/// The plain marker of an encrypted path (tests/trust_encryption.rs): one plain name, no key.
+const ENCRYPTED_MARKER: &str = ".volume-syncing-operator.encrypted";
 
 /// Distinctive pieces of the sample tree's file and directory names.
 const NAME_MARKERS: [&str; 5] = [
@@ -315,8 +317,9 @@ fn upload_stores_neither_plaintext_names_nor_plaintext_contents() {
     let stored = stored_under(&server, REMOTE);
     assert_eq!(
         stored.len(),
-        file_count(&src) + 3,
-        "one object per file plus the check object and the upload record and the manifest: {:?}",
+        file_count(&src) + 4,
+        "one object per file plus the check object, the upload record, the manifest and the \
+         plain marker: {:?}",
         stored.keys()
     );
     assert_no_plaintext(&server, true);
@@ -520,8 +523,8 @@ fn a_wrong_key_is_refused_on_a_remote_written_without_a_check_object() {
     assert!(stored.contains_key(&check), "{:?}", stored.keys());
     assert_eq!(
         stored.len(),
-        file_count(&src) + 3,
-        "files, check object, upload record, manifest"
+        file_count(&src) + 4,
+        "files, check object, upload record, manifest, plain marker"
     );
     assert_key_mismatch(&restore(&sandbox, &server, &local, &wrong, &[]));
     assert_eq!(snapshot(&local), local_before, "local files untouched");
@@ -591,6 +594,7 @@ fn filename_encryption_off_round_trips_with_bin_names_and_encrypted_contents() {
     expected.push(format!("{CHECK_OBJECT}.bin"));
     expected.push(".volume-syncing-operator.upload-record.bin".to_string());
     expected.push(format!("{MANIFEST}.bin"));
+    expected.push(ENCRYPTED_MARKER.to_string());
     expected.sort();
     assert_eq!(stored, expected, "names are kept, with .bin appended");
     assert_no_plaintext(&server, false);
@@ -678,8 +682,8 @@ fn obfuscated_names_round_trip_without_plaintext_contents() {
     let plain: Vec<String> = files_only(&snapshot(&src)).into_keys().collect();
     assert_eq!(
         stored.len(),
-        plain.len() + 3,
-        "files, check object, upload record, manifest: {stored:?}"
+        plain.len() + 4,
+        "files, check object, upload record, manifest, plain marker: {stored:?}"
     );
     for name in &plain {
         assert!(

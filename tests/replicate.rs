@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -31,42 +30,9 @@ fn source_env(server: &S3Server, secret: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// rclone against `server` (secret `secret`) as remote `s3:`, through its S3 API.
-#[track_caller]
-fn rclone_s3(server: &S3Server, secret: &str, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new(rclone())
-        .args(["--config", "/dev/null"])
-        .args(args)
-        .env_clear()
-        .env("RCLONE_CONFIG_S3_TYPE", "s3")
-        .env("RCLONE_CONFIG_S3_PROVIDER", "Rclone")
-        .env("RCLONE_CONFIG_S3_ENDPOINT", server.endpoint())
-        .env("RCLONE_CONFIG_S3_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("RCLONE_CONFIG_S3_SECRET_ACCESS_KEY", secret)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(bytes) = stdin {
-        input.write_all(bytes).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "rclone {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// Writes `content` to `path` (bucket/key) on the source server.
 fn put(server: &S3Server, path: &str, content: &[u8]) {
-    rclone_s3(
-        server,
+    server.rclone_s3(
         SOURCE_SECRET,
         &["rcat", &format!("s3:{path}")],
         Some(content),
@@ -158,7 +124,8 @@ fn three_buckets_are_replicated_and_an_emptied_source_is_refused() {
     }
 
     // beta is emptied at the source (a wrong bucket, a failed job upstream), alpha grows.
-    rclone_s3(&lab.source, SOURCE_SECRET, &["delete", "s3:beta"], None);
+    lab.source
+        .rclone_s3(SOURCE_SECRET, &["delete", "s3:beta"], None);
     put(&lab.source, "alpha/new.txt", b"new");
     let out = lab.vso(&PAIRS).run();
     out.assert_code(3)

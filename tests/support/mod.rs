@@ -165,6 +165,39 @@ impl S3Server {
         );
     }
 
+    /// rclone against this server (secret `secret`) as remote `s3:`, through its S3 API (the
+    /// server caches listings: a test changes the remote through it, never on its disk).
+    #[track_caller]
+    pub fn rclone_s3(&self, secret: &str, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+        use std::io::Write;
+        let mut child = Command::new(rclone())
+            .args(["--config", "/dev/null"])
+            .args(args)
+            .env_clear()
+            .env("RCLONE_CONFIG_S3_TYPE", "s3")
+            .env("RCLONE_CONFIG_S3_PROVIDER", "Rclone")
+            .env("RCLONE_CONFIG_S3_ENDPOINT", self.endpoint())
+            .env("RCLONE_CONFIG_S3_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("RCLONE_CONFIG_S3_SECRET_ACCESS_KEY", secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "rclone {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// The REMOTE_* variables that point at this server.
     pub fn remote_env(&self) -> Vec<(String, String)> {
         [
