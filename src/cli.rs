@@ -636,9 +636,17 @@ mod tests {
 
     #[test]
     fn a_duration_out_of_bounds_names_the_flag_and_the_bound() {
-        let err = parse(&["sync-to-remote", "-s", "/d", "-d", "b", "--lease-ttl", "5000000d"])
-            .expect_err("out of bounds")
-            .to_string();
+        let err = parse(&[
+            "sync-to-remote",
+            "-s",
+            "/d",
+            "-d",
+            "b",
+            "--lease-ttl",
+            "5000000d",
+        ])
+        .expect_err("out of bounds")
+        .to_string();
         assert!(
             err.contains("--lease-ttl") && err.contains("must be between 15s and 1d"),
             "{err}"

@@ -848,7 +848,10 @@ impl Lease {
             Expiry::Unanchored(why) => {
                 let written = self.written_at(now).await?;
                 let expires = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
-                (expires, format!("{why}; the object was written {}", rfc3339(written)))
+                (
+                    expires,
+                    format!("{why}; the object was written {}", rfc3339(written)),
+                )
             }
         };
         tracing::warn!(
@@ -1038,9 +1041,17 @@ mod tests {
         };
         let r = rfc3339(now);
         let soon = rfc3339(now + chrono::Duration::seconds(60));
-        assert_eq!(lease(&r, &soon).expiry(now, skew), Expiry::Stated(parse_time(&soon).unwrap()));
+        assert_eq!(
+            lease(&r, &soon).expiry(now, skew),
+            Expiry::Stated(parse_time(&soon).unwrap())
+        );
         let cap = add(parse_time(&r).unwrap(), MAX_TTL).unwrap();
-        for absurd in ["+15716-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "garbage{{", ""] {
+        for absurd in [
+            "+15716-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "garbage{{",
+            "",
+        ] {
             match lease(&r, absurd).expiry(now, skew) {
                 Expiry::Capped(at, why) => {
                     assert_eq!(at, cap, "{absurd}");

@@ -109,10 +109,7 @@ pub fn untrusted(text: &str) -> String {
 mod untrusted_tests {
     #[test]
     fn control_characters_are_escaped_and_long_text_cut() {
-        assert_eq!(
-            super::untrusted("h\nost\u{1b}[31m"),
-            "h\\nost\\u{1b}[31m"
-        );
+        assert_eq!(super::untrusted("h\nost\u{1b}[31m"), "h\\nost\\u{1b}[31m");
         assert_eq!(super::untrusted(&"x".repeat(500)).chars().count(), 201);
     }
 }

@@ -529,24 +529,47 @@ mod tests {
 
     #[test]
     fn overlapping_paths_are_segment_wise_prefixes() {
-        for (a, b) in [("a", "a"), ("a", "a/b"), ("a/b", "a"), ("b/x/y", "b/x"), ("/srv", "/srv/x")] {
+        for (a, b) in [
+            ("a", "a"),
+            ("a", "a/b"),
+            ("a/b", "a"),
+            ("b/x/y", "b/x"),
+            ("/srv", "/srv/x"),
+        ] {
             assert!(paths_overlap(a, b), "{a} {b}");
         }
-        for (a, b) in [("a", "ab"), ("a/b", "a/c"), ("a", "b"), ("/a", "a"), ("ab/c", "a")] {
+        for (a, b) in [
+            ("a", "ab"),
+            ("a/b", "a/c"),
+            ("a", "b"),
+            ("/a", "a"),
+            ("ab/c", "a"),
+        ] {
             assert!(!paths_overlap(a, b), "{a} {b}");
         }
     }
 
     #[test]
     fn the_same_remote_is_the_same_type_and_address() {
-        let a = options(&[("type", "s3"), ("endpoint", "http://x"), ("secret_access_key", "1")]);
-        let b = options(&[("type", "s3"), ("endpoint", "http://x"), ("secret_access_key", "2")]);
+        let a = options(&[
+            ("type", "s3"),
+            ("endpoint", "http://x"),
+            ("secret_access_key", "1"),
+        ]);
+        let b = options(&[
+            ("type", "s3"),
+            ("endpoint", "http://x"),
+            ("secret_access_key", "2"),
+        ]);
         let c = options(&[("type", "s3"), ("endpoint", "http://y")]);
         assert!(same_remote(&a, &a));
         assert!(same_remote(&a, &b), "other credentials, same server");
         assert!(!same_remote(&a, &c));
         let local = options(&[("type", "local")]);
-        assert!(same_remote(&local, &options(&[("type", "local"), ("links", "true")])));
+        assert!(same_remote(
+            &local,
+            &options(&[("type", "local"), ("links", "true")])
+        ));
         assert!(check_overlap(&a, &b, "bucket/a/b", "bucket/a").is_err());
         assert!(check_overlap(&a, &b, "bucket/a", "bucket/ab").is_ok());
         assert!(check_overlap(&a, &c, "bucket/a", "bucket/a").is_ok());

@@ -93,9 +93,7 @@ impl Schedule {
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Local>) -> Option<DateTime<Local>> {
         match self {
-            Schedule::Every(d) => {
-                after.checked_add_signed(chrono::Duration::from_std(*d).ok()?)
-            }
+            Schedule::Every(d) => after.checked_add_signed(chrono::Duration::from_std(*d).ok()?),
             // Cron fires on whole seconds; croner would keep the sub-second part of `after`.
             Schedule::Cron(cron, _) => {
                 let whole = after.with_nanosecond(0).unwrap_or(after);
@@ -170,7 +168,8 @@ pub fn default_max_sync_age(
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b).unwrap_or(Duration::from_secs(3600)),
     };
-    gap.saturating_mul(2).saturating_add(Duration::from_secs(600))
+    gap.saturating_mul(2)
+        .saturating_add(Duration::from_secs(600))
 }
 
 /// Parses durations like `30s`, `1m`, `1h30m`, `500ms`, `2d` (a sequence of number+unit).

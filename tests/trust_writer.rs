@@ -135,7 +135,9 @@ fn duration_flags_out_of_bounds_exit_2_naming_the_flag_and_the_bound() {
         ("--retries", "101", "0..=100"),
     ] {
         let out = upload(&sandbox, &server, &other, &[flag, value]);
-        out.assert_code(2).assert_contains(flag).assert_contains(bound);
+        out.assert_code(2)
+            .assert_contains(flag)
+            .assert_contains(bound);
         assert!(!out.all().contains("panicked"), "{}", out.all());
         ends.assert_unchanged(&format!("{flag} {value}"));
     }
@@ -153,7 +155,14 @@ fn duration_flags_out_of_bounds_exit_2_naming_the_flag_and_the_bound() {
     let mut holder = Vso::s3(&sandbox, &server)
         .args(["sync-to-remote", "-s"])
         .arg(&src)
-        .args(["-d", "bucket/app", "--lease-ttl", "1d", "--schedule", "@every 1h"])
+        .args([
+            "-d",
+            "bucket/app",
+            "--lease-ttl",
+            "1d",
+            "--schedule",
+            "@every 1h",
+        ])
         .arg("--pid-path")
         .arg(&pid)
         .spawn();
@@ -256,7 +265,11 @@ fn a_writer_that_retakes_the_lease_rewrites_its_manifest_and_record() {
     let sandbox = Sandbox::new();
     let src_a = sandbox.tree(
         "a",
-        &[("a/one.txt", b"A one"), ("a/two.txt", b"A two"), ("only-a.txt", b"A")],
+        &[
+            ("a/one.txt", b"A one"),
+            ("a/two.txt", b"A two"),
+            ("only-a.txt", b"A"),
+        ],
     );
     let src_b = sandbox.tree("b", &[("b/one.txt", b"B one"), ("only-b.txt", b"B")]);
     let ttl = ["--lease-ttl", "15s", "--lease-max-clock-skew", "1s"];
@@ -330,7 +343,13 @@ fn an_upload_record_that_cannot_be_used_never_turns_the_valve_off() {
         ends.assert_unchanged(&format!("record {}", String::from_utf8_lossy(garbled)));
     }
     // The override goes through and writes a good record.
-    upload(&sandbox, &server, &partial, &["--max-delete-percent", "100"]).assert_code(0);
+    upload(
+        &sandbox,
+        &server,
+        &partial,
+        &["--max-delete-percent", "100"],
+    )
+    .assert_code(0);
     let text = std::fs::read_to_string(server.path(RECORD)).unwrap();
     assert!(text.contains("\"files\":40"), "{text}");
 }
@@ -354,7 +373,11 @@ fn replication_refuses_overlapping_paths_on_the_same_remote() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let seed = sandbox.tree("seed", &[("x.txt", b"x"), ("b/y.txt", b"y")]);
-    rclone_s3(&server, &["copy", seed.to_str().unwrap(), "s3:bucket/a"], None);
+    rclone_s3(
+        &server,
+        &["copy", seed.to_str().unwrap(), "s3:bucket/a"],
+        None,
+    );
     let ends = Ends::capture(&[&seed], &server);
     for (src, dst) in [
         ("bucket/a/b", "bucket/a"),
@@ -379,7 +402,11 @@ fn replication_has_the_mass_delete_valve() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let forty = many_files(&sandbox, "forty", 40);
-    rclone_s3(&server, &["copy", forty.to_str().unwrap(), "s3:bucket/src"], None);
+    rclone_s3(
+        &server,
+        &["copy", forty.to_str().unwrap(), "s3:bucket/src"],
+        None,
+    );
     replicate(&sandbox, &server, "bucket/src", "bucket/replica", &[]).assert_code(0);
     assert_eq!(
         files_only(&snapshot(&server.path("bucket/replica"))).len(),
@@ -387,7 +414,11 @@ fn replication_has_the_mass_delete_valve() {
     );
     // The source loses 39 of its 40 files.
     let one = sandbox.tree("one", &[("f-0.txt", b"file 0\n")]);
-    rclone_s3(&server, &["sync", one.to_str().unwrap(), "s3:bucket/src"], None);
+    rclone_s3(
+        &server,
+        &["sync", one.to_str().unwrap(), "s3:bucket/src"],
+        None,
+    );
     let ends = Ends::capture(&[&one], &server);
     replicate(&sandbox, &server, "bucket/src", "bucket/replica", &[])
         .assert_code(3)
