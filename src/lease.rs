@@ -753,6 +753,7 @@ impl Lease {
         }
         let start = Instant::now();
         let mut last_log: Option<Instant> = None;
+        let mut judged: Option<((String, String, String), DateTime<Utc>)> = None;
         loop {
             let found = match self.read().await {
                 Ok(found) => found,
@@ -771,12 +772,24 @@ impl Lease {
                 }
             };
             let now = Utc::now();
-            let expires = match self.judged_expiry(&record, now, max_skew).await {
-                Ok(expires) => expires,
-                Err(e) => {
-                    tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
-                    return Ok(());
-                }
+            // Judged (and warned about) once per lease seen, not once per poll.
+            let key = (
+                record.holder.id.clone(),
+                record.renewed.clone(),
+                record.expires.clone(),
+            );
+            let expires = match &judged {
+                Some((seen, expires)) if *seen == key => *expires,
+                _ => match self.judged_expiry(&record, now, max_skew).await {
+                    Ok(expires) => {
+                        judged = Some((key, expires));
+                        expires
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
+                        return Ok(());
+                    }
+                },
             };
             if !is_live(expires, now, max_skew) {
                 tracing::warn!(
