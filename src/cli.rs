@@ -9,7 +9,73 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::schedule::parse_duration;
+use crate::schedule::{format_duration, parse_duration};
+
+/// The bounds of every duration flag (README, "Flag bounds"). A value outside them is a usage
+/// error (exit 2) naming the flag and the bound: a year-long lease or an `@every 100000000d`
+/// is a typo, and unbounded values once overflowed the time arithmetic (a panic, or a lease
+/// expiring in year 15716 that no writer could parse back). The upper bounds are far above any
+/// sensible setting.
+pub mod bounds {
+    use std::time::Duration;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// `--lease-ttl`: renewals every third of it need room for the settle delay; a lease of a
+    /// killed writer blocks the path this long, so a day is the most that makes sense.
+    pub const LEASE_TTL: (Duration, Duration) = (crate::lease::MIN_TTL, DAY);
+    /// `--lease-max-clock-skew`: clocks further apart than an hour are broken, not skewed.
+    pub const LEASE_MAX_CLOCK_SKEW: (Duration, Duration) = (Duration::from_millis(1), HOUR);
+    /// `--wait-for-writer` (0 also allowed: do not wait).
+    pub const WAIT_FOR_WRITER: (Duration, Duration) = (Duration::from_millis(1), DAY);
+    /// `--debounce`.
+    pub const DEBOUNCE: (Duration, Duration) = (Duration::from_millis(1), HOUR);
+    /// `--min-interval`, `--shutdown-timeout`, `interrupt --timeout`.
+    pub const UP_TO_A_DAY: (Duration, Duration) = (Duration::from_millis(1), DAY);
+    /// `--full-sync-every`, `--sync-timeout`, `--max-sync-age` (and `--schedule @every`, see
+    /// [`crate::schedule::MAX_EVERY`]).
+    pub const UP_TO_A_YEAR: (Duration, Duration) = (SECOND, crate::schedule::MAX_EVERY);
+    /// `--retries`.
+    pub const RETRIES: u32 = 100;
+    /// `--max-consecutive-failures`.
+    pub const MAX_CONSECUTIVE_FAILURES: u32 = 10_000;
+}
+
+/// A parser of a duration within `(min, max)`; the message names the bound (clap names the
+/// flag).
+fn within((min, max): (Duration, Duration), s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}",
+            format_duration(min),
+            format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    within(bounds::LEASE_TTL, s)
+}
+
+fn parse_clock_skew(s: &str) -> Result<Duration, String> {
+    within(bounds::LEASE_MAX_CLOCK_SKEW, s)
+}
+
+fn parse_debounce(s: &str) -> Result<Duration, String> {
+    within(bounds::DEBOUNCE, s)
+}
+
+fn parse_up_to_a_day(s: &str) -> Result<Duration, String> {
+    within(bounds::UP_TO_A_DAY, s)
+}
+
+fn parse_up_to_a_year(s: &str) -> Result<Duration, String> {
+    within(bounds::UP_TO_A_YEAR, s)
+}
 
 /// Keeps a directory and an rclone remote in sync, and refuses any run that would wipe data.
 ///
@@ -235,13 +301,13 @@ pub struct LeaseArgs {
     pub force_take_over_lease: bool,
 
     /// How long the lease lives without renewal; it is renewed every third of it. A writer
-    /// killed without releasing it blocks others this long (plus the clock skew). At least 15s.
-    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
+    /// killed without releasing it blocks others this long (plus the clock skew). 15s to 1d.
+    #[arg(long, value_parser = parse_lease_ttl, default_value = "2m", value_name = "DURATION")]
     pub lease_ttl: Duration,
 
     /// The largest clock difference between hosts writing to the same remote path; a lease
-    /// counts as expired only this long after its expiry time.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    /// counts as expired only this long after its expiry time. At most 1h.
+    #[arg(long, value_parser = parse_clock_skew, default_value = "30s", value_name = "DURATION")]
     pub lease_max_clock_skew: Duration,
 }
 
@@ -254,16 +320,18 @@ pub struct WatchArgs {
     #[arg(long, group = "long_running")]
     pub watch: bool,
 
-    /// With --watch: wait for this quiet period after the last change before syncing.
-    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION", requires = "watch")]
+    /// With --watch: wait for this quiet period after the last change before syncing. At most
+    /// 1h.
+    #[arg(long, value_parser = parse_debounce, default_value = "2s", value_name = "DURATION", requires = "watch")]
     pub debounce: Duration,
 
-    /// With --watch: at most one sync per this interval (default: no limit).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "watch")]
+    /// With --watch: at most one sync per this interval (default: no limit). At most 1d.
+    #[arg(long, value_parser = parse_up_to_a_day, value_name = "DURATION", requires = "watch")]
     pub min_interval: Option<Duration>,
 
     /// With --watch: also run a full sync this often, to catch anything the watcher missed.
-    #[arg(long, value_parser = parse_duration, default_value = "1h", value_name = "DURATION", requires = "watch")]
+    /// 1s to 366 days.
+    #[arg(long, value_parser = parse_up_to_a_year, default_value = "1h", value_name = "DURATION", requires = "watch")]
     pub full_sync_every: Duration,
 }
 
@@ -293,13 +361,13 @@ pub struct RemoteToLocalArgs {
 
     /// While a writer holds a live lease on the remote path, wait up to this long for it to
     /// finish (its final sync releases the lease) before restoring; 0 = do not wait. On
-    /// timeout exit 1. One-shot restores only.
+    /// timeout exit 1. One-shot restores only. At most 1d.
     #[arg(long, value_parser = parse_wait, default_value = "5m", value_name = "DURATION")]
     pub wait_for_writer: Duration,
 
     /// The largest clock difference between hosts (see sync-to-remote): a lease counts as
-    /// expired only this long after its expiry time.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    /// expired only this long after its expiry time. At most 1h.
+    #[arg(long, value_parser = parse_clock_skew, default_value = "30s", value_name = "DURATION")]
     pub lease_max_clock_skew: Duration,
 
     #[command(flatten)]
@@ -332,6 +400,13 @@ pub struct RemoteToRemoteArgs {
     /// deletes every file at the destination (safety rule 'empty-source').
     #[arg(long)]
     pub force_even_if_destination_would_be_cleared: bool,
+
+    /// Refuse a replication that would delete more than this share (percent) of the files the
+    /// last replication to the destination recorded, when that is 10 files or more (safety rule
+    /// 'mass-delete'); 100 switches the rule off.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_delete_percent: u8,
 
     #[command(flatten)]
     pub lease: LeaseArgs,
@@ -375,14 +450,15 @@ pub struct CommonArgs {
     /// Re-run a failed sync this many times within one run, with exponential backoff starting
     /// at 1s, unless its cause cannot heal within seconds (a refused connection, wrong
     /// credentials, TLS, DNS, a missing bucket) or rclone called it fatal. rclone's own
-    /// whole-pass retries are turned off in favour of these.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    /// whole-pass retries are turned off in favour of these. At most 100.
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(bounds::RETRIES)))]
     pub retries: u32,
 
     /// Upper bound for one whole sync, retries and backoff included (e.g. 30m, 6h); after it
     /// rclone is stopped and the sync fails (exit 1). Default: no bound (stalled transfers are
-    /// still cut by rclone's idle --timeout, 30s by default).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// still cut by rclone's idle --timeout, 30s by default). 1s to 366 days.
+    #[arg(long, value_parser = parse_up_to_a_year, value_name = "DURATION")]
     pub sync_timeout: Option<Duration>,
 
     #[command(flatten)]
@@ -403,8 +479,8 @@ pub struct ScheduleArgs {
     pub schedule: Option<String>,
 
     /// Upper bound for the final sync after SIGTERM/SIGINT (e.g. 30s, 5m); after it rclone is
-    /// stopped and the exit code is 1.
-    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION", requires = "long_running")]
+    /// stopped and the exit code is 1. At most 1d.
+    #[arg(long, value_parser = parse_up_to_a_day, default_value = "5m", value_name = "DURATION", requires = "long_running")]
     pub shutdown_timeout: Duration,
 
     /// Where the scheduled process writes its PID (read by `interrupt`).
@@ -418,15 +494,16 @@ pub struct ScheduleArgs {
     pub metrics_address: Option<String>,
 
     /// /healthz and /livez answer 503 after this many consecutive failed syncs, 200 again after
-    /// a success.
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// a success. 1 to 10000.
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(bounds::MAX_CONSECUTIVE_FAILURES)))]
     pub max_consecutive_failures: u32,
 
     /// /healthz answers 503 when no sync has succeeded for this long (counted from the start
     /// until the first success), or when the running sync has run this long. Default: twice
     /// the longest gap between two planned syncs (schedule, or --full-sync-every with --watch)
-    /// plus 10m.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "long_running")]
+    /// plus 10m. 1s to 366 days.
+    #[arg(long, value_parser = parse_up_to_a_year, value_name = "DURATION", requires = "long_running")]
     pub max_sync_age: Option<Duration>,
 }
 
@@ -437,17 +514,17 @@ pub struct InterruptArgs {
     #[arg(long, value_name = "FILE")]
     pub pid_path: Option<PathBuf>,
 
-    /// How long to wait for the process to finish its final sync and exit.
-    #[arg(long, value_parser = parse_duration, default_value = "10m", value_name = "DURATION")]
+    /// How long to wait for the process to finish its final sync and exit. At most 1d.
+    #[arg(long, value_parser = parse_up_to_a_day, default_value = "10m", value_name = "DURATION")]
     pub timeout: Duration,
 }
 
-/// A duration where `0` means "not at all".
+/// `--wait-for-writer`: a bounded duration where `0` means "not at all".
 fn parse_wait(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         Ok(Duration::ZERO)
     } else {
-        parse_duration(s)
+        within(bounds::WAIT_FOR_WRITER, s)
     }
 }
 
@@ -492,6 +569,11 @@ mod tests {
             "remote-to-remote-sync -s a -d b -s c -d d -x --dry-run --source-param type=s3",
             "remote-to-remote-sync -s a -d b --schedule @daily --metrics-address :9090",
             "remote-to-remote-sync -s a -d b --force-even-if-destination-would-be-cleared",
+            "remote-to-remote-sync -s a -d b --max-delete-percent 100",
+            "sync-to-remote -s /d -d b --lease-ttl 1d --retries 100",
+            "sync-to-remote -s /d -d b --schedule @daily --max-sync-age 366d",
+            "sync-to-remote -s /d -d b --schedule @daily --max-consecutive-failures 10000",
+            "remote-to-local-sync -s b -d /d --wait-for-writer 1d --lease-max-clock-skew 1h",
             "interrupt",
             "interrupt --pid-path /tmp/x.pid --timeout 1m",
             "inject -f app.yaml --sync s.yaml",
@@ -521,6 +603,22 @@ mod tests {
             "sync-to-remote -s /d -d b --wait-for-writer 1m",
             "remote-to-local-sync -s b -d /d --force-take-over-lease",
             "sync-to-remote -s /d -d b --lease-ttl soon",
+            "sync-to-remote -s /d -d b --lease-ttl 100000000d",
+            "sync-to-remote -s /d -d b --lease-ttl 5000000d",
+            "sync-to-remote -s /d -d b --lease-ttl 14s",
+            "sync-to-remote -s /d -d b --lease-ttl 25h",
+            "sync-to-remote -s /d -d b --lease-max-clock-skew 2h",
+            "sync-to-remote -s /d -d b --retries 101",
+            "sync-to-remote -s /d -d b --sync-timeout 367d",
+            "sync-to-remote -s /d -d b --watch --debounce 2h",
+            "sync-to-remote -s /d -d b --watch --min-interval 2d",
+            "sync-to-remote -s /d -d b --watch --full-sync-every 400d",
+            "sync-to-remote -s /d -d b --schedule @daily --shutdown-timeout 2d",
+            "sync-to-remote -s /d -d b --schedule @daily --max-sync-age 18446744073709551615s",
+            "sync-to-remote -s /d -d b --schedule @daily --max-consecutive-failures 10001",
+            "remote-to-local-sync -s b -d /d --wait-for-writer 2d",
+            "remote-to-remote-sync -s a -d b --max-delete-percent 101",
+            "interrupt --timeout 100000000d",
             "remote-to-remote-sync -s a",
             "remote-to-remote-sync -d b",
             "remote-to-remote-sync -s a -d b --watch",
@@ -534,5 +632,24 @@ mod tests {
             let err = parse(&line.split_whitespace().collect::<Vec<_>>()).expect_err(line);
             assert_eq!(err.exit_code(), 2, "usage errors exit 2: {line}");
         }
+    }
+
+    #[test]
+    fn a_duration_out_of_bounds_names_the_flag_and_the_bound() {
+        let err = parse(&[
+            "sync-to-remote",
+            "-s",
+            "/d",
+            "-d",
+            "b",
+            "--lease-ttl",
+            "5000000d",
+        ])
+        .expect_err("out of bounds")
+        .to_string();
+        assert!(
+            err.contains("--lease-ttl") && err.contains("must be between 15s and 1d"),
+            "{err}"
+        );
     }
 }

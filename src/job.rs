@@ -270,6 +270,15 @@ impl Report {
 }
 
 impl Job {
+    /// Forgets what this process remembers of the remote (the digest of the manifest it wrote
+    /// last, the mass-delete record), so the next upload writes both: called when the lease is
+    /// (re)acquired, because after a loss another writer may have replaced them. Costs the
+    /// next sync one manifest write and one record read and write.
+    pub fn forget_remote_state(&self) {
+        *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.mass_delete.forget();
+    }
+
     /// Runs the sync, retrying failures that can heal up to `retries` times, all within
     /// `--sync-timeout` when one is set. When the time is up, the running rclone is dropped,
     /// which kills it (`kill_on_drop`); an unfinished restore keeps its marker.

@@ -52,17 +52,18 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::logging::untrusted;
 use crate::rclone::{Abort, Rclone, STOP_GRACE, aborted};
 use crate::schedule::format_duration;
 
@@ -114,8 +115,15 @@ pub struct Holder {
 }
 
 impl fmt::Display for Holder {
+    /// Read from the remote, so escaped for the log ([`untrusted`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (pid {}, id {})", self.host, self.pid, self.id)
+        write!(
+            f,
+            "{} (pid {}, id {})",
+            untrusted(&self.host),
+            self.pid,
+            untrusted(&self.id)
+        )
     }
 }
 
@@ -154,37 +162,125 @@ pub struct Record {
 }
 
 impl Record {
-    fn new(holder: Holder, started: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> Record {
-        Record {
+    /// Our lease, written at `now`, and its expiry. Checked: a TTL the flags did not bound
+    /// must not overflow into a panic or into a year no writer can parse back.
+    fn new(
+        holder: Holder,
+        started: DateTime<Utc>,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<(Record, DateTime<Utc>)> {
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .filter(|t| t.year() <= 9999)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "--lease-ttl {} puts the lease's expiry out of range",
+                    format_duration(ttl)
+                ))
+            })?;
+        let record = Record {
             holder,
             started: rfc3339(started),
             renewed: rfc3339(now),
-            expires: rfc3339(now + chrono::Duration::from_std(ttl).unwrap_or_default()),
-        }
+            expires: rfc3339(expires),
+        };
+        Ok((record, expires))
     }
 
-    fn expires(&self) -> Result<DateTime<Utc>> {
+    fn renewed_at(&self) -> Option<DateTime<Utc>> {
+        parse_time(&self.renewed)
+    }
+
+    fn expires_at(&self) -> Option<DateTime<Utc>> {
         parse_time(&self.expires)
     }
 
-    /// Live: not yet expired, allowing for the clock skew between writers.
-    fn is_live(&self, now: DateTime<Utc>, max_skew: Duration) -> Result<bool> {
-        Ok(now <= self.expires()? + chrono::Duration::from_std(max_skew).unwrap_or_default())
+    /// When this lease, read from the remote, counts as expiring: its `expires`, unless that
+    /// does not parse or lies more than the longest TTL after the lease was written ([`Expiry`]).
+    fn expiry(&self, now: DateTime<Utc>, max_skew: Duration) -> Expiry {
+        let renewed = self
+            .renewed_at()
+            .filter(|r| *r <= add(now, max_skew).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        let Some(anchor) = renewed else {
+            return Expiry::Unanchored(format!(
+                "its renewal time {:?} does not parse or lies in the future",
+                untrusted(&self.renewed)
+            ));
+        };
+        let cap = add(anchor, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        match self.expires_at() {
+            Some(expires) if expires <= cap => Expiry::Stated(expires),
+            Some(_) => Expiry::Capped(
+                cap,
+                format!(
+                    "its expiry {:?} lies more than the longest --lease-ttl ({}) after its renewal",
+                    untrusted(&self.expires),
+                    format_duration(MAX_TTL)
+                ),
+            ),
+            None => Expiry::Capped(
+                cap,
+                format!("its expiry {:?} does not parse", untrusted(&self.expires)),
+            ),
+        }
     }
+}
+
+/// What a lease read from the remote says about its expiry. Any writer of the bucket can put
+/// anything there, so an expiry is believed only up to [`MAX_TTL`] after the lease's renewal
+/// time; a lease whose times say nothing usable is judged by when the object was written.
+/// Never "forever" (which would block every writer), never ignored (which would turn the lease
+/// off): an absurd lease counts as live for at most a day after it was written, with a warning.
+#[derive(Debug, Clone, PartialEq)]
+enum Expiry {
+    /// The lease's own, plausible expiry.
+    Stated(DateTime<Utc>),
+    /// The lease's renewal time plus [`MAX_TTL`], and why its own expiry was not believed.
+    Capped(DateTime<Utc>, String),
+    /// No usable renewal time: the object's modification time is needed (one more call).
+    Unanchored(String),
+}
+
+/// The longest TTL a writer may set (`--lease-ttl`): how far a lease's expiry may lie after its
+/// renewal before it is not believed.
+pub const MAX_TTL: Duration = crate::cli::bounds::LEASE_TTL.1;
+
+/// The longest lease object that is read (`rclone cat --count`): ours are ~250 bytes.
+const MAX_LEASE_BYTES: usize = 64 * 1024;
+
+/// `t + d`, or `None` when out of range.
+fn add(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(chrono::Duration::from_std(d).ok()?)
+}
+
+/// Whether a lease expiring at `expires` is still live at `now`, allowing for the clock skew.
+fn is_live(expires: DateTime<Utc>, now: DateTime<Utc>, max_skew: Duration) -> bool {
+    add(expires, max_skew).is_none_or(|until| now <= until)
+}
+
+/// Parses the bytes of a lease object; never panics (fuzzed). `Err` says why it is not a lease
+/// (not JSON, no holder, too long). The times are strings, judged later ([`Expiry`]): a lease
+/// whose times do not parse is still a lease, whose holder is worth naming.
+pub fn parse_lease(bytes: &[u8]) -> Result<Record, String> {
+    if bytes.len() > MAX_LEASE_BYTES {
+        return Err(format!(
+            "longer than {MAX_LEASE_BYTES} bytes; a lease is a few hundred"
+        ));
+    }
+    serde_json::from_slice::<Record>(bytes)
+        .map_err(|e| format!("not a lease: {}", untrusted(&e.to_string())))
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
+        .ok()
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            Error::Other(anyhow::anyhow!(
-                "the lease holds an invalid time {s:?}: {e}"
-            ))
-        })
 }
 
 /// What reading the lease found.
@@ -208,6 +304,9 @@ pub struct Lease {
     held: Mutex<Option<Held>>,
     /// Mirrors `held.is_some()` for synchronous readers (the health state).
     holding: AtomicBool,
+    /// How often the lease was acquired: a change tells the user of the lease that another
+    /// writer may have written the path meanwhile ([`Lease::acquisitions`]).
+    acquisitions: AtomicU64,
     lost: watch::Sender<Option<String>>,
 }
 
@@ -253,6 +352,7 @@ impl Lease {
             dry_run,
             held: Mutex::new(None),
             holding: AtomicBool::new(false),
+            acquisitions: AtomicU64::new(0),
             lost: watch::channel(None).0,
         }))
     }
@@ -313,6 +413,14 @@ impl Lease {
         *slot = value;
     }
 
+    /// How many times this process acquired the lease. When it changes across a run's lease
+    /// step, the lease was (re)taken: after a loss another writer may have written the path, so
+    /// what the process remembers of the remote (the manifest it wrote, the upload record) is
+    /// no longer true.
+    pub fn acquisitions(&self) -> u64 {
+        self.acquisitions.load(Ordering::Relaxed)
+    }
+
     /// Receives `Some(why)` once a held lease is lost.
     pub fn lost(&self) -> watch::Receiver<Option<String>> {
         self.lost.subscribe()
@@ -337,21 +445,22 @@ impl Lease {
                 Found::Nothing => {}
                 Found::Lease(record) if record.holder.id == self.me.id => {}
                 Found::Lease(record) => {
-                    let live = record.is_live(now, settings.max_skew).unwrap_or(true);
+                    let expires = self.judged_expiry(&record, now, settings.max_skew).await?;
+                    let live = is_live(expires, now, settings.max_skew);
                     if live && self.dry_run {
                         tracing::warn!(
                             holder = %record.holder,
-                            expires = record.expires,
+                            expires = rfc3339(expires),
                             "dry run: {} is held by another writer; a real upload would be refused (rule '{RULE}')",
                             self.display
                         );
                         return Ok(());
                     } else if live && !settings.force_take_over {
-                        return Err(self.in_use(&record));
+                        return Err(self.in_use(&record, expires));
                     } else if live {
                         tracing::warn!(
                             holder = %record.holder,
-                            expires = record.expires,
+                            expires = rfc3339(expires),
                             "{FORCE_TAKE_OVER}: taking over the live lease {} of {}; if that writer \
                              is still running, it stops at its next renewal",
                             self.display,
@@ -360,7 +469,7 @@ impl Lease {
                     } else {
                         tracing::warn!(
                             holder = %record.holder,
-                            expired = record.expires,
+                            expired = rfc3339(expires),
                             "taking over the expired lease {} of {} (it did not release it: \
                              killed, or its node was lost)",
                             self.display,
@@ -369,14 +478,31 @@ impl Lease {
                     }
                 }
                 Found::Unreadable(why) if !settings.force_take_over && !self.dry_run => {
-                    return Err(Error::refused(
-                        RULE,
-                        format!(
-                            "the lease object {} cannot be read as a lease ({why})",
-                            self.display
-                        ),
-                        FORCE_TAKE_OVER,
-                    ));
+                    // Not a lease, but maybe another release's: held for the longest TTL after
+                    // it was written, then replaced (never a block for ever).
+                    let written = self.written_at(now).await?;
+                    let until = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    if is_live(until, now, settings.max_skew) {
+                        return Err(Error::refused(
+                            RULE,
+                            format!(
+                                "the lease object {} cannot be read as a lease ({why}); written \
+                                 {}, it counts as held until {} (the longest --lease-ttl after \
+                                 it was written)",
+                                self.display,
+                                rfc3339(written),
+                                rfc3339(until)
+                            ),
+                            FORCE_TAKE_OVER,
+                        ));
+                    }
+                    tracing::warn!(
+                        "replacing the unreadable lease {} ({why}): written {}, more than the \
+                         longest --lease-ttl ({}) ago",
+                        self.display,
+                        rfc3339(written),
+                        format_duration(MAX_TTL)
+                    );
                 }
                 Found::Unreadable(why) => {
                     tracing::warn!("replacing the unreadable lease {} ({why})", self.display);
@@ -386,7 +512,7 @@ impl Lease {
                 tracing::info!("dry run: the lease {} is not written", self.display);
                 return Ok(());
             }
-            let record = Record::new(self.me.clone(), now, now, settings.ttl);
+            let (record, expires) = Record::new(self.me.clone(), now, now, settings.ttl)?;
             self.write(&record).await?;
             let gap = start.elapsed();
             tokio::time::sleep(SETTLE).await;
@@ -400,11 +526,12 @@ impl Lease {
                         );
                         let acquired = Held {
                             started: now,
-                            expires: record.expires()?,
+                            expires,
                             // Written SETTLE ago.
                             renew_at: Instant::now() + (settings.ttl / 3).saturating_sub(SETTLE),
                         };
                         self.set_held(&mut held, Some(acquired));
+                        self.acquisitions.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     }
                     tracing::warn!(
@@ -425,7 +552,9 @@ impl Lease {
                         format!(
                             "{} was taken by another writer, {}, at the same time (lease \
                              expires {})",
-                            self.display, other.holder, other.expires
+                            self.display,
+                            other.holder,
+                            untrusted(&other.expires)
                         ),
                         "Only one uploader may write to a remote path; this one gave way and \
                          will not upload.",
@@ -452,13 +581,17 @@ impl Lease {
         )))
     }
 
-    fn in_use(&self, record: &Record) -> Error {
+    fn in_use(&self, record: &Record, expires: DateTime<Utc>) -> Error {
         Error::refused(
             RULE,
             format!(
                 "{} is in use: another writer, {}, holds its lease (started {}, renewed {}, \
                  expires {}); two uploaders to one path delete each other's files",
-                self.display, record.holder, record.started, record.renewed, record.expires
+                self.display,
+                record.holder,
+                untrusted(&record.started),
+                untrusted(&record.renewed),
+                rfc3339(expires)
             ),
             &format!(
                 "{FORCE_TAKE_OVER} (only if that writer is gone; else stop it, or wait for the \
@@ -501,8 +634,10 @@ impl Lease {
                 }
                 Err(Renewal::Failed(e)) => {
                     let margin = STOP_GRACE.min(settings.ttl / 3);
-                    let deadline =
-                        current.expires - chrono::Duration::from_std(margin).unwrap_or_default();
+                    let deadline = chrono::Duration::from_std(margin)
+                        .ok()
+                        .and_then(|m| current.expires.checked_sub_signed(m))
+                        .unwrap_or(current.expires);
                     if Utc::now() >= deadline {
                         self.set_held(&mut held, None);
                         let why = format!(
@@ -534,7 +669,8 @@ impl Lease {
             Found::Lease(record) => {
                 return Err(Renewal::Lost(format!(
                     "{} took it over (its lease expires {})",
-                    record.holder, record.expires
+                    record.holder,
+                    untrusted(&record.expires)
                 )));
             }
             Found::Nothing => return Err(Renewal::Lost("the lease object was deleted".into())),
@@ -545,7 +681,8 @@ impl Lease {
             }
         }
         let now = Utc::now();
-        let record = Record::new(self.me.clone(), current.started, now, settings.ttl);
+        let (record, expires) = Record::new(self.me.clone(), current.started, now, settings.ttl)
+            .map_err(Renewal::Failed)?;
         self.write(&record).await.map_err(Renewal::Failed)?;
         tracing::debug!(
             lease = self.display,
@@ -554,7 +691,7 @@ impl Lease {
         );
         Ok(Held {
             started: current.started,
-            expires: record.expires().map_err(Renewal::Failed)?,
+            expires,
             renew_at: Instant::now() + settings.ttl / 3,
         })
     }
@@ -616,6 +753,7 @@ impl Lease {
         }
         let start = Instant::now();
         let mut last_log: Option<Instant> = None;
+        let mut judged: Option<((String, String, String), DateTime<Utc>)> = None;
         loop {
             let found = match self.read().await {
                 Ok(found) => found,
@@ -633,10 +771,30 @@ impl Lease {
                     return Ok(());
                 }
             };
-            if !record.is_live(Utc::now(), max_skew).unwrap_or(true) {
+            let now = Utc::now();
+            // Judged (and warned about) once per lease seen, not once per poll.
+            let key = (
+                record.holder.id.clone(),
+                record.renewed.clone(),
+                record.expires.clone(),
+            );
+            let expires = match &judged {
+                Some((seen, expires)) if *seen == key => *expires,
+                _ => match self.judged_expiry(&record, now, max_skew).await {
+                    Ok(expires) => {
+                        judged = Some((key, expires));
+                        expires
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
+                        return Ok(());
+                    }
+                },
+            };
+            if !is_live(expires, now, max_skew) {
                 tracing::warn!(
                     holder = %record.holder,
-                    expired = record.expires,
+                    expired = rfc3339(expires),
                     "the writer's lease {} has expired without release; restoring what it left",
                     self.display
                 );
@@ -650,14 +808,14 @@ impl Lease {
                      writer (its final sync releases the lease), or wait longer",
                     record.holder,
                     self.display,
-                    record.expires,
+                    rfc3339(expires),
                     format_duration(wait)
                 )));
             }
             if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 tracing::info!(
                     holder = %record.holder,
-                    expires = record.expires,
+                    expires = rfc3339(expires),
                     waited_seconds = waited.as_secs(),
                     "waiting for the writer holding {} to finish (at most {} in all)",
                     self.display,
@@ -670,7 +828,9 @@ impl Lease {
     }
 
     async fn read(&self) -> Result<Found> {
-        let args = ["cat", self.object.as_str()].map(OsString::from);
+        // At most one byte more than a lease may be: a huge object is not read into memory.
+        let count = (MAX_LEASE_BYTES + 1).to_string();
+        let args = ["cat", "--count", count.as_str(), self.object.as_str()].map(OsString::from);
         let text = match self.call(&args, None, "cat (lease)").await {
             Ok(text) => text,
             // A missing bucket or directory: no lease.
@@ -680,13 +840,59 @@ impl Lease {
         if text.trim().is_empty() {
             return Ok(Found::Nothing);
         }
-        Ok(match serde_json::from_str::<Record>(&text) {
-            Ok(record) => match record.expires() {
-                Ok(_) => Found::Lease(record),
-                Err(e) => Found::Unreadable(e.to_string()),
-            },
-            Err(e) => Found::Unreadable(format!("not a lease: {e}")),
+        Ok(match parse_lease(text.as_bytes()) {
+            Ok(record) => Found::Lease(record),
+            Err(why) => Found::Unreadable(why),
         })
+    }
+
+    /// When another writer's `record` counts as expiring ([`Record::expiry`]); warns when its
+    /// own expiry is not believed. Costs one more call only for a lease without a usable
+    /// renewal time.
+    async fn judged_expiry(
+        &self,
+        record: &Record,
+        now: DateTime<Utc>,
+        max_skew: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let (expires, why) = match record.expiry(now, max_skew) {
+            Expiry::Stated(expires) => return Ok(expires),
+            Expiry::Capped(expires, why) => (expires, why),
+            Expiry::Unanchored(why) => {
+                let written = self.written_at(now).await?;
+                let expires = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                (
+                    expires,
+                    format!("{why}; the object was written {}", rfc3339(written)),
+                )
+            }
+        };
+        tracing::warn!(
+            holder = %record.holder,
+            "the lease {} of another writer is not plausible ({why}); treating it as expiring \
+             at {}, the longest --lease-ttl ({}) after it was written",
+            self.display,
+            rfc3339(expires),
+            format_duration(MAX_TTL)
+        );
+        Ok(expires)
+    }
+
+    /// When the lease object was written, by the server's clock (`--use-server-modtime`: the
+    /// modification time a writer sets itself could lie), and never later than `now`.
+    async fn written_at(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let args = [
+            "lsjson",
+            "--stat",
+            "--use-server-modtime",
+            self.object.as_str(),
+        ]
+        .map(OsString::from);
+        let text = self.call(&args, None, "lsjson --stat (lease)").await?;
+        let written = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| parse_time(v.get("ModTime")?.as_str()?));
+        Ok(written.map_or(now, |t| t.min(now)))
     }
 
     async fn write(&self, record: &Record) -> Result<()> {
@@ -809,6 +1015,8 @@ mod tests {
             expires,
             Duration::ZERO,
         )
+        .unwrap()
+        .0
     }
 
     #[test]
@@ -816,9 +1024,89 @@ mod tests {
         let now = Utc::now();
         let skew = Duration::from_secs(30);
         let secs = chrono::Duration::seconds;
-        assert!(record(now + secs(5)).is_live(now, skew).unwrap());
-        assert!(record(now - secs(20)).is_live(now, skew).unwrap());
-        assert!(!record(now - secs(31)).is_live(now, skew).unwrap());
+        assert!(is_live(now + secs(5), now, skew));
+        assert!(is_live(now - secs(20), now, skew));
+        assert!(!is_live(now - secs(31), now, skew));
+        assert!(is_live(DateTime::<Utc>::MAX_UTC, now, skew), "no overflow");
+    }
+
+    #[test]
+    fn an_unbounded_ttl_is_an_error_not_a_panic_or_year_15716() {
+        let me = record(Utc::now()).holder;
+        let now = Utc::now();
+        for days in [5_000_000u64, 100_000_000, u64::MAX / 86_400] {
+            let ttl = Duration::from_secs(days * 86_400);
+            assert!(Record::new(me.clone(), now, now, ttl).is_err(), "{days}d");
+        }
+        let (r, _) = Record::new(me, now, now, MAX_TTL).unwrap();
+        assert!(parse_time(&r.expires).is_some());
+    }
+
+    #[test]
+    fn a_lease_read_from_the_remote_is_believed_only_up_to_the_longest_ttl() {
+        let now = Utc::now();
+        let skew = Duration::from_secs(30);
+        let lease = |renewed: &str, expires: &str| Record {
+            holder: record(now).holder,
+            started: renewed.into(),
+            renewed: renewed.into(),
+            expires: expires.into(),
+        };
+        let r = rfc3339(now);
+        let soon = rfc3339(now + chrono::Duration::seconds(60));
+        assert_eq!(
+            lease(&r, &soon).expiry(now, skew),
+            Expiry::Stated(parse_time(&soon).unwrap())
+        );
+        let cap = add(parse_time(&r).unwrap(), MAX_TTL).unwrap();
+        for absurd in [
+            "+15716-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "garbage{{",
+            "",
+        ] {
+            match lease(&r, absurd).expiry(now, skew) {
+                Expiry::Capped(at, why) => {
+                    assert_eq!(at, cap, "{absurd}");
+                    assert!(!why.is_empty());
+                }
+                other => panic!("{absurd}: {other:?}"),
+            }
+        }
+        // A renewal time that does not parse, or lies in the future, anchors nothing.
+        for renewed in ["x", "9999-12-31T23:59:59Z"] {
+            assert!(matches!(
+                lease(renewed, &soon).expiry(now, skew),
+                Expiry::Unanchored(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn parse_lease_never_panics_and_escapes_what_it_quotes() {
+        let samples: [&[u8]; 8] = [
+            b"",
+            b"garbage{{",
+            b"{\"holder\":1}",
+            b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            b"\xff\xfe",
+            b"{\"holder\":{\"host\":\"a\\u001b[2J\",\"pid\":4294967296,\"id\":\"x\"}}",
+            b"{\"holder\":{\"host\":\"a\\n\",\"pid\":1,\"id\":\"x\"},\"started\":\"\",\"renewed\":\"\",\"expires\":\"\"}",
+            b"{\"holder\":\"\\u001b[31mred\"}",
+        ];
+        for bytes in samples {
+            if let Err(why) = parse_lease(bytes) {
+                assert!(!why.contains('\u{1b}'), "{why}");
+            }
+        }
+        let ok = parse_lease(samples[6]).unwrap();
+        assert_eq!(ok.holder.to_string(), "a\\n (pid 1, id x)");
+        assert!(parse_lease(&vec![b' '; MAX_LEASE_BYTES + 1]).is_err());
+        // Every prefix of a real lease: no panic.
+        let real = serde_json::to_vec(&record(Utc::now())).unwrap();
+        for end in 0..real.len() {
+            let _ = parse_lease(&real[..end]);
+        }
     }
 
     #[test]
@@ -859,7 +1147,7 @@ mod tests {
     #[test]
     fn the_record_round_trips_as_json() {
         let r = record(Utc::now());
-        let back: Record = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let back = parse_lease(serde_json::to_string(&r).unwrap().as_bytes()).unwrap();
         assert_eq!(back.holder, r.holder);
         assert_eq!(back.expires, r.expires);
     }

@@ -383,6 +383,33 @@ async fn build(
     })
 }
 
+/// Refuses pairs whose source and destination overlap on the same remote
+/// ([`replicate::check_overlap`]).
+fn check_overlaps(
+    pairs: (&[String], &[String]),
+    source: &config::Options,
+    remote: &config::Options,
+) -> Result<()> {
+    for (src, dst) in pairs.0.iter().zip(pairs.1) {
+        replicate::check_overlap(source, remote, src, dst)?;
+    }
+    Ok(())
+}
+
+/// The options of section `[name]` of an rclone.conf text (`key = value` lines up to the next
+/// section), as rendered from variables would hold them; for comparing two sections only.
+fn section_in(text: &str, name: &str) -> config::Options {
+    let header = format!("[{name}]");
+    text.lines()
+        .map(str::trim)
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
 /// A validated `remote-to-remote-sync`: the pairs, how often to run them, and the config file
 /// with both remotes (kept alive, and so on disk, exactly as long as the plan).
 pub struct ReplicationPlan {
@@ -443,6 +470,11 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
         no_params_with_file(&common.params, "-p")?;
         no_params_with_file(&args.source_params, "--source-param")?;
         let text = config::read_existing(path, &[REMOTE_SECTION, SOURCE_SECTION])?;
+        check_overlaps(
+            (&args.src, &args.dst),
+            &section_in(&text, SOURCE_SECTION),
+            &section_in(&text, REMOTE_SECTION),
+        )?;
         (text, "(existing config file)\n".to_string())
     } else {
         let remote = section_options(env_refs(), "REMOTE_", &common.params, "-p", "remote")?;
@@ -453,6 +485,7 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
             "--source-param",
             "source",
         )?;
+        check_overlaps((&args.src, &args.dst), &source, &remote)?;
         (
             format!(
                 "{}\n{}",
@@ -546,6 +579,7 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
             source,
             destination,
             lease: std::sync::Arc::new(lease),
+            guard: Guard::new(args.max_delete_percent),
         });
     }
     let long_running = long_running_plan(&common, schedule, None);

@@ -4,7 +4,10 @@
 //! A [`Replication`] is a list of [`Pair`]s run one after the other on every run. Each pair:
 //! 1. the source's key check (when the source is encrypted; read only) — a wrong key refuses
 //!    (exit 3, `encryption-key-mismatch`);
-//! 2. the source must hold a file (this program's own files aside): a source path without one
+//! 2. the source must hold a file (this program's own files aside; counted with one
+//!    `rclone size --json` listing of the source, which replaces the one-line emptiness check
+//!    unless `-x`, and so costs a full listing of the source where that cost one page): a
+//!    source path without one
 //!    whose bucket does not exist is a configuration error (exit 2); one whose bucket exists is
 //!    synced only when its destination holds no file either, or with `-x` (nothing can be
 //!    deleted), else refused (exit 3, `empty-source`, override
@@ -12,12 +15,22 @@
 //! 3. the lease of the destination path ([`crate::lease`], one writer per path), taken for the
 //!    pair and released after it, so a restore from the replica waits for the pair rather than
 //!    for the whole process; its loss stops the transfer;
-//! 4. the destination's key check (when it is encrypted; the first run writes the check
+//! 4. the `mass-delete` valve ([`crate::mass_delete`]): the source's file count against the
+//!    upload record at the destination (read once per pair and run: one small GET, since the
+//!    lease was released after the last run and another writer may have written it), refused
+//!    (exit 3) when more than `--max-delete-percent` (default 50) of the recorded files would
+//!    go; the record is rewritten after a successful sync when the count changed (one PUT);
+//! 5. the destination's key check (when it is encrypted; the first run writes the check
 //!    object);
-//! 5. `rclone sync` (or `copy` with `-x`) from source to destination, retried as the other
+//! 6. `rclone sync` (or `copy` with `-x`) from source to destination, retried as the other
 //!    commands' syncs are, within `--sync-timeout` per pair. rclone streams the data from one
 //!    endpoint to the other: nothing is staged on the local disk. The metadata manifest of a volume travels with it; the lease, key check
 //!    and upload record of each side stay that side's own.
+//!
+//! A pair whose source and destination overlap on the same remote (equal paths, or one inside
+//! the other) is refused before anything runs (exit 2, [`check_overlap`]): syncing `a/b` to `a`
+//! deletes the source's objects, and `a` to `a/b` copies the destination's live lease and
+//! records into the source.
 //!
 //! Every pair logs its own summary line as it ends; a failing pair does not stop the others
 //! (a signal does). A run of one pair fails with that pair's error; a run of several lists
@@ -31,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local};
 
+use crate::config::Options;
 use crate::crypt::{KEY_CHECK_OBJECT, KeyCheck};
 use crate::crypt_marker::{Found, MarkerWriter, PlainGuard};
 use crate::error::{Error, Result};
@@ -40,7 +54,7 @@ use crate::job::{
 };
 use crate::lease::{LEASE_OBJECT, Lease};
 use crate::logging::summary_event;
-use crate::mass_delete;
+use crate::mass_delete::{self, Guard};
 use crate::rclone::{Abort, Rclone, Stats};
 use crate::safety;
 use crate::supervisor::Task;
@@ -74,6 +88,16 @@ pub struct Pair {
     pub destination: End,
     /// The lease of the destination path (a writer's; held only while the pair runs).
     pub lease: Arc<Lease>,
+    /// The `mass-delete` valve, with its record at the destination.
+    pub guard: Guard,
+}
+
+/// What the source-side checks of a pair decided.
+enum SourceChecked {
+    /// Nothing to do, and why.
+    Skip(String),
+    /// Go on; the source's file count when it was taken (not with `-x`).
+    Go(Option<u64>),
 }
 
 /// Every pair of a `remote-to-remote-sync`, and how they run.
@@ -102,20 +126,35 @@ impl Replication {
         if self.no_delete { "copy" } else { "sync" }
     }
 
-    /// The source-side valves of a pair: `Some(why)` when the pair has nothing to do.
-    async fn check_source(&self, pair: &Pair, abort: &mut Abort) -> Result<Option<String>> {
+    /// The source-side valves of a pair.
+    async fn check_source(&self, pair: &Pair, abort: &mut Abort) -> Result<SourceChecked> {
         let (source, destination) = (&pair.source, &pair.destination);
         if let Some(check) = &source.key_check {
             unless_aborted(abort, check.verify(&self.rclone, false, self.dry_run)).await?;
         }
         unless_aborted(abort, self.check_encryption(pair)).await?;
-        let listed = unless_aborted(
-            abort,
-            safety::remote_has_entries(&self.rclone, &source.path),
-        )
-        .await;
+        // A sync that can delete counts the source's files (for mass-delete, and for the
+        // record even when the valve is off), which also tells whether it holds any.
+        let mut files = None;
+        let listed = if self.no_delete {
+            unless_aborted(
+                abort,
+                safety::remote_has_entries(&self.rclone, &source.path),
+            )
+            .await
+        } else {
+            unless_aborted(
+                abort,
+                mass_delete::count_remote_files(&self.rclone, &source.path),
+            )
+            .await
+            .map(|count| {
+                files = Some(count);
+                count > 0
+            })
+        };
         match listed {
-            Ok(true) => return Ok(None),
+            Ok(true) => return Ok(SourceChecked::Go(files)),
             Err(e @ Error::Interrupted(_)) => return Err(e),
             Ok(false) | Err(_) => {}
         }
@@ -132,7 +171,7 @@ impl Replication {
             source.shown
         );
         if self.no_delete {
-            return Ok(Some(format!("{why}; -x: nothing to copy")));
+            return Ok(SourceChecked::Skip(format!("{why}; -x: nothing to copy")));
         }
         let at_destination = unless_aborted(
             abort,
@@ -140,11 +179,11 @@ impl Replication {
         )
         .await;
         match at_destination {
-            Ok(false) => Ok(Some(format!(
+            Ok(false) => Ok(SourceChecked::Skip(format!(
                 "{why}, and {} holds none either: nothing to replicate",
                 destination.shown
             ))),
-            _ if self.force_empty_source => Ok(None),
+            _ if self.force_empty_source => Ok(SourceChecked::Go(files)),
             Ok(true) => Err(Error::refused(
                 "empty-source",
                 format!(
@@ -179,7 +218,8 @@ impl Replication {
         if source_raw && destination.key_check.is_some() {
             let guard = source.plain_guard.as_ref().expect("checked above");
             return Err(guard.refusal(
-                "replicating it to an encrypted destination would encrypt the ciphertext again                  (set SOURCE_ENCRYPTION_PASSPHRASE, or SOURCE_ENCRYPTED_*)",
+                "replicating it to an encrypted destination would encrypt the ciphertext again \
+                 (set SOURCE_ENCRYPTION_PASSPHRASE, or SOURCE_ENCRYPTED_*)",
             ));
         }
         if let Some(guard) = &destination.plain_guard
@@ -230,10 +270,25 @@ impl Replication {
         let mut lost = pair.lease.lost();
         let all = async {
             retries.attempts += 1;
-            if let Some(why) = self.check_source(pair, abort).await? {
-                return Ok(Outcome::Skipped(why));
-            }
+            let files = match self.check_source(pair, abort).await? {
+                SourceChecked::Skip(why) => return Ok(Outcome::Skipped(why)),
+                SourceChecked::Go(files) => files,
+            };
             pair.lease.before_run(abort, self.retries).await?;
+            // The lease was released after the last run: another writer may have written the
+            // record since, so it is read again under the lease.
+            pair.guard.forget();
+            if let Some(files) = files {
+                let source = format!("{} holds {files} files", pair.source.shown);
+                let check = pair.guard.check_count(
+                    &self.rclone,
+                    files,
+                    &source,
+                    &pair.destination.path,
+                    &pair.destination.shown,
+                );
+                unless_aborted(abort, check).await?;
+            }
             loop {
                 let attempt = async {
                     tokio::select! {
@@ -246,7 +301,12 @@ impl Replication {
                     }
                 };
                 match attempt.await {
-                    Ok(stats) => return Ok(Outcome::Synced(stats)),
+                    Ok(stats) => {
+                        if let Some(files) = files.filter(|_| !self.dry_run) {
+                            self.record(pair, files).await;
+                        }
+                        return Ok(Outcome::Synced(stats));
+                    }
                     Err(e) => retries.after_failure(e, abort).await?,
                 }
                 retries.attempts += 1;
@@ -262,6 +322,22 @@ impl Replication {
             attempts: retries.attempts,
             kind: "full",
             volume: Default::default(),
+        }
+    }
+
+    /// Records the source's file count at the destination after a successful sync, for the
+    /// next run's `mass-delete` valve. A failure only weakens the next check: a warning.
+    async fn record(&self, pair: &Pair, files: u64) {
+        if let Err(e) = pair
+            .guard
+            .record(&self.rclone, &pair.destination.path, files)
+            .await
+        {
+            tracing::warn!(
+                destination = pair.destination.shown,
+                "cannot record the replication's file count (the mass-delete valve compares the \
+                 next run with it): {e:#}"
+            );
         }
     }
 
@@ -438,5 +514,104 @@ impl Task for Replication {
 pub fn keep_leases(replication: &Replication) {
     for pair in &replication.pairs {
         tokio::spawn(Arc::clone(&pair.lease).keep());
+    }
+}
+
+/// Whether two sections name the same remote: equal options, or, when in doubt, the same type
+/// and the same address (`endpoint`, `host`, `url`, `account`, `port`; all absent for a local
+/// disk, which is then one remote). Credentials may differ and still reach the same bucket.
+pub fn same_remote(a: &Options, b: &Options) -> bool {
+    const ADDRESS: [&str; 6] = ["type", "endpoint", "host", "url", "account", "port"];
+    a == b || ADDRESS.iter().all(|key| a.get(*key) == b.get(*key))
+}
+
+/// Whether two remote paths overlap: equal, or one a segment-wise prefix of the other (`a` and
+/// `a/b` do, `a` and `ab` do not). An absolute path (`/srv`) never overlaps a relative one.
+pub fn paths_overlap(a: &str, b: &str) -> bool {
+    let split = |p: &str| {
+        (
+            p.starts_with('/'),
+            p.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ((abs_a, a), (abs_b, b)) = (split(a), split(b));
+    let shorter = a.len().min(b.len());
+    abs_a == abs_b && a[..shorter] == b[..shorter]
+}
+
+/// Refuses (exit 2) a pair whose source and destination overlap on the same remote: syncing
+/// `a/b` to `a` deletes the source's objects; `a` to `a/b` copies the destination's lease and
+/// records into the source.
+pub fn check_overlap(source: &Options, destination: &Options, src: &str, dst: &str) -> Result<()> {
+    if same_remote(source, destination) && paths_overlap(src, dst) {
+        return Err(Error::config(format!(
+            "-s/--src {src} and -d/--dst {dst} overlap on the same remote ([source] and [remote] \
+             have the same type and address): replicating one into the other would delete or \
+             overwrite the source's objects; use paths that do not contain each other"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> Options {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn overlapping_paths_are_segment_wise_prefixes() {
+        for (a, b) in [
+            ("a", "a"),
+            ("a", "a/b"),
+            ("a/b", "a"),
+            ("b/x/y", "b/x"),
+            ("/srv", "/srv/x"),
+        ] {
+            assert!(paths_overlap(a, b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("a", "ab"),
+            ("a/b", "a/c"),
+            ("a", "b"),
+            ("/a", "a"),
+            ("ab/c", "a"),
+        ] {
+            assert!(!paths_overlap(a, b), "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn the_same_remote_is_the_same_type_and_address() {
+        let a = options(&[
+            ("type", "s3"),
+            ("endpoint", "http://x"),
+            ("secret_access_key", "1"),
+        ]);
+        let b = options(&[
+            ("type", "s3"),
+            ("endpoint", "http://x"),
+            ("secret_access_key", "2"),
+        ]);
+        let c = options(&[("type", "s3"), ("endpoint", "http://y")]);
+        assert!(same_remote(&a, &a));
+        assert!(same_remote(&a, &b), "other credentials, same server");
+        assert!(!same_remote(&a, &c));
+        let local = options(&[("type", "local")]);
+        assert!(same_remote(
+            &local,
+            &options(&[("type", "local"), ("links", "true")])
+        ));
+        assert!(check_overlap(&a, &b, "bucket/a/b", "bucket/a").is_err());
+        assert!(check_overlap(&a, &b, "bucket/a", "bucket/ab").is_ok());
+        assert!(check_overlap(&a, &c, "bucket/a", "bucket/a").is_ok());
     }
 }

@@ -18,6 +18,10 @@ pub const ACCEPTED_FORMS: &str = "accepted forms: '@every <duration>' (e.g. @eve
 cron with seconds ('0 30 * * * *'), standard cron ('*/6 * * * *'), \
 @hourly, @daily, @weekly, @monthly, @yearly";
 
+/// The longest `@every` interval (and the upper bound of the other long duration flags): a
+/// year and a day. Longer ones are typos, and unbounded ones overflowed the time arithmetic.
+pub const MAX_EVERY: Duration = Duration::from_secs(366 * 86_400);
+
 /// When the scheduled sync fires.
 #[derive(Clone)]
 pub enum Schedule {
@@ -49,6 +53,12 @@ impl Schedule {
         let invalid = |why: String| format!("invalid schedule '{expr}': {why}; {ACCEPTED_FORMS}");
         if let Some(rest) = expr.strip_prefix("@every") {
             let d = parse_duration(rest.trim()).map_err(invalid)?;
+            if d < Duration::from_secs(1) || d > MAX_EVERY {
+                return Err(invalid(format!(
+                    "the interval must be between 1s and {}",
+                    format_duration(MAX_EVERY)
+                )));
+            }
             return Ok(Schedule::Every(d));
         }
         if expr.starts_with('@')
@@ -83,7 +93,7 @@ impl Schedule {
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Local>) -> Option<DateTime<Local>> {
         match self {
-            Schedule::Every(d) => Some(after + chrono::Duration::from_std(*d).ok()?),
+            Schedule::Every(d) => after.checked_add_signed(chrono::Duration::from_std(*d).ok()?),
             // Cron fires on whole seconds; croner would keep the sub-second part of `after`.
             Schedule::Cron(cron, _) => {
                 let whole = after.with_nanosecond(0).unwrap_or(after);
@@ -158,7 +168,8 @@ pub fn default_max_sync_age(
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b).unwrap_or(Duration::from_secs(3600)),
     };
-    gap.saturating_mul(2) + Duration::from_secs(600)
+    gap.saturating_mul(2)
+        .saturating_add(Duration::from_secs(600))
 }
 
 /// Parses durations like `30s`, `1m`, `1h30m`, `500ms`, `2d` (a sequence of number+unit).
@@ -196,10 +207,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += unit
+        total = unit
             .checked_mul(
                 u32::try_from(n).map_err(|_| format!("number too large in duration '{s}'"))?,
             )
+            .and_then(|part| total.checked_add(part))
             .ok_or_else(|| format!("duration '{s}' is too large"))?;
         rest = &rest[unit_len..];
     }
@@ -217,7 +229,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     let mut secs = d.as_secs();
     let mut out = String::new();
-    for (unit, len) in [("h", 3600), ("m", 60), ("s", 1)] {
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
         if secs >= len {
             out.push_str(&format!("{}{unit}", secs / len));
             secs %= len;
@@ -243,6 +255,15 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(86_400 + 60)), "1d1m");
+        assert_eq!(format_duration(MAX_EVERY), "366d");
+        for huge in ["100000000d", "5000000d", "18446744073709551615s"] {
+            // Parsed without panicking (an error or a value the flags then bound).
+            let _ = parse_duration(huge);
+        }
+        assert!(Schedule::parse("@every 367d").is_err());
+        assert!(Schedule::parse("@every 500ms").is_err());
+        assert!(Schedule::parse("@every 366d").is_ok());
     }
 
     #[test]

@@ -117,6 +117,7 @@ impl Task for Job {
     async fn execute(&self, plan: &SyncPlan, lease: Option<&Lease>, abort: &mut Abort) -> Report {
         if let Some(lease) = lease {
             let started = std::time::Instant::now();
+            let acquisitions = lease.acquisitions();
             // --sync-timeout bounds the lease step too: a stalled endpoint is found there first.
             let step = lease.before_run(abort, self.retries);
             let result = match self.sync_timeout {
@@ -140,6 +141,10 @@ impl Task for Job {
                     },
                     volume: Default::default(),
                 };
+            }
+            if lease.acquisitions() != acquisitions {
+                // (Re)taken: after a loss, the other writer's manifest and record are there.
+                self.forget_remote_state();
             }
         }
         self.run(plan, abort).await
