@@ -82,6 +82,9 @@ pub struct Overrides {
     pub if_local_empty: bool,
     /// The upload's `mass-delete` threshold in percent (`None`, or 100: off).
     pub max_delete_percent: Option<u8>,
+    /// `--restore-setid-bits`: an opt-in, not a valve; without it a restore drops setuid and
+    /// setgid bits of files.
+    pub restore_setid_bits: bool,
 }
 
 /// Everything one sync needs, validated.
@@ -644,7 +647,7 @@ impl Job {
             return Ok(Outcome::Synced(stats));
         }
         let manifest = match self.fetch_manifest(abort).await? {
-            None if !local.has_data && stats.transfers == 0 => {
+            volume_meta::Fetched::Missing if !local.has_data && stats.transfers == 0 => {
                 // Nothing came and no manifest: an empty remote path (on S3 an absent prefix
                 // lists as empty, so the sync succeeded with nothing to do).
                 return self.restore_found_empty(&marker, written, abort).await;
@@ -754,7 +757,7 @@ impl Job {
     }
 
     /// After the data sync of a restore: the manifest's bytes, if the remote path holds one.
-    async fn fetch_manifest(&self, abort: &mut Abort) -> Result<Option<Vec<u8>>> {
+    async fn fetch_manifest(&self, abort: &mut Abort) -> Result<volume_meta::Fetched> {
         unless_aborted(abort, volume_meta::fetch(&self.rclone, &self.remote)).await
     }
 
@@ -762,18 +765,31 @@ impl Job {
     /// in hand for after the marker is gone).
     async fn apply_manifest(
         &self,
-        fetched: Option<Vec<u8>>,
+        fetched: volume_meta::Fetched,
         volume: &mut VolumeSummary,
     ) -> Result<Option<volume_meta::Manifest>> {
-        let Some(bytes) = fetched else {
-            tracing::warn!(
-                "{} holds no metadata manifest (written by an older release, or never uploaded \
+        let bytes = match fetched {
+            volume_meta::Fetched::Found(bytes) => bytes,
+            volume_meta::Fetched::TooLarge => {
+                tracing::warn!(
+                    "the metadata manifest on {} is larger than {} MiB and was not read: the \
+                     files are restored, but modes, owners, symlinks and empty directories are not",
+                    self.remote_display,
+                    volume_meta::MAX_MANIFEST_BYTES >> 20
+                );
+                volume.metadata = "ignored";
+                return Ok(None);
+            }
+            volume_meta::Fetched::Missing => {
+                tracing::warn!(
+                    "{} holds no metadata manifest (written by an older release, or never uploaded \
                  by this one): the files are restored, but modes, owners, symlinks and empty \
                  directories were not recorded",
-                self.remote_display
-            );
-            volume.metadata = "not-recorded";
-            return Ok(None);
+                    self.remote_display
+                );
+                volume.metadata = "not-recorded";
+                return Ok(None);
+            }
         };
         let manifest = match volume_meta::parse(&bytes) {
             Ok(manifest) => manifest,
@@ -789,9 +805,12 @@ impl Job {
             }
         };
         let local = self.local.clone();
-        let as_root = Self::as_root();
+        let options = volume_meta::ApplyOptions {
+            as_root: Self::as_root(),
+            restore_setid_bits: self.overrides.restore_setid_bits,
+        };
         let (manifest, applied) = tokio::task::spawn_blocking(move || {
-            volume_meta::apply(&local, &manifest, as_root).map(|a| (manifest, a))
+            volume_meta::apply(&local, &manifest, options).map(|a| (manifest, a))
         })
         .await
         .map_err(|e| Error::Other(anyhow::anyhow!("applying the metadata failed: {e}")))??;
@@ -814,9 +833,34 @@ impl Job {
                 applied.mismatched
             );
         }
+        if applied.skipped.count > 0 {
+            tracing::warn!(
+                skipped = applied.skipped.count,
+                "{} recorded entries could not be applied (a path or name too long, an error of \
+                 the file system) and were left as rclone restored them; the first: {}",
+                applied.skipped.count,
+                applied.skipped.first.join("; ")
+            );
+        }
+        if applied.times_skipped > 0 {
+            tracing::warn!(
+                times_skipped = applied.times_skipped,
+                "{} recorded modification times are out of range (beyond the year 9999, or \
+                 nanoseconds outside 0..1e9) and were not applied",
+                applied.times_skipped
+            );
+        }
+        if applied.set_id_dropped > 0 {
+            tracing::warn!(
+                set_id_bits_dropped = applied.set_id_dropped,
+                "{} files were recorded with setuid or setgid bits and were restored without them; \
+                 pass --restore-setid-bits to restore them",
+                applied.set_id_dropped
+            );
+        }
         volume.skipped_special = applied.skipped_special;
         volume.owners_not_set = applied.owners_not_set;
-        volume.metadata = if applied.mismatched > 0 {
+        volume.metadata = if applied.is_partial() {
             "partial"
         } else {
             "applied"

@@ -125,6 +125,7 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
     let overrides = Overrides {
         restore: args.force_delete_local_dir,
         if_local_empty: args.if_local_empty,
+        restore_setid_bits: args.restore_setid_bits,
         ..Overrides::default()
     };
     let plan = build(

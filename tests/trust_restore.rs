@@ -1,0 +1,270 @@
+//! The remote is untrusted input: whoever can write to the bucket (objects, and the metadata
+//! manifest beside them) must never make a restore write outside LOCAL_DIR, write through a
+//! symlink, restore a setuid program unasked, panic, or fail every restore. Each test plants
+//! what such a writer could, against a real S3 server (`rclone serve s3`), and compares both
+//! ends (and the directory a link points to) byte for byte after a refusal.
+//!
+//! The cases about writing outside LOCAL_DIR run both as the test's own user (root in CI) and
+//! as the unprivileged runner uid.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const MANIFEST: &str = ".volume-syncing-operator.manifest";
+const MARKER: &str = ".volume-syncing-operator.restore-in-progress";
+const FORMAT: &str = "volume-syncing-operator manifest v1";
+
+/// Runs plain rclone against `server` through the S3 API (the server caches its directory, so
+/// writing behind its back would not be seen).
+#[track_caller]
+fn s3_rclone(server: &S3Server, args: &[&str], target: &str, stdin: Option<&[u8]>) {
+    use std::io::Write;
+    let remote = format!(
+        ":s3,provider=Rclone,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint='{}':{target}",
+        server.endpoint()
+    );
+    let mut child = Command::new(rclone())
+        .args(["--config", "/dev/null"])
+        .args(args)
+        .arg(remote)
+        .env_clear()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "rclone {args:?} {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Puts an object on the remote through the S3 API.
+#[track_caller]
+fn put(server: &S3Server, path: &str, content: &[u8]) {
+    s3_rclone(
+        server,
+        &["rcat"],
+        &format!("bucket/app/{path}"),
+        Some(content),
+    );
+}
+
+/// A JSON string literal.
+fn json(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn dir_entry(p: &str, mode: u32, s: i64, n: i64) -> String {
+    format!(
+        "{{\"t\":\"d\",\"p\":{},\"m\":{mode},\"u\":0,\"g\":0,\"s\":{s},\"n\":{n}}}",
+        json(p)
+    )
+}
+
+fn file_entry(p: &str, mode: u32, size: usize) -> String {
+    format!(
+        "{{\"t\":\"f\",\"p\":{},\"m\":{mode},\"u\":0,\"g\":0,\"size\":{size}}}",
+        json(p)
+    )
+}
+
+fn link_entry(p: &str, to: &str, s: i64, n: i64) -> String {
+    format!(
+        "{{\"t\":\"l\",\"p\":{},\"to\":{},\"u\":0,\"g\":0,\"s\":{s},\"n\":{n}}}",
+        json(p),
+        json(to)
+    )
+}
+
+/// Writes a manifest of `entries` (with header and trailer) to the remote, as a writer of the
+/// bucket could.
+fn plant_manifest(server: &S3Server, entries: &[String]) {
+    let mut text = format!(
+        "{{\"t\":\"h\",\"format\":\"{FORMAT}\",\"generation\":\"planted\",\"written\":\"now\"}}\n"
+    );
+    for e in entries {
+        text.push_str(e);
+        text.push('\n');
+    }
+    text.push_str(&format!("{{\"t\":\"e\",\"entries\":{}}}\n", entries.len()));
+    put(server, MANIFEST, text.as_bytes());
+}
+
+/// Who runs the binary.
+#[derive(Clone, Copy, Debug)]
+enum Runner {
+    /// The test's own user: root in CI.
+    TestUser,
+    /// The unprivileged runner uid (the test's own user when not root).
+    Unprivileged,
+}
+
+fn restore(
+    sandbox: &Sandbox,
+    server: &S3Server,
+    dst: &Path,
+    who: Runner,
+    extra: &[&str],
+) -> Output {
+    let mut vso = Vso::s3(sandbox, server);
+    if let Runner::TestUser = who {
+        vso.as_test_user();
+    }
+    vso.args(["remote-to-local-sync", "-s", "bucket/app", "-d"])
+        .arg(dst)
+        .args(extra)
+        .run()
+}
+
+/// setuid/setgid bits of files come back only with `--restore-setid-bits`, also as root.
+#[test]
+fn setid_bits_are_restored_only_when_asked() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = sandbox.tree("src", &[("suid", b"setuid program"), ("plain", b"plain")]);
+    fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(src.join("plain"), fs::Permissions::from_mode(0o640)).unwrap();
+    Vso::s3(&sandbox, &server)
+        .as_test_user()
+        .args(["sync-to-remote", "-s"])
+        .arg(&src)
+        .args(["-d", "bucket/app"])
+        .run()
+        .assert_code(0);
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+
+    let dropped = sandbox.path("dropped");
+    let out = restore(&sandbox, &server, &dropped, Runner::TestUser, &[]);
+    out.assert_code(0)
+        .assert_contains("metadata=\"applied\"")
+        .assert_contains("1 files were recorded with setuid or setgid bits")
+        .assert_contains("--restore-setid-bits");
+    assert_eq!(mode(&dropped.join("suid")), 0o755);
+    assert_eq!(mode(&dropped.join("plain")), 0o640);
+
+    let kept = sandbox.path("kept");
+    let out = restore(
+        &sandbox,
+        &server,
+        &kept,
+        Runner::TestUser,
+        &["--restore-setid-bits"],
+    );
+    out.assert_code(0).assert_contains("metadata=\"applied\"");
+    assert!(!out.all().contains("setuid or setgid"), "{}", out.all());
+    assert_eq!(mode(&kept.join("suid")), 0o4755);
+}
+
+/// Entries no kernel accepts (a 300-byte name, a path past PATH_MAX, a 100 MB path with control
+/// characters) are skipped and counted in one bounded warning; the data is restored and the
+/// marker removed, on every restore.
+#[test]
+fn entries_that_cannot_be_applied_are_skipped_in_one_bounded_warning() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    put(&server, "a.txt", b"a");
+    put(&server, "d/b.txt", b"b");
+    let long_name = "n".repeat(300);
+    let deep = vec!["abcdefghij"; 420].join("/"); // 4619 bytes, names of 10
+    let huge = format!("{}\u{1b}[31mfake\nERROR line", "h".repeat(100 << 20));
+    plant_manifest(
+        &server,
+        &[
+            dir_entry("", 0o755, 1_700_000_000, 0),
+            file_entry("a.txt", 0o600, 1),
+            dir_entry("d", 0o750, 1_700_000_000, 0),
+            file_entry("d/b.txt", 0o600, 1),
+            dir_entry(&format!("d/{long_name}"), 0o700, 0, 0),
+            link_entry(&deep, "t", 0, 0),
+            link_entry("d/l", &"t".repeat(5000), 0, 0),
+            file_entry(&huge, 0o600, 1),
+        ],
+    );
+    let dst = sandbox.path("restored");
+    for attempt in 0..2 {
+        let out = restore(&sandbox, &server, &dst, Runner::Unprivileged, &[]);
+        out.assert_code(0)
+            .assert_contains("metadata=\"partial\"")
+            .assert_contains("4 recorded entries could not be applied");
+        assert!(
+            out.all().len() < 64 * 1024,
+            "attempt {attempt}: the log is bounded ({} bytes)",
+            out.all().len()
+        );
+        assert!(
+            !out.all().contains('\u{1b}'),
+            "control characters are escaped"
+        );
+        assert!(!out.all().contains("\nERROR line"));
+        assert_eq!(fs::read(dst.join("a.txt")).unwrap(), b"a");
+        assert_eq!(fs::read(dst.join("d/b.txt")).unwrap(), b"b");
+        assert_eq!(
+            fs::metadata(dst.join("a.txt")).unwrap().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::metadata(dst.join("d")).unwrap().mode() & 0o777, 0o750);
+        assert!(!dst.join(MARKER).exists(), "the restore marker is removed");
+    }
+}
+
+/// Absurd mtimes (i64::MAX seconds, negative or too many nanoseconds), the root's included, are
+/// not applied (counted); the rest is, and the restore succeeds.
+#[test]
+fn absurd_times_are_skipped_and_the_restore_succeeds() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    put(&server, "a.txt", b"a");
+    put(&server, "d/b.txt", b"b");
+    put(&server, "e/c.txt", b"c");
+    plant_manifest(
+        &server,
+        &[
+            dir_entry("", 0o751, i64::MAX, 0),
+            file_entry("a.txt", 0o600, 1),
+            dir_entry("d", 0o750, 1_700_000_000, -1),
+            file_entry("d/b.txt", 0o600, 1),
+            dir_entry("e", 0o705, 1_600_000_000, 1_000_000_000),
+            file_entry("e/c.txt", 0o600, 1),
+            link_entry("l", "a.txt", i64::MIN, 0),
+        ],
+    );
+    for who in [Runner::TestUser, Runner::Unprivileged] {
+        let dst = sandbox.path(&format!("restored-{who:?}"));
+        let out = restore(&sandbox, &server, &dst, who, &[]);
+        out.assert_code(0)
+            .assert_contains("metadata=\"partial\"")
+            .assert_contains("3 recorded modification times are out of range")
+            .assert_contains("mtime of the restore root");
+        assert_eq!(fs::metadata(&dst).unwrap().mode() & 0o777, 0o751);
+        assert_eq!(fs::metadata(dst.join("d")).unwrap().mode() & 0o777, 0o750);
+        assert_eq!(fs::metadata(dst.join("e")).unwrap().mode() & 0o777, 0o705);
+        assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("a.txt"));
+        assert!(!dst.join(MARKER).exists());
+    }
+}
