@@ -82,6 +82,8 @@ pub struct Overrides {
     pub if_local_empty: bool,
     /// The upload's `mass-delete` threshold in percent (`None`, or 100: off).
     pub max_delete_percent: Option<u8>,
+    /// `--skip-objects-under-links`: the `link-conflict` rule warns instead of refusing.
+    pub skip_objects_under_links: bool,
     /// `--restore-setid-bits`: an opt-in, not a valve; without it a restore drops setuid and
     /// setgid bits of files.
     pub restore_setid_bits: bool,
@@ -143,6 +145,21 @@ fn filter_file(rules: &[String]) -> Result<tempfile::NamedTempFile> {
         writeln!(file, "{rule}").context("cannot write the filter file")?;
     }
     writeln!(file, "- **").context("cannot write the filter file")?;
+    Ok(file)
+}
+
+/// Writes rclone filter lines (as given) to a temporary file.
+fn rules_file<S: AsRef<str>>(
+    lines: impl IntoIterator<Item = S>,
+) -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("volume-syncing-operator-filter-")
+        .tempfile()
+        .context("cannot create a filter file in TMPDIR")?;
+    for line in lines {
+        writeln!(file, "{}", line.as_ref()).context("cannot write the filter file")?;
+    }
+    file.flush().context("cannot write the filter file")?;
     Ok(file)
 }
 
@@ -381,7 +398,14 @@ impl Job {
         if self.no_delete { "copy" } else { "sync" }
     }
 
-    async fn transfer(&self, from: OsString, to: OsString, abort: &mut Abort) -> Result<Stats> {
+    /// The data sync. `excludes`: a file of rclone exclude rules (a restore's links).
+    async fn transfer(
+        &self,
+        from: OsString,
+        to: OsString,
+        excludes: Option<&Path>,
+        abort: &mut Abort,
+    ) -> Result<Stats> {
         let mut args = vec![
             from,
             to,
@@ -391,6 +415,9 @@ impl Job {
             "--exclude".into(),
             INTERNAL_FILES_FILTER.into(),
         ];
+        if let Some(excludes) = excludes {
+            args.extend(["--exclude-from".into(), excludes.into()]);
+        }
         args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
         if self.dry_run {
             args.push("--dry-run".into());
@@ -442,7 +469,12 @@ impl Job {
         };
         let writer = self.manifest_writer()?;
         let stats = self
-            .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
+            .transfer(
+                self.local.clone().into(),
+                self.remote.clone().into(),
+                None,
+                abort,
+            )
             .await?;
         self.write_manifest(writer, abort, volume).await?;
         if let Some(files) = files {
@@ -620,6 +652,7 @@ impl Job {
             )
             .await?;
         }
+        let excludes = self.exclude_links(abort).await?;
         let marker = self.local.join(RESTORE_MARKER);
         let written = MarkerWritten {
             had_marker: local.has_marker,
@@ -635,7 +668,12 @@ impl Job {
             .with_context(|| format!("cannot write the restore marker {}", marker.display()))?;
         }
         let stats = match self
-            .transfer(self.remote.clone().into(), self.local.clone().into(), abort)
+            .transfer(
+                self.remote.clone().into(),
+                self.local.clone().into(),
+                excludes.as_ref().map(|f| f.path()),
+                abort,
+            )
             .await
         {
             Err(e @ Error::Rclone { code: 3, .. }) if !local.has_data => {
@@ -662,6 +700,44 @@ impl Job {
             volume.metadata = "partial";
         }
         Ok(Outcome::Synced(stats))
+    }
+
+    /// Before a restore's data sync: the target's symlinks become exclude rules of the sync
+    /// (rclone's `local` backend would write and delete through them), once the `link-conflict`
+    /// rule has checked with one listing that the remote holds nothing beneath them. No links
+    /// (the usual restore into an empty volume): no listing, `None`.
+    async fn exclude_links(&self, abort: &mut Abort) -> Result<Option<tempfile::NamedTempFile>> {
+        let local = self.local.clone();
+        let links = tokio::task::spawn_blocking(move || safety::local_links(&local))
+            .await
+            .map_err(|e| Error::Other(anyhow::anyhow!("looking for symlinks failed: {e}")))?
+            .with_context(|| format!("cannot read {}", self.local.display()))?;
+        if links.is_empty() {
+            return Ok(None);
+        }
+        let rules: Vec<String> = links.iter().map(|l| safety::link_subtree_rule(l)).collect();
+        let check = rules_file(
+            rules
+                .iter()
+                .map(|r| format!("+ {r}"))
+                .chain(std::iter::once("- **".to_string())),
+        )?;
+        unless_aborted(
+            abort,
+            safety::check_links(
+                &self.rclone,
+                &self.remote,
+                &links,
+                check.path(),
+                self.overrides.skip_objects_under_links,
+            ),
+        )
+        .await?;
+        tracing::debug!(
+            links = links.len(),
+            "the symlinks of the target and everything beneath them are left out of the restore"
+        );
+        rules_file(&rules).map(Some)
     }
 
     /// A restore into an empty directory whose rclone failed with "directory not found"

@@ -10,8 +10,8 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use support::*;
@@ -142,6 +142,199 @@ fn restore(
         .run()
 }
 
+/// The remote as stored, the restore target and the link's target directory.
+fn all_ends(server: &S3Server, dst: &Path, outside: &Path) -> [Snapshot; 3] {
+    [
+        snapshot_all(&server.path("bucket/app")),
+        snapshot_all(dst),
+        snapshot_all(outside),
+    ]
+}
+
+/// A link planted by the manifest, then objects beneath it on the remote: refused with
+/// `link-conflict`, nothing changed at either end nor outside; with the override the objects
+/// are skipped, the link stays and nothing is written through it.
+fn never_through_a_link(who: Runner) {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    // Writable by the runner: only the link can keep rclone out of it.
+    let outside = sandbox.tree("outside", &[("victim.txt", b"precious")]);
+    put(&server, "a.txt", b"a");
+    plant_manifest(
+        &server,
+        &[
+            dir_entry("", 0o755, 1_700_000_000, 0),
+            file_entry("a.txt", 0o644, 1),
+            link_entry("x", outside.to_str().unwrap(), 1_700_000_000, 0),
+        ],
+    );
+    let dst = sandbox.path("restored");
+    restore(&sandbox, &server, &dst, who, &[]).assert_code(0);
+    assert_eq!(
+        fs::read_link(dst.join("x")).unwrap(),
+        outside,
+        "the first restore made the link"
+    );
+
+    // The bucket's writer now puts objects beneath the link.
+    put(&server, "x/file", b"written through the link");
+    put(&server, "x/sub/deep", b"deeper");
+    // The target now holds data, owned by whoever restored it: root's is a `foreign-owner`.
+    let force = "--force-delete-local-dir";
+    let before = all_ends(&server, &dst, &outside);
+    let out = restore(&sandbox, &server, &dst, who, &[force]);
+    let after = all_ends(&server, &dst, &outside);
+    assert_eq!(
+        after[2],
+        before[2],
+        "nothing written or deleted outside the target; output:\n{}",
+        out.all()
+    );
+    out.assert_code(3)
+        .assert_contains("link-conflict")
+        .assert_contains("--skip-objects-under-links")
+        .assert_contains("x");
+    assert_eq!(after, before, "a refusal changes nothing at either end");
+
+    let out = restore(
+        &sandbox,
+        &server,
+        &dst,
+        who,
+        &[force, "--skip-objects-under-links"],
+    );
+    out.assert_code(0)
+        .assert_contains("--skip-objects-under-links");
+    assert!(
+        out.all()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("Links: x")),
+        "a warning names the link:\n{}",
+        out.all()
+    );
+    assert_eq!(
+        snapshot_all(&outside),
+        before[2],
+        "nothing written or deleted outside"
+    );
+    assert_eq!(fs::read_link(dst.join("x")).unwrap(), outside);
+    assert_eq!(fs::read(dst.join("a.txt")).unwrap(), b"a");
+    assert!(!dst.join(MARKER).exists());
+}
+
+#[test]
+fn a_restore_never_writes_through_a_symlink_as_the_test_user() {
+    never_through_a_link(Runner::TestUser);
+}
+
+#[test]
+fn a_restore_never_writes_through_a_symlink_as_an_unprivileged_uid() {
+    never_through_a_link(Runner::Unprivileged);
+}
+
+/// Link names with rclone's glob characters are escaped: a link `[l]*` excludes only itself,
+/// not the file `l` beside it, and a remote without objects beneath the links restores.
+#[test]
+fn links_with_glob_characters_exclude_only_themselves() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let outside = sandbox.tree("outside", &[("victim.txt", b"precious")]);
+    let dst = sandbox.tree("restored", &[("old.txt", b"old")]);
+    symlink(&outside, dst.join("[l]*")).unwrap();
+    symlink(&outside, dst.join("{ab,c}")).unwrap();
+    symlink(&outside, dst.join("back\\slash")).unwrap();
+    put(&server, "l/inside.txt", b"beside the link");
+    put(&server, "ab/inside.txt", b"beside the other link");
+    for who in [Runner::TestUser, Runner::Unprivileged] {
+        let out = restore(&sandbox, &server, &dst, who, &["--force-delete-local-dir"]);
+        out.assert_code(0);
+        assert_eq!(
+            fs::read(dst.join("l/inside.txt")).unwrap(),
+            b"beside the link"
+        );
+        assert_eq!(
+            fs::read(dst.join("ab/inside.txt")).unwrap(),
+            b"beside the other link"
+        );
+        assert!(!dst.join("old.txt").exists(), "the sync still deletes");
+        assert!(fs::symlink_metadata(dst.join("[l]*")).unwrap().is_symlink());
+        assert_eq!(
+            snapshot_all(&outside),
+            Snapshot::from([("victim.txt".to_string(), Some(b"precious".to_vec()))])
+        );
+    }
+    // An object beneath the escaped link is found.
+    put(&server, "[l]*/f", b"beneath");
+    let before = all_ends(&server, &dst, &outside);
+    restore(
+        &sandbox,
+        &server,
+        &dst,
+        Runner::Unprivileged,
+        &["--force-delete-local-dir"],
+    )
+    .assert_code(3)
+    .assert_contains("link-conflict");
+    assert_eq!(all_ends(&server, &dst, &outside), before);
+}
+
+/// A wrapper around rclone that logs each command line, to count the calls of a restore.
+fn counting_rclone(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
+    let log = sandbox.path("tmp/rclone-calls.log");
+    let wrapper = sandbox.path("rclone-wrapper.sh");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            rclone().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, log)
+}
+
+fn calls(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_link_check_costs_one_call_and_none_without_links() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    put(&server, "a.txt", b"a");
+    let (wrapper, log) = counting_rclone(&sandbox);
+    let run = |dst: &Path| {
+        let _ = fs::remove_file(&log);
+        Vso::s3(&sandbox, &server)
+            .env("RCLONE_BINARY", &wrapper)
+            .args(["remote-to-local-sync", "-s", "bucket/app", "-d"])
+            .arg(dst)
+            .arg("--force-delete-local-dir")
+            .run()
+            .assert_code(0);
+        calls(&log)
+    };
+    let without = run(&sandbox.path("empty"));
+    let with_links = sandbox.tree("with-links", &[("a.txt", b"a")]);
+    symlink("/", with_links.join("l")).unwrap();
+    let with = run(&with_links);
+    eprintln!("rclone calls without links: {without:?}; with links: {with:?}");
+    let listings = |c: &[String]| {
+        c.iter()
+            .filter(|l| l.contains(" lsf ") && l.contains("--filter-from"))
+            .count()
+    };
+    assert_eq!(listings(&without), 0, "{without:?}");
+    assert_eq!(listings(&with), 1, "{with:?}");
+    assert_eq!(with.len(), without.len() + 1, "{without:?} / {with:?}");
+}
+
 /// setuid/setgid bits of files come back only with `--restore-setid-bits`, also as root.
 #[test]
 fn setid_bits_are_restored_only_when_asked() {
@@ -267,4 +460,34 @@ fn absurd_times_are_skipped_and_the_restore_succeeds() {
         assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("a.txt"));
         assert!(!dst.join(MARKER).exists());
     }
+}
+
+/// A manifest that would make a link at `x` and a directory with entries beneath `x/`: the
+/// link is not made (a mismatch), whatever the data brought.
+#[test]
+fn a_link_with_entries_beneath_it_in_the_manifest_is_not_made() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let outside = sandbox.tree("outside", &[("victim.txt", b"precious")]);
+    put(&server, "a.txt", b"a");
+    plant_manifest(
+        &server,
+        &[
+            dir_entry("", 0o755, 1_700_000_000, 0),
+            file_entry("a.txt", 0o644, 1),
+            link_entry("x", outside.to_str().unwrap(), 0, 0),
+            dir_entry("x/sub", 0o777, 0, 0),
+            link_entry("x/sub/l", "/etc", 0, 0),
+        ],
+    );
+    let dst = sandbox.path("restored");
+    let out = restore(&sandbox, &server, &dst, Runner::Unprivileged, &[]);
+    out.assert_code(0)
+        .assert_contains("metadata=\"partial\"")
+        .assert_contains("recorded as a symlink and as a directory with entries");
+    assert!(fs::symlink_metadata(dst.join("x")).is_err(), "no link x");
+    assert_eq!(
+        snapshot_all(&outside),
+        Snapshot::from([("victim.txt".to_string(), Some(b"precious".to_vec()))])
+    );
 }
