@@ -359,6 +359,18 @@ pub struct RemoteToLocalArgs {
     #[arg(long)]
     pub if_local_empty: bool,
 
+    /// Restore even though the remote holds objects beneath paths that are symlinks in the
+    /// local directory (safety rule 'link-conflict'): those objects are skipped, with a
+    /// warning naming the links. A restore never writes or deletes through a symlink.
+    #[arg(long)]
+    pub skip_objects_under_links: bool,
+
+    /// Restore the setuid and setgid bits of files recorded by the upload (also as root).
+    /// Without it they are dropped, with a warning counting them: whoever can write to the
+    /// bucket could otherwise plant a setuid program in the volume.
+    #[arg(long)]
+    pub restore_setid_bits: bool,
+
     /// While a writer holds a live lease on the remote path, wait up to this long for it to
     /// finish (its final sync releases the lease) before restoring; 0 = do not wait. On
     /// timeout exit 1. One-shot restores only. At most 1d.
@@ -554,6 +566,7 @@ mod tests {
             "sync-to-remote -s /data -d b/p -x --dry-run -vv",
             "sync-to-remote -s /d -d b -- --transfers 16",
             "remote-to-local-sync -s b/p -d /data --if-local-empty",
+            "remote-to-local-sync -s b -d /d --skip-objects-under-links --restore-setid-bits",
             "remote-to-local-sync -s b -d /d -c f --no-template",
             "sync-to-remote -s /d -d b --schedule @hourly",
             "sync-to-remote -s /d -d b --schedule @daily --shutdown-timeout 30s",
@@ -596,6 +609,8 @@ mod tests {
             "sync-to-remote -s /d -d b --metrics-address 127.0.0.1:9090",
             "sync-to-remote -s /d -d b --debounce 1s",
             "remote-to-local-sync -s b -d /d --watch",
+            "sync-to-remote -s /d -d b --restore-setid-bits",
+            "sync-to-remote -s /d -d b --skip-objects-under-links",
             "sync-to-remote -s /d -d b --schedule @daily --max-consecutive-failures 0",
             "sync-to-remote -s /d -d b --if-local-empty",
             "remote-to-local-sync -s b -d /d --force-even-if-remote-would-be-cleared",

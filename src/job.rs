@@ -83,6 +83,11 @@ pub struct Overrides {
     pub if_local_empty: bool,
     /// The upload's `mass-delete` threshold in percent (`None`, or 100: off).
     pub max_delete_percent: Option<u8>,
+    /// `--skip-objects-under-links`: the `link-conflict` rule warns instead of refusing.
+    pub skip_objects_under_links: bool,
+    /// `--restore-setid-bits`: an opt-in, not a valve; without it a restore drops setuid and
+    /// setgid bits of files.
+    pub restore_setid_bits: bool,
 }
 
 /// Everything one sync needs, validated.
@@ -145,6 +150,21 @@ fn filter_file(rules: &[String]) -> Result<tempfile::NamedTempFile> {
         writeln!(file, "{rule}").context("cannot write the filter file")?;
     }
     writeln!(file, "- **").context("cannot write the filter file")?;
+    Ok(file)
+}
+
+/// Writes rclone filter lines (as given) to a temporary file.
+fn rules_file<S: AsRef<str>>(
+    lines: impl IntoIterator<Item = S>,
+) -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("volume-syncing-operator-filter-")
+        .tempfile()
+        .context("cannot create a filter file in TMPDIR")?;
+    for line in lines {
+        writeln!(file, "{}", line.as_ref()).context("cannot write the filter file")?;
+    }
+    file.flush().context("cannot write the filter file")?;
     Ok(file)
 }
 
@@ -392,7 +412,14 @@ impl Job {
         if self.no_delete { "copy" } else { "sync" }
     }
 
-    async fn transfer(&self, from: OsString, to: OsString, abort: &mut Abort) -> Result<Stats> {
+    /// The data sync. `excludes`: a file of rclone exclude rules (a restore's links).
+    async fn transfer(
+        &self,
+        from: OsString,
+        to: OsString,
+        excludes: Option<&Path>,
+        abort: &mut Abort,
+    ) -> Result<Stats> {
         let mut args = vec![
             from,
             to,
@@ -402,6 +429,9 @@ impl Job {
             "--exclude".into(),
             INTERNAL_FILES_FILTER.into(),
         ];
+        if let Some(excludes) = excludes {
+            args.extend(["--exclude-from".into(), excludes.into()]);
+        }
         args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
         if self.dry_run {
             args.push("--dry-run".into());
@@ -464,7 +494,12 @@ impl Job {
         };
         let writer = self.manifest_writer()?;
         let stats = self
-            .transfer(self.local.clone().into(), self.remote.clone().into(), abort)
+            .transfer(
+                self.local.clone().into(),
+                self.remote.clone().into(),
+                None,
+                abort,
+            )
             .await?;
         self.write_manifest(writer, abort, volume).await?;
         if let Some(files) = files {
@@ -646,6 +681,7 @@ impl Job {
             )
             .await?;
         }
+        let excludes = self.exclude_links(abort).await?;
         let marker = self.local.join(RESTORE_MARKER);
         let written = MarkerWritten {
             had_marker: local.has_marker,
@@ -661,7 +697,12 @@ impl Job {
             .with_context(|| format!("cannot write the restore marker {}", marker.display()))?;
         }
         let stats = match self
-            .transfer(self.remote.clone().into(), self.local.clone().into(), abort)
+            .transfer(
+                self.remote.clone().into(),
+                self.local.clone().into(),
+                excludes.as_ref().map(|f| f.path()),
+                abort,
+            )
             .await
         {
             Err(e @ Error::Rclone { code: 3, .. }) if !local.has_data => {
@@ -673,7 +714,7 @@ impl Job {
             return Ok(Outcome::Synced(stats));
         }
         let manifest = match self.fetch_manifest(abort).await? {
-            None if !local.has_data && stats.transfers == 0 => {
+            volume_meta::Fetched::Missing if !local.has_data && stats.transfers == 0 => {
                 // Nothing came and no manifest: an empty remote path (on S3 an absent prefix
                 // lists as empty, so the sync succeeded with nothing to do).
                 return self.restore_found_empty(&marker, written, abort).await;
@@ -688,6 +729,44 @@ impl Job {
             volume.metadata = "partial";
         }
         Ok(Outcome::Synced(stats))
+    }
+
+    /// Before a restore's data sync: the target's symlinks become exclude rules of the sync
+    /// (rclone's `local` backend would write and delete through them), once the `link-conflict`
+    /// rule has checked with one listing that the remote holds nothing beneath them. No links
+    /// (the usual restore into an empty volume): no listing, `None`.
+    async fn exclude_links(&self, abort: &mut Abort) -> Result<Option<tempfile::NamedTempFile>> {
+        let local = self.local.clone();
+        let links = tokio::task::spawn_blocking(move || safety::local_links(&local))
+            .await
+            .map_err(|e| Error::Other(anyhow::anyhow!("looking for symlinks failed: {e}")))?
+            .with_context(|| format!("cannot read {}", self.local.display()))?;
+        if links.is_empty() {
+            return Ok(None);
+        }
+        let rules: Vec<String> = links.iter().map(|l| safety::link_subtree_rule(l)).collect();
+        let check = rules_file(
+            rules
+                .iter()
+                .map(|r| format!("+ {r}"))
+                .chain(std::iter::once("- **".to_string())),
+        )?;
+        unless_aborted(
+            abort,
+            safety::check_links(
+                &self.rclone,
+                &self.remote,
+                &links,
+                check.path(),
+                self.overrides.skip_objects_under_links,
+            ),
+        )
+        .await?;
+        tracing::debug!(
+            links = links.len(),
+            "the symlinks of the target and everything beneath them are left out of the restore"
+        );
+        rules_file(&rules).map(Some)
     }
 
     /// A restore into an empty directory whose rclone failed with "directory not found"
@@ -783,7 +862,7 @@ impl Job {
     }
 
     /// After the data sync of a restore: the manifest's bytes, if the remote path holds one.
-    async fn fetch_manifest(&self, abort: &mut Abort) -> Result<Option<Vec<u8>>> {
+    async fn fetch_manifest(&self, abort: &mut Abort) -> Result<volume_meta::Fetched> {
         unless_aborted(abort, volume_meta::fetch(&self.rclone, &self.remote)).await
     }
 
@@ -791,18 +870,31 @@ impl Job {
     /// in hand for after the marker is gone).
     async fn apply_manifest(
         &self,
-        fetched: Option<Vec<u8>>,
+        fetched: volume_meta::Fetched,
         volume: &mut VolumeSummary,
     ) -> Result<Option<volume_meta::Manifest>> {
-        let Some(bytes) = fetched else {
-            tracing::warn!(
-                "{} holds no metadata manifest (written by an older release, or never uploaded \
+        let bytes = match fetched {
+            volume_meta::Fetched::Found(bytes) => bytes,
+            volume_meta::Fetched::TooLarge => {
+                tracing::warn!(
+                    "the metadata manifest on {} is larger than {} MiB and was not read: the \
+                     files are restored, but modes, owners, symlinks and empty directories are not",
+                    self.remote_display,
+                    volume_meta::MAX_MANIFEST_BYTES >> 20
+                );
+                volume.metadata = "ignored";
+                return Ok(None);
+            }
+            volume_meta::Fetched::Missing => {
+                tracing::warn!(
+                    "{} holds no metadata manifest (written by an older release, or never uploaded \
                  by this one): the files are restored, but modes, owners, symlinks and empty \
                  directories were not recorded",
-                self.remote_display
-            );
-            volume.metadata = "not-recorded";
-            return Ok(None);
+                    self.remote_display
+                );
+                volume.metadata = "not-recorded";
+                return Ok(None);
+            }
         };
         let manifest = match volume_meta::parse(&bytes) {
             Ok(manifest) => manifest,
@@ -818,9 +910,12 @@ impl Job {
             }
         };
         let local = self.local.clone();
-        let as_root = Self::as_root();
+        let options = volume_meta::ApplyOptions {
+            as_root: Self::as_root(),
+            restore_setid_bits: self.overrides.restore_setid_bits,
+        };
         let (manifest, applied) = tokio::task::spawn_blocking(move || {
-            volume_meta::apply(&local, &manifest, as_root).map(|a| (manifest, a))
+            volume_meta::apply(&local, &manifest, options).map(|a| (manifest, a))
         })
         .await
         .map_err(|e| Error::Other(anyhow::anyhow!("applying the metadata failed: {e}")))??;
@@ -843,9 +938,34 @@ impl Job {
                 applied.mismatched
             );
         }
+        if applied.skipped.count > 0 {
+            tracing::warn!(
+                skipped = applied.skipped.count,
+                "{} recorded entries could not be applied (a path or name too long, an error of \
+                 the file system) and were left as rclone restored them; the first: {}",
+                applied.skipped.count,
+                applied.skipped.first.join("; ")
+            );
+        }
+        if applied.times_skipped > 0 {
+            tracing::warn!(
+                times_skipped = applied.times_skipped,
+                "{} recorded modification times are out of range (beyond the year 9999, or \
+                 nanoseconds outside 0..1e9) and were not applied",
+                applied.times_skipped
+            );
+        }
+        if applied.set_id_dropped > 0 {
+            tracing::warn!(
+                set_id_bits_dropped = applied.set_id_dropped,
+                "{} files were recorded with setuid or setgid bits and were restored without them; \
+                 pass --restore-setid-bits to restore them",
+                applied.set_id_dropped
+            );
+        }
         volume.skipped_special = applied.skipped_special;
         volume.owners_not_set = applied.owners_not_set;
-        volume.metadata = if applied.mismatched > 0 {
+        volume.metadata = if applied.is_partial() {
             "partial"
         } else {
             "applied"

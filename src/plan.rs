@@ -126,6 +126,8 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
     let overrides = Overrides {
         restore: args.force_delete_local_dir,
         if_local_empty: args.if_local_empty,
+        skip_objects_under_links: args.skip_objects_under_links,
+        restore_setid_bits: args.restore_setid_bits,
         ..Overrides::default()
     };
     let plan = build(

@@ -9,6 +9,7 @@
 //! | `system-directory` | restore | the target resolves to `/`, `/etc`, `/usr`, … | `--force-delete-local-dir` |
 //! | `foreign-owner` | restore | the target holds data and is owned by root or another uid | `--force-delete-local-dir` |
 //! | `empty-remote` | restore | the remote is empty, missing or unlistable while the target holds data | `--force-delete-local-dir` |
+//! | `link-conflict` | restore | the remote holds objects under a path that is a symlink in the target (or cannot be listed there) | `--skip-objects-under-links` |
 //!
 //! Decisions:
 //! - The local checks are pure functions of the file system, cheap and testable.
@@ -17,6 +18,13 @@
 //!   through the crypt layer when encryption is on). A listing error is a refusal, never "empty".
 //! - A target holding the restore marker was left by an interrupted restore: it is partial,
 //!   so it counts as safe to overwrite.
+//! - A restore never writes or deletes through a symlink of the target: rclone's `local`
+//!   backend follows a link to a directory, so objects `x/f` on the remote would be written
+//!   into (and a sync would delete in) the link's target, anywhere on the host. Before the
+//!   data sync the target is walked without following links; each link's subtree becomes an
+//!   rclone exclude rule, and one listing (at most one line, only when there are links) asks
+//!   whether the remote holds objects under them. If it does, the restore is refused (rule
+//!   `link-conflict`): the remote and the local tree disagree about what the path is.
 //! - With `--no-delete` nothing is deleted at the destination, so the emptiness rules, which
 //!   exist to prevent deletion, do not fire.
 //! - "Empty" for an upload means "no regular file that the upload would send": a failed mount
@@ -43,6 +51,9 @@ pub const INTERNAL_FILES_FILTER: &str = "/.volume-syncing-operator.*";
 pub const FORCE_UPLOAD_EMPTY: &str = "--force-even-if-remote-would-be-cleared";
 pub const FORCE_UPLOAD_PARTIAL: &str = "--force-upload-partial-restore";
 pub const FORCE_RESTORE: &str = "--force-delete-local-dir";
+pub const SKIP_OBJECTS_UNDER_LINKS: &str = "--skip-objects-under-links";
+/// How many links a refusal or warning names; the rest are counted.
+const LINKS_NAMED: usize = 5;
 
 /// Directories that are never a restore target (compared after resolving the path).
 const SYSTEM_DIRECTORIES: [&str; 20] = [
@@ -327,6 +338,130 @@ pub async fn remote_has_entries(rclone: &Rclone, remote: &str) -> Result<bool> {
         .is_some())
 }
 
+/// The symlinks under `root`, relative to it, found by a walk that never follows links. This
+/// program's own files and `lost+found` at the top are left out (rclone never writes there);
+/// a directory that cannot be read is passed over (rclone, as the same user, cannot write into
+/// it either, and reports it itself).
+pub fn local_links(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut links = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let entries = match std::fs::read_dir(root.join(&rel)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) if !rel.as_os_str().is_empty() => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            if rel.as_os_str().is_empty() {
+                let shown = name.to_string_lossy();
+                if shown == "lost+found" || shown.starts_with(INTERNAL_FILE_PREFIX) {
+                    continue;
+                }
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_symlink() {
+                links.push(rel.join(&name));
+            } else if kind.is_dir() {
+                dirs.push(rel.join(&name));
+            }
+        }
+    }
+    links.sort();
+    Ok(links)
+}
+
+/// The rclone filter pattern of everything beneath the link at `rel`: `/rel/**`, with rclone's
+/// glob characters escaped. A name that is not UTF-8 (rclone shows it encoded) or holds a line
+/// break becomes `*`: that may cover more than the link, never less.
+pub fn link_subtree_rule(rel: &Path) -> String {
+    let mut rule = String::new();
+    for component in rel.components() {
+        rule.push('/');
+        // A name that is not UTF-8, or that would break the rule's line, is matched by `*`.
+        match component.as_os_str().to_str() {
+            Some(name) if !name.contains(['\n', '\r']) => rule.push_str(&escape_glob(name)),
+            _ => rule.push('*'),
+        }
+    }
+    rule.push_str("/**");
+    rule
+}
+
+/// Escapes rclone's glob metacharacters (`* ? [ ] { } \`) with a backslash.
+pub fn escape_glob(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The first links, for a message: escaped, truncated, and how many more there are.
+pub fn name_links(links: &[PathBuf]) -> String {
+    let mut named: Vec<String> = links
+        .iter()
+        .take(LINKS_NAMED)
+        .map(|l| crate::volume_meta::shown(&l.to_string_lossy()))
+        .collect();
+    if links.len() > LINKS_NAMED {
+        named.push(format!("and {} more", links.len() - LINKS_NAMED));
+    }
+    named.join(", ")
+}
+
+/// Refuses a restore whose remote holds objects beneath a path that is a symlink in the target
+/// (rule `link-conflict`); with `skip` it warns instead, and the objects are not restored (the
+/// sync excludes them). One listing that stops at its first line; `rules` is a file of
+/// `+ /link/**` rules for each link, then `- **`. A listing that fails is a refusal too.
+pub async fn check_links(
+    rclone: &Rclone,
+    remote: &str,
+    links: &[PathBuf],
+    rules: &Path,
+    skip: bool,
+) -> Result<()> {
+    let mut args: Vec<OsString> = ["lsf", "-R", "--files-only", "--filter-from"]
+        .map(OsString::from)
+        .to_vec();
+    args.push(rules.into());
+    args.push(remote.into());
+    let found = rclone.first_line(&args, "lsf (objects under links)").await;
+    let named = name_links(links);
+    let why = match found {
+        Ok(None) => return Ok(()),
+        Ok(Some(object)) => format!(
+            "the remote holds objects beneath paths that are symlinks in the target (e.g. \"{}\"); \
+             rclone would write and delete through them, outside the target. Links: {named}",
+            crate::volume_meta::shown(&object)
+        ),
+        Err(e) => format!(
+            "cannot tell whether the remote holds objects beneath the symlinks of the target \
+             ({named}): {}",
+            crate::volume_meta::shown(&format!("{e:#}"))
+        ),
+    };
+    if skip {
+        tracing::warn!(
+            "{why}; {SKIP_OBJECTS_UNDER_LINKS}: those objects are not restored, the links stay"
+        );
+        Ok(())
+    } else {
+        Err(Error::refused(
+            "link-conflict",
+            why,
+            SKIP_OBJECTS_UNDER_LINKS,
+        ))
+    }
+}
+
 /// The root a remote path hangs from: `remote:bucket` for `remote:bucket/a/b`, `remote:/srv`
 /// for `remote:/srv/a`, `remote:` for `remote:`.
 fn remote_root(remote: &str) -> String {
@@ -414,6 +549,44 @@ fn resolve_existing(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn link_rules_escape_globs_and_cover_odd_names() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(escape_glob(r"a*b?[c]{d}\e"), r"a\*b\?\[c\]\{d\}\\e");
+        assert_eq!(link_subtree_rule(Path::new("d/[x]")), r"/d/\[x\]/**");
+        let odd = Path::new(OsStr::from_bytes(b"d/\xff/l\nx"));
+        assert_eq!(link_subtree_rule(odd), "/d/*/*/**");
+        let many: Vec<PathBuf> = (0..8).map(|i| PathBuf::from(format!("l{i}"))).collect();
+        assert_eq!(
+            name_links(&many),
+            "l0, l1, l2, l3, l4, and 3 more",
+            "a few named, the rest counted"
+        );
+    }
+
+    #[test]
+    fn the_link_walk_never_follows_links() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(outside.path().join("deeper")).unwrap();
+        symlink("/", outside.path().join("deeper/root")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("a/b")).unwrap();
+        fs::create_dir(d.join("lost+found")).unwrap();
+        symlink(outside.path(), d.join("a/b/out")).unwrap();
+        symlink("nowhere", d.join("dangling")).unwrap();
+        symlink("/", d.join("lost+found/x")).unwrap();
+        symlink("/", d.join(".volume-syncing-operator.x")).unwrap();
+        fs::write(d.join("a/file"), "").unwrap();
+        assert_eq!(
+            local_links(d).unwrap(),
+            [PathBuf::from("a/b/out"), PathBuf::from("dangling")]
+        );
+        assert!(local_links(&d.join("missing")).unwrap().is_empty());
+    }
 
     #[test]
     fn system_directories_are_recognised_however_written() {

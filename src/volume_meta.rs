@@ -44,10 +44,24 @@
 //! directories deepest first (chmod last, so a read-only directory is filled first; mtimes
 //! last, since every change inside a directory bumps its mtime), and the restore root itself
 //! after the restore marker is gone. Owners are set only when the restoring process is root;
-//! setuid/setgid on files likewise. Hard links are restored as links when every member of a
+//! setuid/setgid bits of files only with `--restore-setid-bits` (whoever can write to the
+//! bucket could otherwise plant a setuid program; dropped ones are counted in one warning).
+//! A symlink entry at `p` while the manifest also has entries beneath `p/` is not made (a
+//! mismatch): the bucket's writer would have the restore work beneath a link. Hard links are restored as links when every member of a
 //! group came back with identical content (compared byte by byte), else stay copies. A
 //! non-root restore that may not chmod an entry (another user's, e.g. a root-owned mount
 //! point as the restore root) says so and goes on: that is the normal Kubernetes volume.
+//!
+//! # The remote is not trusted
+//! Whoever can write to the bucket writes this manifest too, so it is read like an archive
+//! from the internet: at most [`MAX_MANIFEST_BYTES`] are read and [`MAX_ENTRIES`] entries
+//! parsed (beyond either, the manifest is ignored with one warning); an entry whose path is
+//! longer than [`MAX_PATH_BYTES`], with a name longer than [`MAX_NAME_BYTES`], or that names
+//! one of this program's own files is skipped and counted, as is any entry the kernel refuses
+//! (`ENAMETOOLONG`, `EINVAL`, `ELOOP`, …): one warning names the first few, escaped and
+//! truncated, and the restore succeeds with `metadata=partial`. An mtime out of range (beyond
+//! year 9999 either way, nanoseconds outside 0..1e9) is not applied (counted), the root's
+//! included. [`parse`] never panics, whatever the bytes; its errors are bounded too.
 //!
 //! # What is recorded
 //! The walk never follows links, leaves out this program's own files and `lost+found` at the
@@ -71,7 +85,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmodat, fstatat, mkdirat};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, fchownat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
@@ -85,8 +99,29 @@ pub const MANIFEST: &str = ".volume-syncing-operator.manifest";
 const FORMAT: &str = "volume-syncing-operator manifest v1";
 /// Upper bound for writing or reading the manifest once its rclone runs.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
-/// Mode bits a non-root process may not set on files it restores.
+/// setuid and setgid: restored on files only with `--restore-setid-bits`.
 const SET_ID_BITS: u32 = 0o6000;
+
+/// The largest manifest a restore reads: beyond it the `rclone cat` is stopped and the
+/// manifest ignored (one warning). About 2 million entries of typical paths.
+pub const MAX_MANIFEST_BYTES: usize = 256 << 20;
+/// The most entries a manifest may hold; more and it is ignored.
+pub const MAX_ENTRIES: usize = 2_000_000;
+/// The longest path (and link target) an entry may have, in bytes (`PATH_MAX`); a longer one
+/// is skipped and counted.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The longest name (one path segment) an entry may have, in bytes (`NAME_MAX`); a longer
+/// one is skipped and counted.
+pub const MAX_NAME_BYTES: usize = 255;
+/// How many paths one warning names (the rest are counted).
+const SHOWN_PATHS: usize = 5;
+/// How many characters of one path (or reason) a log line shows.
+const SHOWN_CHARS: usize = 200;
+/// Mismatches logged one by one; the rest are only counted in the summary.
+const MISMATCHES_LOGGED: u64 = 20;
+/// Recorded mtimes beyond about year 9999 (either way) are not applied: the kernel or the
+/// file system refuses or mangles them.
+const MAX_SECONDS: i64 = 253_402_300_799;
 
 /// One line of the manifest. Short keys: the manifest of a big volume is mostly paths.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -456,8 +491,19 @@ fn rclone_error(operation: &str, status: std::process::ExitStatus, stderr: &[u8]
     }
 }
 
-/// Reads the manifest: `Ok(None)` when the remote has none (written by an older release).
-pub async fn fetch(rclone: &Rclone, remote: &str) -> Result<Option<Vec<u8>>> {
+/// What the restore found of the manifest.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The remote has none (written by an older release, or never uploaded).
+    Missing,
+    Found(Vec<u8>),
+    /// Larger than [`MAX_MANIFEST_BYTES`]: reading stopped there.
+    TooLarge,
+}
+
+/// Reads the manifest, at most [`MAX_MANIFEST_BYTES`] of it: the remote is not trusted to
+/// keep it small.
+pub async fn fetch(rclone: &Rclone, remote: &str) -> Result<Fetched> {
     let args = ["cat".into(), object(remote).into()];
     let operation = "cat (metadata manifest)";
     let mut child = rclone.spawn_piped(&args, operation)?;
@@ -465,10 +511,19 @@ pub async fn fetch(rclone: &Rclone, remote: &str) -> Result<Option<Vec<u8>>> {
     let mut stdout = child.stdout.take().context("rclone cat stdout")?;
     let mut stderr = child.stderr.take().context("rclone cat stderr")?;
     let work = async {
-        let mut out = Vec::new();
+        let read_out = async move {
+            let mut out = Vec::new();
+            let read = (&mut stdout)
+                .take(MAX_MANIFEST_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .await;
+            // Closing the pipe stops an rclone that has more to say (SIGPIPE).
+            drop(stdout);
+            read.map(|_| out)
+        };
         let mut err = Vec::new();
-        let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        a?;
+        let (out, b) = tokio::join!(read_out, stderr.read_to_end(&mut err));
+        let out = out?;
         b?;
         let status = child.wait().await?;
         Ok::<_, io::Error>((status, out, err))
@@ -481,12 +536,15 @@ pub async fn fetch(rclone: &Rclone, remote: &str) -> Result<Option<Vec<u8>>> {
             ))
         })?
         .context("reading the metadata manifest")?;
+    if out.len() > MAX_MANIFEST_BYTES {
+        return Ok(Fetched::TooLarge);
+    }
     // `rclone cat` of a missing object lists it as a directory: exit 3 (directory not found)
     // on most backends, an empty success on bucket-based ones.
     match status.code() {
-        Some(0) if out.is_empty() => Ok(None),
-        Some(0) => Ok(Some(out)),
-        Some(3) | Some(4) => Ok(None),
+        Some(0) if out.is_empty() => Ok(Fetched::Missing),
+        Some(0) => Ok(Fetched::Found(out)),
+        Some(3) | Some(4) => Ok(Fetched::Missing),
         _ => Err(rclone_error(operation, status, &err)),
     }
 }
@@ -494,15 +552,92 @@ pub async fn fetch(rclone: &Rclone, remote: &str) -> Result<Option<Vec<u8>>> {
 /// A parsed, validated manifest.
 #[derive(Debug)]
 pub struct Manifest {
+    /// The upload's id, as shown in a log line (escaped, truncated).
     pub generation: String,
+    /// When it was written, as shown in a log line (escaped, truncated).
     pub written: String,
     lines: Vec<Line>,
+    /// Entries left out because they cannot be applied (a path or name too long, one of this
+    /// program's own files): counted in [`Applied::skipped`].
+    skipped: Skipped,
 }
 
-/// Parses a manifest; an error says why it cannot be trusted (incomplete, unknown format, a
-/// path that would leave the restore root).
+/// Entries that were not applied: their number and the first few paths with the reason,
+/// escaped and truncated, for one warning of bounded size.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub count: u64,
+    pub first: Vec<String>,
+}
+
+impl Skipped {
+    fn add(&mut self, p: &str, why: &str) {
+        self.count += 1;
+        if self.first.len() < SHOWN_PATHS {
+            self.first.push(format!("{} ({})", shown(p), shown(why)));
+        }
+    }
+}
+
+/// A string from the remote as a log line may show it: control characters escaped, at most
+/// [`SHOWN_CHARS`] characters, the rest counted.
+pub fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == SHOWN_CHARS {
+            out.push_str(&format!("...({} bytes in all)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Why an entry's path cannot be applied, if it cannot: too long for the kernel, or one of
+/// this program's own files (never recorded by an upload).
+fn unusable_path(p: &str) -> Option<&'static str> {
+    if p.len() > MAX_PATH_BYTES {
+        Some("path longer than 4096 bytes")
+    } else if p.split('/').any(|c| c.len() > MAX_NAME_BYTES) {
+        Some("a name longer than 255 bytes")
+    } else if p
+        .split('/')
+        .next()
+        .is_some_and(|top| top.starts_with(crate::safety::INTERNAL_FILE_PREFIX))
+    {
+        Some("one of this program's own files")
+    } else {
+        None
+    }
+}
+
+/// Parses a manifest; an error says why it cannot be trusted (incomplete, unknown format, too
+/// large, a path that would leave the restore root), in a message of bounded length. Entries
+/// whose path cannot be applied are left out and counted. Never panics, whatever the bytes
+/// (a fuzz target calls it).
 pub fn parse(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+    parse_within(bytes, MAX_MANIFEST_BYTES, MAX_ENTRIES)
+}
+
+/// [`parse`] with its bounds as arguments (small ones in tests).
+fn parse_within(
+    bytes: &[u8],
+    max_bytes: usize,
+    max_entries: usize,
+) -> std::result::Result<Manifest, String> {
+    if bytes.len() > max_bytes {
+        return Err(format!(
+            "larger than {} MiB ({} bytes)",
+            max_bytes >> 20,
+            bytes.len()
+        ));
+    }
     let mut lines = Vec::new();
+    let mut skipped = Skipped::default();
     let mut header = None;
     let mut end = None;
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -512,7 +647,8 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Manifest, String> {
         if end.is_some() {
             return Err("data after the end line".into());
         }
-        let line: Line = serde_json::from_slice(raw).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let line: Line = serde_json::from_slice(raw)
+            .map_err(|e| format!("line {}: {}", i + 1, shown(&e.to_string())))?;
         match line {
             Line::Header {
                 format,
@@ -520,34 +656,54 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Manifest, String> {
                 written,
             } => {
                 if i != 0 || format != FORMAT {
-                    return Err(format!("unknown format {format:?} (expected {FORMAT:?})"));
+                    return Err(format!(
+                        "unknown format \"{}\" (expected \"{FORMAT}\")",
+                        shown(&format)
+                    ));
                 }
-                header = Some((generation, written));
+                header = Some((shown(&generation), shown(&written)));
             }
             Line::End { entries } => end = Some(entries),
             other => {
                 if header.is_none() {
                     return Err("no header line".into());
                 }
+                if lines.len() as u64 + skipped.count >= max_entries as u64 {
+                    return Err(format!("more than {max_entries} entries"));
+                }
                 let p = other.path().unwrap_or_default();
                 let is_root_dir = p.is_empty() && matches!(other, Line::Dir { .. });
                 if !is_root_dir && !safe_relative(p) {
-                    return Err(format!("unsafe path {p:?}"));
+                    return Err(format!("unsafe path \"{}\"", shown(p)));
                 }
-                lines.push(other);
+                let why = unusable_path(p).or(match &other {
+                    Line::Link { to, .. } if to.len() > MAX_PATH_BYTES => {
+                        Some("link target longer than 4096 bytes")
+                    }
+                    Line::Link { to, .. } if to.is_empty() || to.contains('\0') => {
+                        Some("an empty link target, or one with a NUL")
+                    }
+                    _ => None,
+                });
+                match why {
+                    Some(why) if !is_root_dir => skipped.add(p, why),
+                    _ => lines.push(other),
+                }
             }
         }
     }
     let Some((generation, written)) = header else {
         return Err("no header line (empty or truncated)".into());
     };
+    let found = lines.len() as u64 + skipped.count;
     match end {
-        Some(n) if n == lines.len() as u64 => Ok(Manifest {
+        Some(n) if n == found => Ok(Manifest {
             generation,
             written,
             lines,
+            skipped,
         }),
-        Some(n) => Err(format!("{} entries, the end line says {n}", lines.len())),
+        Some(n) => Err(format!("{found} entries, the end line says {n}")),
         None => Err("no end line: the manifest is incomplete (an interrupted write?)".into()),
     }
 }
@@ -572,19 +728,46 @@ pub struct Applied {
     pub skipped_special: u64,
     /// Owners were recorded but could not be set (not root).
     pub owners_not_set: bool,
-    /// Files whose setuid/setgid bits were dropped (not root).
+    /// Files whose setuid/setgid bits were dropped (no `--restore-setid-bits`).
     pub set_id_dropped: u64,
+    /// Entries that could not be applied (a path too long, an errno of the kernel): left as
+    /// rclone restored them.
+    pub skipped: Skipped,
+    /// Recorded mtimes out of range (beyond year 9999 either way, or nanoseconds outside
+    /// 0..1e9): not applied, the entry keeps the time of its restore.
+    pub times_skipped: u64,
+}
+
+impl Applied {
+    /// Whether anything recorded was not applied.
+    pub fn is_partial(&self) -> bool {
+        self.mismatched > 0 || self.skipped.count > 0 || self.times_skipped > 0
+    }
+}
+
+/// How to apply a manifest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    /// The restoring process is root: owners are set.
+    pub as_root: bool,
+    /// `--restore-setid-bits`: setuid/setgid bits of files are restored (else dropped and
+    /// counted).
+    pub restore_setid_bits: bool,
 }
 
 /// Applies everything but the restore root's own mode, owner and mtime (see [`apply_root`]).
-pub fn apply(root: &Path, manifest: &Manifest, as_root: bool) -> Result<Applied> {
+/// Only opening the root can fail: an entry that cannot be applied is skipped and counted.
+pub fn apply(root: &Path, manifest: &Manifest, options: ApplyOptions) -> Result<Applied> {
     let root_fd = open_root(root)?;
+    let as_root = options.as_root;
     let mut ctx = Ctx {
         root: root_fd.as_fd(),
         cache: None,
         as_root,
+        restore_setid_bits: options.restore_setid_bits,
         applied: Applied {
             owners_not_set: !as_root,
+            skipped: manifest.skipped.clone(),
             ..Applied::default()
         },
     };
@@ -594,7 +777,8 @@ pub fn apply(root: &Path, manifest: &Manifest, as_root: bool) -> Result<Applied>
         if let Line::Dir { p, .. } = line
             && !p.is_empty()
         {
-            ctx.ensure_dir(p)?;
+            let done = ctx.ensure_dir(p);
+            ctx.settle(p, done);
         }
     }
     // 2. Files, 3. hard links, 4. symlinks, 5. specials.
@@ -608,21 +792,45 @@ pub fn apply(root: &Path, manifest: &Manifest, as_root: bool) -> Result<Applied>
             size,
             hl,
         } = line
-            && ctx.file(p, *m, *u, *g, *size)?
-            && let Some(group) = hl
         {
-            groups.entry(*group).or_default().push(p);
+            let done = ctx.file(p, *m, *u, *g, *size);
+            if ctx.settle(p, done).unwrap_or(false)
+                && let Some(group) = hl
+            {
+                groups.entry(*group).or_default().push(p);
+            }
         }
     }
     for members in groups.values() {
-        ctx.hard_link_group(root, members)?;
+        ctx.hard_link_group(members);
     }
+    // A link at `p` and entries under `p/`: the bucket's writer asks to restore files beneath
+    // a link. Those are never written through it; the link is not made either.
+    let mut paths: Vec<&str> = lines.iter().filter_map(Line::path).collect();
+    paths.sort_unstable();
+    let has_entries_under = |p: &str| {
+        let prefix = format!("{p}/");
+        let at = paths.partition_point(|q| *q < prefix.as_str());
+        paths.get(at).is_some_and(|q| q.starts_with(&prefix))
+    };
     for line in lines {
         match line {
-            Line::Link { p, to, u, g, s, n } => ctx.link(p, to, *u, *g, (*s, *n))?,
+            Line::Link { p, .. } if has_entries_under(p) => {
+                ctx.mismatch(p, "recorded as a symlink and as a directory with entries");
+            }
+            Line::Link { p, to, u, g, s, n } => {
+                let done = ctx.link(p, to, *u, *g, (*s, *n));
+                ctx.settle(p, done);
+            }
             Line::Special { p, kind } => {
                 ctx.applied.skipped_special += 1;
-                tracing::warn!(path = %p, kind = %kind, "not restored: the upload skipped this {kind}");
+                if ctx.applied.skipped_special <= MISMATCHES_LOGGED {
+                    tracing::warn!(
+                        path = %shown(p),
+                        kind = %shown(kind),
+                        "not restored: the upload skipped this special file"
+                    );
+                }
             }
             _ => {}
         }
@@ -632,29 +840,50 @@ pub fn apply(root: &Path, manifest: &Manifest, as_root: bool) -> Result<Applied>
         if let Line::Dir { p, m, u, g, s, n } = line
             && !p.is_empty()
         {
-            ctx.dir_attributes(p, *m, *u, *g, (*s, *n))?;
+            let done = ctx.dir_attributes(p, *m, *u, *g, (*s, *n));
+            ctx.settle(p, done);
         }
     }
     Ok(ctx.applied)
 }
 
 /// Applies the restore root's own owner, mode and mtime: last, after the restore marker is
-/// gone (a read-only root would keep it from being removed). True if they could not be
-/// applied (a root that belongs to another user).
+/// gone (a read-only root would keep it from being removed). True if they could not all be
+/// applied (a root that belongs to another user, an mtime out of range, an errno): each is a
+/// warning, never a failure of the restore.
 pub fn apply_root(root: &Path, manifest: &Manifest, as_root: bool) -> Result<bool> {
-    let Some(Line::Dir { m, u, g, s, n, .. }) = manifest.lines.first() else {
+    let Some(Line::Dir { m, u, g, s, n, .. }) = manifest
+        .lines
+        .iter()
+        .find(|l| matches!(l, Line::Dir { p, .. } if p.is_empty()))
+    else {
         return Ok(false);
     };
     let fd = open_root(root)?;
-    let at = |what: &str, e: Errno| anyhow::anyhow!("cannot {what} {}: {e}", root.display());
-    if as_root {
-        nix::unistd::fchown(&fd, Some(Uid::from_raw(*u)), Some(Gid::from_raw(*g)))
-            .map_err(|e| at("set the owner of", e))?;
+    let warn = |what: &str, e: Errno| {
+        tracing::warn!(path = %root.display(), "the recorded {what} of the restore root was not applied: {e}");
+    };
+    let mut partial = false;
+    if as_root
+        && let Err(e) = nix::unistd::fchown(&fd, Some(Uid::from_raw(*u)), Some(Gid::from_raw(*g)))
+    {
+        warn("owner", e);
+        partial = true;
     }
     let chmod = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(*m));
-    let times = nix::sys::stat::futimens(&fd, &TimeSpec::UTIME_OMIT, &timespec((*s, *n)));
+    let times = match timespec((*s, *n)) {
+        Some(time) => nix::sys::stat::futimens(&fd, &TimeSpec::UTIME_OMIT, &time),
+        None => {
+            tracing::warn!(
+                path = %root.display(),
+                "the recorded mtime of the restore root ({s} s, {n} ns) is out of range: not applied"
+            );
+            partial = true;
+            Ok(())
+        }
+    };
     match chmod.and(times) {
-        Ok(()) => Ok(false),
+        Ok(()) => {}
         // A mount point owned by root (or another user) that this process may write into but
         // not chmod: its own mode stays; everything below it is restored.
         Err(Errno::EPERM) if !as_root => {
@@ -663,10 +892,14 @@ pub fn apply_root(root: &Path, manifest: &Manifest, as_root: bool) -> Result<boo
                 "the recorded mode {m:04o} and mtime of the restore root were not applied: it \
                  belongs to another user"
             );
-            Ok(true)
+            partial = true;
         }
-        Err(e) => Err(at("set the mode and mtime of", e).into()),
+        Err(e) => {
+            warn("mode and mtime", e);
+            partial = true;
+        }
     }
+    Ok(partial)
 }
 
 fn open_root(root: &Path) -> Result<OwnedFd> {
@@ -678,8 +911,11 @@ fn open_root(root: &Path) -> Result<OwnedFd> {
     .map_err(|e| Error::Other(anyhow::anyhow!("cannot open {}: {e}", root.display())))
 }
 
-fn timespec((s, n): (i64, i64)) -> TimeSpec {
-    TimeSpec::new(s, n)
+/// A recorded time the kernel can be given; `None` when it is out of range (a value only a
+/// forged manifest holds, or `UTIME_NOW`/`UTIME_OMIT` in disguise).
+fn timespec((s, n): (i64, i64)) -> Option<TimeSpec> {
+    ((-MAX_SECONDS..=MAX_SECONDS).contains(&s) && (0..1_000_000_000).contains(&n))
+        .then(|| TimeSpec::new(s, n))
 }
 
 /// The state of one application: the root, a cache of the last parent directory opened.
@@ -687,6 +923,7 @@ struct Ctx<'a> {
     root: BorrowedFd<'a>,
     cache: Option<(String, OwnedFd)>,
     as_root: bool,
+    restore_setid_bits: bool,
     applied: Applied,
 }
 
@@ -700,6 +937,17 @@ enum Found {
 }
 
 impl Ctx<'_> {
+    /// Turns the failure of one entry into a skipped entry: counted, the first few named.
+    fn settle<T>(&mut self, p: &str, done: Result<T>) -> Option<T> {
+        match done {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.applied.skipped.add(p, &format!("{e:#}"));
+                None
+            }
+        }
+    }
+
     /// The parent directory of `p` (opened beneath the root, through no symlink) and the last
     /// component. `Ok(None)` when the parent is missing or not a plain directory: a mismatch.
     fn parent<'p>(&mut self, p: &'p str) -> Result<Option<(BorrowedFd<'_>, &'p str)>> {
@@ -721,11 +969,22 @@ impl Ctx<'_> {
                     self.cache = None;
                     return Ok(None);
                 }
-                Err(e) => return Err(io_error(&format!("cannot open directory {dir}"), e)),
+                Err(e) => {
+                    self.cache = None;
+                    return Err(io_error("cannot open its directory", e));
+                }
             }
         }
-        let fd = self.cache.as_ref().expect("just set").1.as_fd();
-        Ok(Some((fd, name)))
+        match &self.cache {
+            Some((_, fd)) => Ok(Some((fd.as_fd(), name))),
+            None => Err(io_error("cannot open its directory", Errno::ENOENT)),
+        }
+    }
+
+    /// The parent of an entry known to exist: gone meanwhile is an error of this entry.
+    fn parent_of<'p>(&mut self, p: &'p str) -> Result<(BorrowedFd<'_>, &'p str)> {
+        self.parent(p)?
+            .ok_or_else(|| io_error("its directory went away", Errno::ENOENT))
     }
 
     fn found(&mut self, p: &str) -> Result<Option<Found>> {
@@ -735,7 +994,7 @@ impl Ctx<'_> {
         Ok(Some(
             match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Err(Errno::ENOENT) => Found::Nothing,
-                Err(e) => return Err(io_error(&format!("cannot inspect {p}"), e)),
+                Err(e) => return Err(io_error("cannot inspect it", e)),
                 Ok(st) => match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
                     SFlag::S_IFDIR => Found::Dir,
                     SFlag::S_IFREG => Found::File(st.st_size as u64),
@@ -746,18 +1005,21 @@ impl Ctx<'_> {
         ))
     }
 
+    /// Counts a mismatch; the first few are logged one by one, the rest only counted.
     fn mismatch(&mut self, p: &str, why: &str) {
         self.applied.mismatched += 1;
-        tracing::warn!(path = %p, "recorded metadata not applied: {why}");
+        if self.applied.mismatched <= MISMATCHES_LOGGED {
+            tracing::warn!(path = %shown(p), "recorded metadata not applied: {why}");
+        }
     }
 
     fn ensure_dir(&mut self, p: &str) -> Result<()> {
         match self.found(p)? {
             Some(Found::Dir) => {}
             Some(Found::Nothing) => {
-                let (dir, name) = self.parent(p)?.expect("found above");
+                let (dir, name) = self.parent_of(p)?;
                 mkdirat(dir, name, Mode::from_bits_truncate(0o700))
-                    .map_err(|e| io_error(&format!("cannot create directory {p}"), e))?;
+                    .map_err(|e| io_error("cannot create the directory", e))?;
                 self.applied.dirs_created += 1;
             }
             None => self.mismatch(p, "its parent directory is missing"),
@@ -770,7 +1032,7 @@ impl Ctx<'_> {
         if !self.as_root {
             return Ok(());
         }
-        let (dir, name) = self.parent(p)?.expect("checked by the caller");
+        let (dir, name) = self.parent_of(p)?;
         fchownat(
             dir,
             name,
@@ -778,13 +1040,14 @@ impl Ctx<'_> {
             Some(Gid::from_raw(g)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| io_error(&format!("cannot set the owner of {p}"), e))
+        .map_err(|e| io_error("cannot set the owner", e))
     }
 
     /// Sets the mode; false (and a warning) when a non-root process is not permitted to: an
     /// entry of another user in a target that already held data.
     fn chmod(&mut self, p: &str, mode: u32) -> Result<bool> {
-        let (dir, name) = self.parent(p)?.expect("checked by the caller");
+        let as_root = self.as_root;
+        let (dir, name) = self.parent_of(p)?;
         match fchmodat(
             dir,
             name,
@@ -792,12 +1055,34 @@ impl Ctx<'_> {
             FchmodatFlags::NoFollowSymlink,
         ) {
             Ok(()) => Ok(true),
-            Err(Errno::EPERM) if !self.as_root => {
+            Err(Errno::EPERM) if !as_root => {
                 self.mismatch(p, "it belongs to another user");
                 Ok(false)
             }
-            Err(e) => Err(io_error(&format!("cannot set the mode of {p}"), e)),
+            Err(e) => Err(io_error("cannot set the mode", e)),
         }
+    }
+
+    /// Sets the mtime of an entry (never following it); an out-of-range one is counted and
+    /// left. A non-root process may not set it on another user's entry: it keeps its time.
+    fn mtime(&mut self, p: &str, time: (i64, i64)) -> Result<()> {
+        let Some(time) = timespec(time) else {
+            self.applied.times_skipped += 1;
+            return Ok(());
+        };
+        let as_root = self.as_root;
+        let (dir, name) = self.parent_of(p)?;
+        nix::sys::stat::utimensat(
+            dir,
+            name,
+            &TimeSpec::UTIME_OMIT,
+            &time,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .or_else(|e| match e {
+            Errno::EPERM if !as_root => Ok(()),
+            e => Err(io_error("cannot set the mtime", e)),
+        })
     }
 
     /// Applies a file's owner and mode if the restored file matches; true if it did.
@@ -822,7 +1107,7 @@ impl Ctx<'_> {
         }
         self.chown(p, u, g)?;
         let mut mode = m;
-        if !self.as_root && mode & SET_ID_BITS != 0 {
+        if !self.restore_setid_bits && mode & SET_ID_BITS != 0 {
             mode &= !SET_ID_BITS;
             self.applied.set_id_dropped += 1;
         }
@@ -834,70 +1119,87 @@ impl Ctx<'_> {
     }
 
     /// Turns the members of a hard-link group back into links of the first one, when all
-    /// came back with the same content.
-    fn hard_link_group(&mut self, root: &Path, members: &[&str]) -> Result<()> {
+    /// came back with the same content. A member that cannot be linked is skipped.
+    fn hard_link_group(&mut self, members: &[&str]) {
         let Some((first, rest)) = members.split_first() else {
-            return Ok(());
+            return;
         };
-        let Some((mut a, am)) = open_beneath(self.root, first, root)? else {
-            return Ok(());
+        let opened = open_beneath(self.root, first);
+        let Some((mut a, am)) = self.settle(first, opened).flatten() else {
+            return;
         };
         for other in rest {
-            let Some((mut b, bm)) = open_beneath(self.root, other, root)? else {
-                continue;
-            };
-            if am.ino() == bm.ino() && am.dev() == bm.dev() {
-                continue;
-            }
-            use std::io::Seek;
-            a.rewind().map_err(|e| io_error_std(first, e))?;
-            if !same_content(&mut a, &mut b).map_err(|e| io_error_std(other, e))? {
-                self.mismatch(
-                    other,
-                    &format!("hard link of {first}, restored with other content"),
-                );
-                continue;
-            }
-            let (other_dir, other_name) = self.parent(other)?.expect("opened above");
-            let other_dir = other_dir
-                .try_clone_to_owned()
-                .map_err(|e| io_error_std(other, e))?;
-            let tmp = format!(".vso-link-{}", generation());
-            let (first_dir, first_name) = self.parent(first)?.expect("opened above");
-            nix::unistd::linkat(
-                first_dir,
-                first_name,
-                &other_dir,
-                tmp.as_str(),
-                AtFlags::empty(),
-            )
-            .map_err(|e| io_error(&format!("cannot link {other} to {first}"), e))?;
-            nix::fcntl::renameat(&other_dir, tmp.as_str(), &other_dir, other_name)
-                .map_err(|e| io_error(&format!("cannot link {other} to {first}"), e))?;
-            self.applied.hard_links += 1;
+            let done = self.hard_link(first, &mut a, &am, other);
+            self.settle(other, done);
         }
+    }
+
+    fn hard_link(
+        &mut self,
+        first: &str,
+        a: &mut fs::File,
+        am: &fs::Metadata,
+        other: &str,
+    ) -> Result<()> {
+        let Some((mut b, bm)) = open_beneath(self.root, other)? else {
+            return Ok(());
+        };
+        if am.ino() == bm.ino() && am.dev() == bm.dev() {
+            return Ok(());
+        }
+        use std::io::Seek;
+        a.rewind().map_err(|e| io_error_std("cannot read it", e))?;
+        if !same_content(a, &mut b).map_err(|e| io_error_std("cannot read it", e))? {
+            self.mismatch(
+                other,
+                &format!("hard link of {}, restored with other content", shown(first)),
+            );
+            return Ok(());
+        }
+        let (other_dir, other_name) = self.parent_of(other)?;
+        let other_dir = other_dir
+            .try_clone_to_owned()
+            .map_err(|e| io_error_std("cannot open its directory", e))?;
+        let tmp = format!(".vso-link-{}", generation());
+        let (first_dir, first_name) = self.parent_of(first)?;
+        nix::unistd::linkat(
+            first_dir,
+            first_name,
+            &other_dir,
+            tmp.as_str(),
+            AtFlags::empty(),
+        )
+        .map_err(|e| io_error("cannot link it to the first of its group", e))?;
+        nix::fcntl::renameat(&other_dir, tmp.as_str(), &other_dir, other_name).map_err(|e| {
+            let _ = nix::unistd::unlinkat(&other_dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            io_error("cannot link it to the first of its group", e)
+        })?;
+        self.applied.hard_links += 1;
         Ok(())
     }
 
     fn link(&mut self, p: &str, to: &str, u: u32, g: u32, time: (i64, i64)) -> Result<()> {
         match self.found(p)? {
             Some(Found::Nothing) => {
-                let (dir, name) = self.parent(p)?.expect("found above");
+                let (dir, name) = self.parent_of(p)?;
                 nix::unistd::symlinkat(to, dir, name)
-                    .map_err(|e| io_error(&format!("cannot create symlink {p}"), e))?;
+                    .map_err(|e| io_error("cannot create the symlink", e))?;
                 self.applied.links_created += 1;
             }
             Some(Found::Link) => {
-                let (dir, name) = self.parent(p)?.expect("found above");
+                let (dir, name) = self.parent_of(p)?;
                 let current = nix::fcntl::readlinkat(dir, name)
-                    .map_err(|e| io_error(&format!("cannot read symlink {p}"), e))?;
+                    .map_err(|e| io_error("cannot read the symlink", e))?;
                 if current.as_bytes() != to.as_bytes() {
                     // An older link at the same path: replace it atomically.
                     let tmp = format!(".vso-link-{}", generation());
                     nix::unistd::symlinkat(to, dir, tmp.as_str())
-                        .map_err(|e| io_error(&format!("cannot create symlink {p}"), e))?;
-                    nix::fcntl::renameat(dir, tmp.as_str(), dir, name)
-                        .map_err(|e| io_error(&format!("cannot replace symlink {p}"), e))?;
+                        .map_err(|e| io_error("cannot create the symlink", e))?;
+                    nix::fcntl::renameat(dir, tmp.as_str(), dir, name).map_err(|e| {
+                        let _ =
+                            nix::unistd::unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                        io_error("cannot replace the symlink", e)
+                    })?;
                     self.applied.links_created += 1;
                 }
             }
@@ -911,18 +1213,7 @@ impl Ctx<'_> {
             }
         }
         self.chown(p, u, g)?;
-        let (dir, name) = self.parent(p)?.expect("found above");
-        nix::sys::stat::utimensat(
-            dir,
-            name,
-            &TimeSpec::UTIME_OMIT,
-            &timespec(time),
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .or_else(|e| match e {
-            Errno::EPERM if !self.as_root => Ok(()), // a link of another user: keeps its time
-            e => Err(io_error(&format!("cannot set the mtime of symlink {p}"), e)),
-        })
+        self.mtime(p, time)
     }
 
     fn dir_attributes(&mut self, p: &str, m: u32, u: u32, g: u32, time: (i64, i64)) -> Result<()> {
@@ -933,25 +1224,13 @@ impl Ctx<'_> {
         if !self.chmod(p, m)? {
             return Ok(());
         }
-        let (dir, name) = self.parent(p)?.expect("found above");
-        nix::sys::stat::utimensat(
-            dir,
-            name,
-            &TimeSpec::UTIME_OMIT,
-            &timespec(time),
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| io_error(&format!("cannot set the mtime of {p}"), e))
+        self.mtime(p, time)
     }
 }
 
 /// Opens a regular file beneath the root for reading, through no symlink; `None` if it is not
 /// one any more.
-fn open_beneath(
-    root: BorrowedFd<'_>,
-    p: &str,
-    root_path: &Path,
-) -> Result<Option<(fs::File, fs::Metadata)>> {
+fn open_beneath(root: BorrowedFd<'_>, p: &str) -> Result<Option<(fs::File, fs::Metadata)>> {
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
         .resolve(
@@ -964,13 +1243,13 @@ fn open_beneath(
             let file = fs::File::from(fd);
             let meta = file
                 .metadata()
-                .map_err(|e| io_error_std(&root_path.join(p).display().to_string(), e))?;
+                .map_err(|e| io_error_std("cannot inspect it", e))?;
             Ok(meta.is_file().then_some((file, meta)))
         }
         Err(Errno::ENOENT | Errno::ELOOP | Errno::EXDEV | Errno::ENOTDIR | Errno::EACCES) => {
             Ok(None)
         }
-        Err(e) => Err(io_error(&format!("cannot open {p}"), e)),
+        Err(e) => Err(io_error("cannot open it", e)),
     }
 }
 
@@ -1033,6 +1312,206 @@ mod tests {
         assert!(parse(bad.as_bytes()).unwrap_err().contains("unsafe path"));
     }
 
+    fn manifest_of(entries: &[String]) -> Vec<u8> {
+        let mut text = format!(
+            "{{\"t\":\"h\",\"format\":\"{FORMAT}\",\"generation\":\"g\",\"written\":\"w\"}}\n"
+        );
+        for e in entries {
+            text.push_str(e);
+            text.push('\n');
+        }
+        text.push_str(&format!("{{\"t\":\"e\",\"entries\":{}}}\n", entries.len()));
+        text.into_bytes()
+    }
+
+    fn file_line(p: &str) -> String {
+        serde_json::to_string(&Line::File {
+            p: p.into(),
+            m: 0o644,
+            u: 0,
+            g: 0,
+            size: 1,
+            hl: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn entries_beyond_the_path_bounds_are_skipped_and_counted() {
+        let name = "n".repeat(MAX_NAME_BYTES);
+        let deep = vec!["d"; MAX_PATH_BYTES / 2 + 1].join("/");
+        let bytes = manifest_of(&[
+            file_line("ok"),
+            file_line(&name),
+            file_line(&format!("{name}x")),
+            file_line(&deep),
+            file_line(".volume-syncing-operator.restore-in-progress"),
+            file_line(&format!("{}\u{1b}]0;title\u{7}", "x".repeat(300))),
+        ]);
+        let manifest = parse(&bytes).unwrap();
+        assert_eq!(manifest.lines.len(), 2, "ok and the 255-byte name");
+        assert_eq!(manifest.skipped.count, 4);
+        assert_eq!(manifest.skipped.first.len(), 4);
+        for shown in &manifest.skipped.first {
+            assert!(shown.len() < 2 * SHOWN_CHARS + 100, "{shown}");
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        }
+        // The trailer counts skipped entries too: the manifest is complete.
+        let applied = apply(
+            tempfile::tempdir().unwrap().path(),
+            &manifest,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(applied.skipped.count, 4);
+        assert!(applied.is_partial());
+    }
+
+    #[test]
+    fn the_size_and_entry_bounds_ignore_the_manifest_with_a_short_reason() {
+        let bytes = manifest_of(&[file_line("a"), file_line("b"), file_line("c")]);
+        assert!(parse_within(&bytes, bytes.len(), 3).is_ok());
+        let why = parse_within(&bytes, bytes.len() - 1, 3).unwrap_err();
+        assert!(why.contains("larger than"), "{why}");
+        let why = parse_within(&bytes, bytes.len(), 2).unwrap_err();
+        assert!(why.contains("more than 2 entries"), "{why}");
+        // Errors quote the remote's text only escaped and truncated.
+        let junk = format!("{{\"t\":\"h\",\"format\":\"{}\n", "\u{1b}".repeat(100_000));
+        for bad in [
+            junk.into_bytes(),
+            manifest_of(&[format!("{{\"t\":\"{}\"}}", "z".repeat(1_000_000))]),
+            manifest_of(&[file_line(&format!("a/../{}", "q".repeat(1_000_000)))]),
+        ] {
+            let why = parse(&bad).unwrap_err();
+            assert!(why.len() < 1000, "{} bytes", why.len());
+            assert!(!why.contains('\u{1b}'));
+        }
+    }
+
+    #[test]
+    fn out_of_range_times_are_not_given_to_the_kernel() {
+        assert!(timespec((0, 0)).is_some());
+        assert!(
+            timespec((-1, 999_999_999)).is_some(),
+            "before 1970 is a time"
+        );
+        for bad in [
+            (i64::MAX, 0),
+            (i64::MIN, 0),
+            (MAX_SECONDS + 1, 0),
+            (0, -1),
+            (0, 1_000_000_000),
+            (0, i64::MAX),
+        ] {
+            assert!(timespec(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_link_with_entries_beneath_it_is_not_made() {
+        let dst = tempfile::tempdir().unwrap();
+        let link = |p: &str| {
+            serde_json::to_string(&Line::Link {
+                p: p.into(),
+                to: "/".into(),
+                u: 0,
+                g: 0,
+                s: 0,
+                n: 0,
+            })
+            .unwrap()
+        };
+        // Not sorted, as a forged manifest need not be.
+        let bytes = manifest_of(&[link("x/y/z"), link("x"), link("x2"), link("xy")]);
+        let manifest = parse(&bytes).unwrap();
+        let applied = apply(dst.path(), &manifest, ApplyOptions::default()).unwrap();
+        assert!(fs::symlink_metadata(dst.path().join("x")).is_err());
+        assert!(
+            fs::symlink_metadata(dst.path().join("x2"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert!(
+            fs::symlink_metadata(dst.path().join("xy"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(
+            applied.mismatched, 2,
+            "x, and x/y/z whose parent is missing"
+        );
+    }
+
+    /// What a fuzzer would do, deterministically: mutations of a real manifest (bytes flipped,
+    /// cut, repeated, numbers made extreme) must parse or be refused, never panic; those that
+    /// parse are applied without panicking or failing.
+    #[test]
+    fn parse_and_apply_never_panic_on_mutated_manifests() {
+        let src = tempfile::tempdir().unwrap();
+        let s = src.path();
+        fs::create_dir_all(s.join("d/e")).unwrap();
+        fs::write(s.join("d/f"), "data").unwrap();
+        fs::write(s.join("g"), "data").unwrap();
+        fs::hard_link(s.join("g"), s.join("d/g2")).unwrap();
+        symlink("../g", s.join("d/link")).unwrap();
+        let good = record(s).unwrap().bytes();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let extremes: [&[u8]; 6] = [
+            b"18446744073709551615",
+            b"-9223372036854775808",
+            b"9223372036854775807",
+            b"1e999",
+            b"\"\\u0000\"",
+            b"null",
+        ];
+        let mut parsed = 0;
+        for round in 0..4000 {
+            let mut bytes = good.clone();
+            for _ in 0..=(next() % 4) {
+                let at = (next() as usize) % bytes.len().max(1);
+                match next() % 5 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes.truncate(at),
+                    2 => {
+                        let chunk = bytes[at..].iter().take(40).copied().collect::<Vec<_>>();
+                        bytes.splice(at..at, chunk);
+                    }
+                    3 => {
+                        let e = extremes[(next() as usize) % extremes.len()];
+                        bytes.splice(at..at, e.iter().copied());
+                    }
+                    _ => bytes.insert(at, b"\n\"{}[]:,0/".as_slice()[(next() % 10) as usize]),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(manifest) = parse(&bytes) {
+                parsed += 1;
+                if round % 4 == 0 {
+                    let dst = tempfile::tempdir().unwrap();
+                    fs::create_dir_all(dst.path().join("d")).unwrap();
+                    fs::write(dst.path().join("d/f"), "data").unwrap();
+                    fs::write(dst.path().join("g"), "data").unwrap();
+                    fs::write(dst.path().join("d/g2"), "data").unwrap();
+                    let options = ApplyOptions::default();
+                    apply(dst.path(), &manifest, options).unwrap();
+                    apply_root(dst.path(), &manifest, false).unwrap();
+                }
+            }
+        }
+        assert!(parsed > 10, "some mutations still parse ({parsed})");
+        for bytes in [&b""[..], b"\n\n", b"\xff\xfe", &[0u8; 64], b"{}"] {
+            assert!(parse(bytes).is_err());
+        }
+    }
+
     #[test]
     fn a_truncated_manifest_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1068,7 +1547,11 @@ mod tests {
         fs::write(d.join("d/f"), "data").unwrap();
         fs::write(d.join("g"), "data").unwrap();
         fs::write(d.join("d/g2"), "data").unwrap();
-        let applied = apply(d, &manifest, nix::unistd::geteuid().is_root()).unwrap();
+        let options = ApplyOptions {
+            as_root: nix::unistd::geteuid().is_root(),
+            restore_setid_bits: false,
+        };
+        let applied = apply(d, &manifest, options).unwrap();
         assert_eq!(applied.mismatched, 0, "{applied:?}");
         let mode = |p: &str| fs::symlink_metadata(d.join(p)).unwrap().mode() & 0o7777;
         assert_eq!(mode("d/f"), 0o640);
@@ -1103,7 +1586,7 @@ mod tests {
              {{\"t\":\"e\",\"entries\":3}}\n"
         );
         let manifest = parse(text.as_bytes()).unwrap();
-        let applied = apply(dst.path(), &manifest, false).unwrap();
+        let applied = apply(dst.path(), &manifest, ApplyOptions::default()).unwrap();
         assert_eq!(applied.mismatched, 3);
         let meta = fs::metadata(outside.path().join("f")).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o644);

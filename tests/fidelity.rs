@@ -135,6 +135,8 @@ fn upload(sandbox: &Sandbox, backend: &Backend, src: &Path, enc: bool, uid: Opti
     out
 }
 
+/// Restores; as root with `--restore-setid-bits`, so that every row comes back (without it
+/// setuid/setgid bits are dropped: tests/trust_restore.rs).
 fn restore(
     sandbox: &Sandbox,
     backend: &Backend,
@@ -142,10 +144,13 @@ fn restore(
     enc: bool,
     uid: Option<u32>,
 ) -> Output {
-    vso(sandbox, backend, enc, uid)
-        .args(["remote-to-local-sync", "-s", backend.remote_path(), "-d"])
-        .arg(dst)
-        .run()
+    let mut vso = vso(sandbox, backend, enc, uid);
+    vso.args(["remote-to-local-sync", "-s", backend.remote_path(), "-d"])
+        .arg(dst);
+    if uid.is_none() {
+        vso.arg("--restore-setid-bits");
+    }
+    vso.run()
 }
 
 #[track_caller]

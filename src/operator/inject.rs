@@ -967,6 +967,49 @@ mod tests {
         assert!(err.contains("ambiguous"), "{err}");
     }
 
+    /// Every command line the injector writes is one the binary's own CLI accepts, so a flag
+    /// added or renamed in `cli.rs` cannot leave injected Pods failing at start.
+    #[test]
+    fn generated_argv_parses_with_the_cli() {
+        use clap::Parser;
+        let variants = [
+            serde_json::json!({}),
+            serde_json::json!({"cleanUp": {"local": true, "forceLocal": true, "forceRemote": true}}),
+            serde_json::json!({"method": "fsnotify", "cleanUp": {"remote": false}}),
+        ];
+        for (i, options) in variants.into_iter().enumerate() {
+            let mut one = sync("one", "/data");
+            one.spec.sync_options = serde_json::from_value(options).unwrap();
+            let t = injected(
+                inject(
+                    &template(&[("data", "/data")]),
+                    None,
+                    &[one],
+                    &settings(i % 2 == 0),
+                )
+                .unwrap(),
+            );
+            let spec = t.spec.unwrap();
+            let ours: Vec<&Container> = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+                .filter(|c| {
+                    c.name.starts_with(RESTORE_CONTAINER) || c.name.starts_with(SIDECAR_CONTAINER)
+                })
+                .collect();
+            assert_eq!(ours.len(), 2, "variant {i}");
+            for c in ours {
+                let args = c.args.clone().unwrap_or_default();
+                let argv = std::iter::once("volume-syncing-operator".to_string()).chain(args);
+                if let Err(e) = crate::cli::Cli::try_parse_from(argv) {
+                    panic!("variant {i}: {} args do not parse: {e}", c.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn injecting_an_injected_template_is_a_no_op() {
         let syncs = [sync("one", "/data")];
