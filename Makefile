@@ -208,7 +208,7 @@ soak: tools build
 ## (default 60). Not part of `make test`. cargo-fuzz is installed from crates.io into tools/;
 ## the project's one (stable) toolchain runs it with RUSTC_BOOTSTRAP=1 for the -Z sanitizer
 ## flags. A crash stops with the input in fuzz/artifacts/<target>/: make it a regression test.
-CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := manifest lease upload_record user_input
 fuzz:

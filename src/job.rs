@@ -142,15 +142,7 @@ pub enum Outcome {
 
 /// Writes rclone filter rules, closed by `- **`, to a temporary file.
 fn filter_file(rules: &[String]) -> Result<tempfile::NamedTempFile> {
-    let mut file = tempfile::Builder::new()
-        .prefix("volume-syncing-operator-filter-")
-        .tempfile()
-        .context("cannot create a filter file in TMPDIR")?;
-    for rule in rules {
-        writeln!(file, "{rule}").context("cannot write the filter file")?;
-    }
-    writeln!(file, "- **").context("cannot write the filter file")?;
-    Ok(file)
+    rules_file(rules.iter().map(String::as_str).chain(["- **"]))
 }
 
 /// Writes rclone filter lines (as given) to a temporary file.
@@ -745,12 +737,7 @@ impl Job {
             return Ok(None);
         }
         let rules: Vec<String> = links.iter().map(|l| safety::link_subtree_rule(l)).collect();
-        let check = rules_file(
-            rules
-                .iter()
-                .map(|r| format!("+ {r}"))
-                .chain(std::iter::once("- **".to_string())),
-        )?;
+        let check = filter_file(&rules.iter().map(|r| format!("+ {r}")).collect::<Vec<_>>())?;
         unless_aborted(
             abort,
             safety::check_links(

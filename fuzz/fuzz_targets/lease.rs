@@ -1,0 +1,7 @@
+//! The lease object as a bucket's writer may have made it: parsing never panics.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = volume_syncing_operator::lease::parse_lease(data);
+});

@@ -1,0 +1,8 @@
+//! The `mass-delete` valve's upload record as a bucket's writer may have made it: parsing
+//! never panics.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = volume_syncing_operator::mass_delete::parse_record(data);
+});
