@@ -115,8 +115,6 @@ pub const MAX_PATH_BYTES: usize = 4096;
 pub const MAX_NAME_BYTES: usize = 255;
 /// How many paths one warning names (the rest are counted).
 const SHOWN_PATHS: usize = 5;
-/// How many characters of one path (or reason) a log line shows.
-const SHOWN_CHARS: usize = 200;
 /// Mismatches logged one by one; the rest are only counted in the summary.
 const MISMATCHES_LOGGED: u64 = 20;
 /// Recorded mtimes beyond about year 9999 (either way) are not applied: the kernel or the
@@ -579,22 +577,9 @@ impl Skipped {
     }
 }
 
-/// A string from the remote as a log line may show it: control characters escaped, at most
-/// [`SHOWN_CHARS`] characters, the rest counted.
+/// A string from the remote as a log line may show it (see [`crate::logging::untrusted`]).
 pub fn shown(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == SHOWN_CHARS {
-            out.push_str(&format!("...({} bytes in all)", s.len()));
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::logging::untrusted(s)
 }
 
 /// Why an entry's path cannot be applied, if it cannot: too long for the kernel, or one of
@@ -1353,7 +1338,7 @@ mod tests {
         assert_eq!(manifest.skipped.count, 4);
         assert_eq!(manifest.skipped.first.len(), 4);
         for shown in &manifest.skipped.first {
-            assert!(shown.len() < 2 * SHOWN_CHARS + 100, "{shown}");
+            assert!(shown.len() < 500, "{shown}");
             assert!(!shown.chars().any(char::is_control), "{shown:?}");
         }
         // The trailer counts skipped entries too: the manifest is complete.

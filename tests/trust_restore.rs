@@ -12,7 +12,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -20,64 +19,17 @@ const MANIFEST: &str = ".volume-syncing-operator.manifest";
 const MARKER: &str = ".volume-syncing-operator.restore-in-progress";
 const FORMAT: &str = "volume-syncing-operator manifest v1";
 
-/// Runs plain rclone against `server` through the S3 API (the server caches its directory, so
+/// Puts an object on the remote through the S3 API (the server caches its directory, so
 /// writing behind its back would not be seen).
 #[track_caller]
-fn s3_rclone(server: &S3Server, args: &[&str], target: &str, stdin: Option<&[u8]>) {
-    use std::io::Write;
-    let remote = format!(
-        ":s3,provider=Rclone,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint='{}':{target}",
-        server.endpoint()
-    );
-    let mut child = Command::new(rclone())
-        .args(["--config", "/dev/null"])
-        .args(args)
-        .arg(remote)
-        .env_clear()
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "rclone {args:?} {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Puts an object on the remote through the S3 API.
-#[track_caller]
 fn put(server: &S3Server, path: &str, content: &[u8]) {
-    s3_rclone(
-        server,
-        &["rcat"],
-        &format!("bucket/app/{path}"),
-        Some(content),
-    );
+    let target = format!("s3:bucket/app/{path}");
+    server.rclone_s3(SECRET_KEY, &["rcat", &target], Some(content));
 }
 
 /// A JSON string literal.
 fn json(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::to_string(s).unwrap()
 }
 
 fn dir_entry(p: &str, mode: u32, s: i64, n: i64) -> String {

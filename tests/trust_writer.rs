@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -19,40 +18,9 @@ const LONG: Duration = Duration::from_secs(120);
 const LEASE: &str = "bucket/app/.volume-syncing-operator.lease";
 const RECORD: &str = "bucket/app/.volume-syncing-operator.upload-record";
 
-/// rclone against `server` as remote `s3:`, through its S3 API.
-#[track_caller]
-fn rclone_s3(server: &S3Server, args: &[&str], stdin: Option<&[u8]>) {
-    use std::io::Write;
-    let mut child = Command::new(rclone())
-        .args(["--config", "/dev/null"])
-        .args(args)
-        .env_clear()
-        .env("RCLONE_CONFIG_S3_TYPE", "s3")
-        .env("RCLONE_CONFIG_S3_PROVIDER", "Rclone")
-        .env("RCLONE_CONFIG_S3_ENDPOINT", server.endpoint())
-        .env("RCLONE_CONFIG_S3_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("RCLONE_CONFIG_S3_SECRET_ACCESS_KEY", SECRET_KEY)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(bytes) = stdin {
-        input.write_all(bytes).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "rclone {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Writes `content` to `path` (bucket/key) through the S3 API.
 fn put(server: &S3Server, path: &str, content: &[u8]) {
-    rclone_s3(server, &["rcat", &format!("s3:{path}")], Some(content));
+    server.rclone_s3(SECRET_KEY, &["rcat", &format!("s3:{path}")], Some(content));
 }
 
 /// Both ends of a command, captured to be compared byte for byte after a refusal.
@@ -373,8 +341,8 @@ fn replication_refuses_overlapping_paths_on_the_same_remote() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let seed = sandbox.tree("seed", &[("x.txt", b"x"), ("b/y.txt", b"y")]);
-    rclone_s3(
-        &server,
+    server.rclone_s3(
+        SECRET_KEY,
         &["copy", seed.to_str().unwrap(), "s3:bucket/a"],
         None,
     );
@@ -402,8 +370,8 @@ fn replication_has_the_mass_delete_valve() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let forty = many_files(&sandbox, "forty", 40);
-    rclone_s3(
-        &server,
+    server.rclone_s3(
+        SECRET_KEY,
         &["copy", forty.to_str().unwrap(), "s3:bucket/src"],
         None,
     );
@@ -414,8 +382,8 @@ fn replication_has_the_mass_delete_valve() {
     );
     // The source loses 39 of its 40 files.
     let one = sandbox.tree("one", &[("f-0.txt", b"file 0\n")]);
-    rclone_s3(
-        &server,
+    server.rclone_s3(
+        SECRET_KEY,
         &["sync", one.to_str().unwrap(), "s3:bucket/src"],
         None,
     );
