@@ -11,20 +11,24 @@
 //!   hash of the key). It is under the internal-files rule, so no plain sync, listing or valve
 //!   sees it, and replication copies it with the (still encrypted) data. A long-running process
 //!   checks it once.
-//! - Every run without encryption settings ([`PlainGuard`]) reads that marker first; present →
-//!   refused (exit 3, rule `encrypted-remote`) before anything changes at either end.
-//! - Paths written before the marker existed have none. Without it the plain side looks at the
-//!   data itself: one stored file of at least 33 bytes (this program's own files aside) and its
-//!   first 8 bytes, which rclone crypt always starts with `RCLONE\0\0`. Two small calls, made
-//!   only when the marker is absent and only until one run of the process found the path plain.
+//! - Every run without encryption settings ([`PlainGuard`]) first lists this program's own
+//!   objects at the top of the path (one listing call): the marker → refused (exit 3, rule
+//!   `encrypted-remote`) before anything changes at either end; a plainly named manifest or
+//!   upload record → plain (under crypt their names are encrypted too).
+//! - Paths written before the marker existed, and plain paths written before the manifest
+//!   existed, show neither. Then the plain side looks at the data itself: one stored file of at
+//!   least 33 bytes (this program's own files aside) and its first 8 bytes, which rclone crypt
+//!   always starts with `RCLONE\0\0`. Two more small calls, only for such paths.
 //!
-//! Cost: a plain run reads one small object (plus the sniff while the path has no plain
-//! marker); an encrypted upload one small read per process (plus a write the first time).
+//! Cost: a plain run makes one listing of the top of its path per process (one page on S3 for
+//! a usual volume); an encrypted upload reads the marker once per process (and writes it the
+//! first time).
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+use crate::mass_delete;
 use crate::rclone::Rclone;
 use crate::safety::INTERNAL_FILES_FILTER;
 
@@ -139,18 +143,33 @@ impl PlainGuard {
     }
 
     async fn look(&self, rclone: &Rclone) -> Result<Found> {
-        let cat = [
-            "cat".into(),
-            OsString::from(object(&self.raw_remote, MARKER)),
-        ];
-        match rclone.output(&cat, None, "cat (encryption marker)").await {
-            Ok(text) if !text.is_empty() => return Ok(Found::Encrypted),
-            Ok(_) => {}
+        // One listing of this program's own objects at the top of the path: the marker says
+        // "encrypted"; a plainly named manifest or upload record (under crypt their names are
+        // encrypted too) says "plain", with no further call.
+        let dir = object(&self.raw_remote, "");
+        let own = [
+            "lsf",
+            "--files-only",
+            "--max-depth",
+            "1",
+            "--include",
+            INTERNAL_FILES_FILTER,
+            dir.as_str(),
+        ]
+        .map(OsString::from);
+        let names = match rclone.output(&own, None, "lsf (encryption marker)").await {
+            Ok(names) => names,
             // A missing bucket or path holds nothing encrypted; the other checks say the rest.
             Err(e) if matches!(e.rclone_exit_code(), Some(3 | 4)) => return Ok(Found::Plain),
             Err(e) => return Err(e),
+        };
+        let names: Vec<&str> = names.lines().map(str::trim).collect();
+        if names.contains(&MARKER) {
+            return Ok(Found::Encrypted);
         }
-        let dir = object(&self.raw_remote, "");
+        if names.contains(&crate::volume_meta::MANIFEST) || names.contains(&mass_delete::RECORD) {
+            return Ok(Found::Plain);
+        }
         let list = [
             "lsf",
             "-R",
