@@ -53,6 +53,11 @@ OFFLINE_BUILDER_IMAGE := volume-syncing-operator/offline-builder:busybox
 DOCKER_STAGE := target/docker
 BUSYBOX := /bin/busybox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# apt-get install for the few Debian packages below. `env` after sudo, which resets the
+# environment. DEBCONF_NOWARNINGS=yes silences debconf's warnings only ("delaying package
+# configuration, since apt-utils is not installed"); apt's and dpkg's errors still show.
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
+  apt-get install -y -qq --no-install-recommends
 # tests/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
@@ -92,7 +97,7 @@ test-packages:
 	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -f $(NSS_WRAPPER) ]; then \
 	  echo "installing postgresql and libnss-wrapper (Debian) for tests/fidelity.rs" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql libnss-wrapper >/dev/null; \
+	  $(APT_INSTALL) postgresql libnss-wrapper >/dev/null; \
 	fi
 	@[ -x $(PG_BIN)/initdb ] || { echo "$(PG_BIN)/initdb missing after installing postgresql" >&2; exit 1; }
 	@[ -f $(NSS_WRAPPER) ] || { echo "$(NSS_WRAPPER) missing after installing libnss-wrapper" >&2; exit 1; }
@@ -129,7 +134,7 @@ build-static:
 	@if ! command -v musl-gcc >/dev/null; then \
 	  echo "installing musl-tools (Debian): ring compiles C for the static operator binary" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends musl-tools >/dev/null; \
+	  $(APT_INSTALL) musl-tools >/dev/null; \
 	fi
 	@command -v musl-gcc >/dev/null || { echo "musl-gcc missing after installing musl-tools" >&2; exit 1; }
 	$(CARGO) build --locked --release --target $(MUSL_TARGET) --no-default-features
@@ -147,7 +152,7 @@ busybox-static:
 	@if ! file -L $(BUSYBOX) 2>/dev/null | grep -q 'statically linked'; then \
 	  echo "installing busybox-static (Debian) for the offline image build" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends busybox-static >/dev/null; \
+	  $(APT_INSTALL) busybox-static >/dev/null; \
 	fi
 	@file -L $(BUSYBOX) | grep -q 'statically linked' || { echo "$(BUSYBOX) is not a static busybox" >&2; exit 1; }
 
@@ -160,11 +165,11 @@ image: build-static busybox-static
 	cp $(TOOLS)/bin/rclone /etc/ssl/certs/ca-certificates.crt $(DOCKER_STAGE)/rclone/
 	cp $(BUSYBOX) $(DOCKER_STAGE)/builder/busybox
 	cp $(STATIC_BIN) $(STATIC_OPERATOR_BIN) $(DOCKER_STAGE)/image/prebuilt/
-	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_RCLONE_IMAGE) \
+	scripts/docker-build.sh --pull=false -q -t $(OFFLINE_RCLONE_IMAGE) \
 	  -f deploy/docker/rclone-base.Dockerfile $(DOCKER_STAGE)/rclone
-	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_BUILDER_IMAGE) \
+	scripts/docker-build.sh --pull=false -q -t $(OFFLINE_BUILDER_IMAGE) \
 	  -f deploy/docker/offline-builder.Dockerfile $(DOCKER_STAGE)/builder
-	DOCKER_BUILDKIT=0 docker build --pull=false -t $(IMAGE) \
+	scripts/docker-build.sh --pull=false -t $(IMAGE) \
 	  --build-arg RCLONE_IMAGE=$(OFFLINE_RCLONE_IMAGE) --build-arg BUILDER_IMAGE=$(OFFLINE_BUILDER_IMAGE) \
 	  -f Dockerfile $(DOCKER_STAGE)/image
 	docker run --rm $(IMAGE) --version
@@ -185,7 +190,7 @@ BENCH_PYTHON ?= $(VENV)/bin/python
 bench: tools
 	@command -v hyperfine >/dev/null || { echo "installing hyperfine (Debian) for make bench" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends hyperfine >/dev/null; }
+	  $(APT_INSTALL) hyperfine >/dev/null; }
 	@$(BENCH_PYTHON) -c 'import matplotlib' 2>/dev/null || { \
 	  echo "installing matplotlib $(MATPLOTLIB_VERSION) (PyPI) into $(VENV) for the plot of make bench" >&2; \
 	  [ -x $(VENV)/bin/python ] || python3 -m venv $(VENV); \
