@@ -4,6 +4,7 @@
 #   make bench   benchmarks (never part of `make test`)
 #   make soak    an hour under faults (SOAK_SECONDS=600 for ten minutes; never part of `make test`)
 #   make image   the container image, built offline from local files (see Dockerfile)
+#   make install the static binaries into $(PREFIX)/bin (PREFIX=/usr/local; DESTDIR honoured)
 # See README.md.
 
 RCLONE_VERSION := 1.75.2
@@ -61,7 +62,8 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
 # tests/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
-.PHONY: all build tools test test-only lint demo bench soak fuzz clean build-static image lint-tools busybox-static test-packages kube-apiserver
+.PHONY: all build tools test test-only lint demo bench soak fuzz clean build-static image lint-tools busybox-static test-packages kube-apiserver \
+	install uninstall
 all: build
 
 build:
@@ -146,6 +148,21 @@ build-static:
 	  file $$bin | grep -q 'statically linked' || { echo "$$bin is not statically linked" >&2; exit 1; }; \
 	  file $$bin | grep -q ', stripped' || { echo "$$bin is not stripped" >&2; exit 1; }; \
 	done
+
+## install: the static binaries of build-static into $(DESTDIR)$(PREFIX)/bin: the sidecar as
+## volume-syncing-operator (every command but `operator`), the operator build (with the
+## `operator` subcommand) as volume-syncing-operator-webhook. Needs rclone >= 1.70 at run time.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+install: build-static
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(STATIC_BIN) $(DESTDIR)$(BINDIR)/volume-syncing-operator
+	install -m 0755 $(STATIC_OPERATOR_BIN) $(DESTDIR)$(BINDIR)/volume-syncing-operator-webhook
+	@echo "installed $(DESTDIR)$(BINDIR)/volume-syncing-operator and volume-syncing-operator-webhook"
+	@command -v rclone >/dev/null || echo "note: no rclone in PATH; install rclone >= 1.70 or pass --rclone-binary" >&2
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/volume-syncing-operator $(DESTDIR)$(BINDIR)/volume-syncing-operator-webhook
 
 ## busybox-static: Debian's static busybox, the shell of the offline builder image
 busybox-static:
