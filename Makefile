@@ -112,7 +112,12 @@ lint: lint-tools
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(GOLDEN_CLASSIC)
 	mkdir -p target
 	kubectl kustomize deploy/operator > target/operator-install.yaml
-	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) target/operator-install.yaml
+	kubectl kustomize deploy/operator/overlays/example > target/operator-install-example.yaml
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) \
+	  target/operator-install.yaml target/operator-install-example.yaml
+	@grep -q 'image: registry.example.com/volume-syncing-operator:0.1.0' target/operator-install-example.yaml && \
+	  ! grep -q 'volume-syncing-operator:dev' target/operator-install-example.yaml || \
+	  { echo "deploy/operator/overlays/example still deploys or injects volume-syncing-operator:dev" >&2; exit 1; }
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
