@@ -31,10 +31,10 @@ fn every_flag_of_the_help_is_in_the_readme() {
     let mut missing = Vec::new();
     for sub in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
         for arg in sub.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                if !readme.contains(&format!("--{long}")) {
-                    missing.push(format!("{} --{long}", sub.get_name()));
-                }
+            if let Some(long) = arg.get_long()
+                && !readme.contains(&format!("--{long}"))
+            {
+                missing.push(format!("{} --{long}", sub.get_name()));
             }
         }
     }
