@@ -4,6 +4,7 @@
 #   make bench   benchmarks (never part of `make test`)
 #   make soak    an hour under faults (SOAK_SECONDS=600 for ten minutes; never part of `make test`)
 #   make image   the container image, built offline from local files (see Dockerfile)
+#   make install the static binaries into $(PREFIX)/bin (PREFIX=/usr/local; DESTDIR honoured)
 # See README.md.
 
 RCLONE_VERSION := 1.75.2
@@ -53,10 +54,16 @@ OFFLINE_BUILDER_IMAGE := volume-syncing-operator/offline-builder:busybox
 DOCKER_STAGE := target/docker
 BUSYBOX := /bin/busybox
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# apt-get install for the few Debian packages below. `env` after sudo, which resets the
+# environment. DEBCONF_NOWARNINGS=yes silences debconf's warnings only ("delaying package
+# configuration, since apt-utils is not installed"); apt's and dpkg's errors still show.
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
+  apt-get install -y -qq --no-install-recommends
 # tests/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
-.PHONY: all build tools test test-only lint demo bench soak fuzz clean build-static image lint-tools busybox-static test-packages kube-apiserver
+.PHONY: all build tools test test-only lint demo bench soak fuzz clean build-static image lint-tools busybox-static test-packages kube-apiserver \
+	install uninstall
 all: build
 
 build:
@@ -92,7 +99,7 @@ test-packages:
 	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -f $(NSS_WRAPPER) ]; then \
 	  echo "installing postgresql and libnss-wrapper (Debian) for tests/fidelity.rs" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql libnss-wrapper >/dev/null; \
+	  $(APT_INSTALL) postgresql libnss-wrapper >/dev/null; \
 	fi
 	@[ -x $(PG_BIN)/initdb ] || { echo "$(PG_BIN)/initdb missing after installing postgresql" >&2; exit 1; }
 	@[ -f $(NSS_WRAPPER) ] || { echo "$(NSS_WRAPPER) missing after installing libnss-wrapper" >&2; exit 1; }
@@ -105,7 +112,12 @@ lint: lint-tools
 	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_CLASSIC_VERSION) $(GOLDEN_CLASSIC)
 	mkdir -p target
 	kubectl kustomize deploy/operator > target/operator-install.yaml
-	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) target/operator-install.yaml
+	kubectl kustomize deploy/operator/overlays/example > target/operator-install-example.yaml
+	$(VENV)/bin/kubernetes-validate --quiet --strict --kubernetes-version $(K8S_VERSION) \
+	  target/operator-install.yaml target/operator-install-example.yaml
+	@grep -q 'image: registry.example.com/volume-syncing-operator:0.1.0' target/operator-install-example.yaml && \
+	  ! grep -q 'volume-syncing-operator:dev' target/operator-install-example.yaml || \
+	  { echo "deploy/operator/overlays/example still deploys or injects volume-syncing-operator:dev" >&2; exit 1; }
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
@@ -129,7 +141,7 @@ build-static:
 	@if ! command -v musl-gcc >/dev/null; then \
 	  echo "installing musl-tools (Debian): ring compiles C for the static operator binary" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends musl-tools >/dev/null; \
+	  $(APT_INSTALL) musl-tools >/dev/null; \
 	fi
 	@command -v musl-gcc >/dev/null || { echo "musl-gcc missing after installing musl-tools" >&2; exit 1; }
 	$(CARGO) build --locked --release --target $(MUSL_TARGET) --no-default-features
@@ -142,12 +154,27 @@ build-static:
 	  file $$bin | grep -q ', stripped' || { echo "$$bin is not stripped" >&2; exit 1; }; \
 	done
 
+## install: the static binaries of build-static into $(DESTDIR)$(PREFIX)/bin: the sidecar as
+## volume-syncing-operator (every command but `operator`), the operator build (with the
+## `operator` subcommand) as volume-syncing-operator-webhook. Needs rclone >= 1.70 at run time.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+install: build-static
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(STATIC_BIN) $(DESTDIR)$(BINDIR)/volume-syncing-operator
+	install -m 0755 $(STATIC_OPERATOR_BIN) $(DESTDIR)$(BINDIR)/volume-syncing-operator-webhook
+	@echo "installed $(DESTDIR)$(BINDIR)/volume-syncing-operator and volume-syncing-operator-webhook"
+	@command -v rclone >/dev/null || echo "note: no rclone in PATH; install rclone >= 1.70 or pass --rclone-binary" >&2
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/volume-syncing-operator $(DESTDIR)$(BINDIR)/volume-syncing-operator-webhook
+
 ## busybox-static: Debian's static busybox, the shell of the offline builder image
 busybox-static:
 	@if ! file -L $(BUSYBOX) 2>/dev/null | grep -q 'statically linked'; then \
 	  echo "installing busybox-static (Debian) for the offline image build" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends busybox-static >/dev/null; \
+	  $(APT_INSTALL) busybox-static >/dev/null; \
 	fi
 	@file -L $(BUSYBOX) | grep -q 'statically linked' || { echo "$(BUSYBOX) is not a static busybox" >&2; exit 1; }
 
@@ -160,11 +187,11 @@ image: build-static busybox-static
 	cp $(TOOLS)/bin/rclone /etc/ssl/certs/ca-certificates.crt $(DOCKER_STAGE)/rclone/
 	cp $(BUSYBOX) $(DOCKER_STAGE)/builder/busybox
 	cp $(STATIC_BIN) $(STATIC_OPERATOR_BIN) $(DOCKER_STAGE)/image/prebuilt/
-	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_RCLONE_IMAGE) \
+	scripts/docker-build.sh --pull=false -q -t $(OFFLINE_RCLONE_IMAGE) \
 	  -f deploy/docker/rclone-base.Dockerfile $(DOCKER_STAGE)/rclone
-	DOCKER_BUILDKIT=0 docker build --pull=false -q -t $(OFFLINE_BUILDER_IMAGE) \
+	scripts/docker-build.sh --pull=false -q -t $(OFFLINE_BUILDER_IMAGE) \
 	  -f deploy/docker/offline-builder.Dockerfile $(DOCKER_STAGE)/builder
-	DOCKER_BUILDKIT=0 docker build --pull=false -t $(IMAGE) \
+	scripts/docker-build.sh --pull=false -t $(IMAGE) \
 	  --build-arg RCLONE_IMAGE=$(OFFLINE_RCLONE_IMAGE) --build-arg BUILDER_IMAGE=$(OFFLINE_BUILDER_IMAGE) \
 	  -f Dockerfile $(DOCKER_STAGE)/image
 	docker run --rm $(IMAGE) --version
@@ -185,7 +212,7 @@ BENCH_PYTHON ?= $(VENV)/bin/python
 bench: tools
 	@command -v hyperfine >/dev/null || { echo "installing hyperfine (Debian) for make bench" >&2; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends hyperfine >/dev/null; }
+	  $(APT_INSTALL) hyperfine >/dev/null; }
 	@$(BENCH_PYTHON) -c 'import matplotlib' 2>/dev/null || { \
 	  echo "installing matplotlib $(MATPLOTLIB_VERSION) (PyPI) into $(VENV) for the plot of make bench" >&2; \
 	  [ -x $(VENV)/bin/python ] || python3 -m venv $(VENV); \

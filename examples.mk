@@ -1,5 +1,7 @@
 # Runnable examples against the demo's local S3 server (included by the Makefile).
-# Each target starts the server if needed; `make example-stop` stops it.
+# Each target starts the server if needed and LEAVES IT RUNNING in the background, so examples
+# can build on each other (its data is in .demo/s3); `make example-stop` stops it, and
+# `make examples` runs them all and then stops it.
 #   make example-upload example-restore example-dry-run example-refusal example-schedule
 #        example-watch example-metrics example-encrypted example-inject example-replicate
 
@@ -11,10 +13,13 @@ EXAMPLE_ENV = eval "$$(scripts/s3-server.sh env $(EXAMPLE_STATE))"
 	examples
 
 example-server: tools build
-	scripts/s3-server.sh start $(EXAMPLE_STATE)
+	@scripts/s3-server.sh start $(EXAMPLE_STATE)
+	@echo "the local S3 server keeps running after this example (pid $$(cat $(EXAMPLE_STATE)/pid)," \
+	  "data in $(EXAMPLE_STATE)/s3); stop it with: make example-stop" >&2
 
 example-stop:
 	scripts/s3-server.sh stop $(EXAMPLE_STATE)
+	@echo "local S3 server stopped ($(EXAMPLE_STATE) is kept; make clean removes it)"
 
 ## Upload examples/data to remote:demo/example.
 example-upload: example-server
@@ -35,13 +40,21 @@ example-restore: example-upload
 example-dry-run: example-upload
 	$(EXAMPLE_ENV) && $(BIN) sync-to-remote --dry-run -v -s examples/data -d demo/example -- --max-age 1h
 
-## A safety valve refusing a restore that would delete local data (exit 3): the path is empty
-## (rule empty-remote; run as root the directory is root-owned, so rule foreign-owner fires first).
+## A safety valve refusing a restore that would delete local data (exit 3): the remote path is
+## empty while the local directory holds a file (rule empty-remote). Restores into a directory
+## owned by root or by another user are refused by an earlier rule (foreign-owner), so as root
+## the directory is given to an unprivileged uid and the restore runs as that uid, as in a Pod.
+EXAMPLE_UID := 65312
+EXAMPLE_AS_USER := $(if $(filter 0,$(shell id -u)),setpriv --reuid=$(EXAMPLE_UID) --regid=$(EXAMPLE_UID) --clear-groups)
 example-refusal: example-server
+	rm -rf $(EXAMPLE_STATE)/precious
 	mkdir -p $(EXAMPLE_STATE)/precious && echo keep > $(EXAMPLE_STATE)/precious/data.txt
-	$(EXAMPLE_ENV) && $(BIN) remote-to-local-sync -s demo/no-such-path -d $(EXAMPLE_STATE)/precious; \
-	  code=$$?; echo "exit code $$code"; test $$code -eq 3
-	test -f $(EXAMPLE_STATE)/precious/data.txt && echo "local data kept"
+	$(if $(EXAMPLE_AS_USER),chown -R $(EXAMPLE_UID):$(EXAMPLE_UID) $(EXAMPLE_STATE)/precious)
+	@echo "expect: ERROR ... refused by safety rule 'empty-remote', exit code 3 (the point of this example)"
+	$(EXAMPLE_ENV) && $(EXAMPLE_AS_USER) $(BIN) remote-to-local-sync -s demo/no-such-path -d $(EXAMPLE_STATE)/precious \
+	  > $(EXAMPLE_STATE)/refusal.log 2>&1; code=$$?; cat $(EXAMPLE_STATE)/refusal.log; echo "exit code $$code"; \
+	  test $$code -eq 3 && grep -q "safety rule 'empty-remote'" $(EXAMPLE_STATE)/refusal.log
+	test -f $(EXAMPLE_STATE)/precious/data.txt && echo "example-refusal ok: refused by empty-remote, local data kept"
 
 ## The sidecar: sync every 2 seconds, stop with SIGTERM after 5 seconds (one final sync, exit 0).
 example-schedule: example-server

@@ -77,21 +77,189 @@ fn parse_up_to_a_year(s: &str) -> Result<Duration, String> {
     within(bounds::UP_TO_A_YEAR, s)
 }
 
+/// The oldest rclone this program works with: its default `--max-buffer-memory` is from 1.70
+/// (an older rclone fails every sync with "unknown flag"). Named by `--version` and the help.
+pub const MIN_RCLONE_VERSION: &str = "1.70";
+
+// The help texts after the options. Macros, not consts, because `concat!` (which builds the
+// long help from the short one) takes literals only. `-h` shows `after_help`, `--help`
+// `after_long_help`; tests below check that they say what the README says.
+
+/// The exit codes of every command (README, "Exit codes").
+macro_rules! exit_codes_help {
+    () => {
+        "\
+Exit codes:
+  0  success (also: --if-local-empty skipped a restore; a scheduled process whose final
+     sync succeeded)
+  1  failure: rclone failed, a timeout or a signal cut the sync, a lease was lost, I/O error
+  2  usage or configuration error: nothing ran (bad flags or variables, rclone not found, ...)
+  3  refused by a safety valve: nothing changed at either end"
+    };
+}
+
+/// The variables of the destination remote (`[remote]`) and its encryption.
+macro_rules! remote_variables_help {
+    () => {
+        "\
+Environment variables:
+  REMOTE_<KEY>=VALUE     becomes `<key> = VALUE` in section [remote] of a private rclone.conf:
+                         REMOTE_TYPE=s3 (required unless --config-path), REMOTE_PROVIDER,
+                         REMOTE_ENDPOINT, REMOTE_ACCESS_KEY_ID, REMOTE_SECRET_ACCESS_KEY, ...
+                         (any option of the rclone backend); -p key=value wins over it
+  ENCRYPTION_PASSPHRASE  switches on end-to-end encryption (rclone crypt) with this key, as
+                         plain text; ENCRYPTION_SALT is an optional second password
+  ENCRYPTED_<KEY>=VALUE  any other crypt option: ENCRYPTED_PASSWORD (an rclone-obscured key),
+                         ENCRYPTED_FILENAME_ENCRYPTION, ...; -e key=value wins over it
+  RCLONE_BINARY          the rclone executable (rclone >= 1.70), as --rclone-binary
+  LOG_FORMAT             text or json, as --log-format"
+    };
+}
+
+/// One line in `-h` of the sync commands pointing at the variables of `--help`.
+macro_rules! variables_pointer {
+    () => {
+        "The remote is configured by REMOTE_* variables, encryption by ENCRYPTION_PASSPHRASE or \
+         ENCRYPTED_*; --help lists them, and the exit codes."
+    };
+}
+
+macro_rules! top_examples {
+    () => {
+        "\
+Examples:
+  export REMOTE_TYPE=s3 REMOTE_PROVIDER=AWS REMOTE_ACCESS_KEY_ID=... REMOTE_SECRET_ACCESS_KEY=...
+  volume-syncing-operator sync-to-remote -s /data -d my-bucket/app
+  volume-syncing-operator remote-to-local-sync -s my-bucket/app -d /data
+
+'volume-syncing-operator COMMAND --help' shows each command's examples and variables."
+    };
+}
+
+macro_rules! sync_to_remote_examples {
+    () => {
+        "\
+Examples:
+  # upload once
+  export REMOTE_TYPE=s3 REMOTE_PROVIDER=AWS REMOTE_ACCESS_KEY_ID=... REMOTE_SECRET_ACCESS_KEY=...
+  volume-syncing-operator sync-to-remote -s /data -d my-bucket/app
+  # the sidecar: now, every 5 minutes, and one final sync on SIGTERM
+  volume-syncing-operator sync-to-remote -s /data -d my-bucket/app --schedule '@every 5m'
+  # on change, encrypted, with /metrics and /healthz
+  ENCRYPTION_PASSPHRASE='...' volume-syncing-operator sync-to-remote -s /data -d my-bucket/app \\
+    --watch --metrics-address 0.0.0.0:9090
+  # what would change, with an extra rclone flag
+  volume-syncing-operator sync-to-remote --dry-run -v -s /data -d my-bucket/app -- --transfers 16"
+    };
+}
+
+macro_rules! remote_to_local_examples {
+    () => {
+        "\
+Examples:
+  # restore once
+  export REMOTE_TYPE=s3 REMOTE_PROVIDER=AWS REMOTE_ACCESS_KEY_ID=... REMOTE_SECRET_ACCESS_KEY=...
+  volume-syncing-operator remote-to-local-sync -s my-bucket/app -d /data
+  # an init container: restore only into an empty volume
+  volume-syncing-operator remote-to-local-sync --if-local-empty -s my-bucket/app -d /data
+  # an encrypted remote
+  ENCRYPTION_PASSPHRASE='...' volume-syncing-operator remote-to-local-sync -s my-bucket/app -d /data"
+    };
+}
+
+macro_rules! remote_to_remote_examples {
+    () => {
+        "\
+Examples:
+  export SOURCE_TYPE=s3 SOURCE_ENDPOINT=https://s3.dc1.example SOURCE_ACCESS_KEY_ID=... ...
+  export REMOTE_TYPE=s3 REMOTE_ENDPOINT=https://s3.dc2.example REMOTE_ACCESS_KEY_ID=... ...
+  volume-syncing-operator remote-to-remote-sync -s app-data -d app-data
+  # two pairs, nightly at 05:00
+  volume-syncing-operator remote-to-remote-sync -s app-data -d app-data -s media -d media \\
+    --schedule '0 0 5 * * *'"
+    };
+}
+
+macro_rules! remote_to_remote_variables_help {
+    () => {
+        "\
+Environment variables:
+  SOURCE_<KEY>=VALUE     section [source], the remote replicated from (as REMOTE_<KEY>);
+                         --source-param key=value wins over it
+  SOURCE_ENCRYPTION_PASSPHRASE, SOURCE_ENCRYPTED_<KEY>
+                         the source's encryption (as ENCRYPTION_PASSPHRASE, ENCRYPTED_<KEY>)
+  REMOTE_<KEY>=VALUE     section [remote], the destination: REMOTE_TYPE=s3, REMOTE_ENDPOINT,
+                         REMOTE_ACCESS_KEY_ID, ...; -p key=value wins over it
+  ENCRYPTION_PASSPHRASE  encrypts the destination (rclone crypt); ENCRYPTION_SALT and
+  ENCRYPTED_<KEY>=VALUE  any other crypt option as for sync-to-remote; -e wins over them
+  RCLONE_BINARY          the rclone executable (rclone >= 1.70), as --rclone-binary
+  LOG_FORMAT             text or json, as --log-format"
+    };
+}
+
+macro_rules! interrupt_examples {
+    () => {
+        "\
+Examples:
+  volume-syncing-operator sync-to-remote -s /data -d my-bucket/app --schedule '@every 5m' &
+  volume-syncing-operator interrupt     # its final sync, then both exit
+  # a Kubernetes preStop hook, with the sidecar's --pid-path
+  volume-syncing-operator interrupt --pid-path /tmp/vso.pid --timeout 5m"
+    };
+}
+
+macro_rules! inject_examples {
+    () => {
+        "\
+Examples:
+  volume-syncing-operator inject -f deployment.yaml --sync sync.yaml > injected.yaml
+  kubectl kustomize . | volume-syncing-operator inject -f - --sync sync.yaml | kubectl apply -f -"
+    };
+}
+
+#[cfg(feature = "operator")]
+macro_rules! operator_examples {
+    () => {
+        "\
+Examples:
+  # in a cluster it is deployed by kubectl apply -k deploy/operator (README.md)
+  volume-syncing-operator operator --namespace volume-syncing-operator
+  # with a certificate mounted from cert-manager
+  volume-syncing-operator operator --namespace vso --tls-cert-file /tls/tls.crt \\
+    --tls-key-file /tls/tls.key"
+    };
+}
+
+/// `--version`: the program's and the rclone it needs (a separate executable).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (needs rclone >= 1.70)");
+
 /// Keeps a directory and an rclone remote in sync, and refuses any run that would wipe data.
+///
+/// A wrapper around the rclone executable (rclone >= 1.70) for shells, containers and
+/// Kubernetes (a restore init container plus a backup sidecar).
 ///
 /// The remote is configured from REMOTE_* environment variables (REMOTE_TYPE=s3 becomes
 /// `type = s3` in section [remote] of a private, temporary rclone.conf) and -p key=value.
 /// Encryption is switched on by ENCRYPTED_* / ENCRYPTION_PASSPHRASE variables or -e key=value.
 #[derive(Debug, Parser)]
-#[command(name = "volume-syncing-operator", version, propagate_version = true)]
+#[command(
+    name = "volume-syncing-operator",
+    version = VERSION,
+    propagate_version = true,
+    after_help = concat!(top_examples!(), "\n--help also shows the exit codes."),
+    after_long_help = concat!(top_examples!(), "\n\n", exit_codes_help!())
+)]
 pub struct Cli {
-    /// More output: -v logs every transferred file, -vv adds debug output (including the
-    /// rendered rclone config with secret values redacted).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    /// More output: -v logs every transferred file, -vv adds debug output.
+    ///
+    /// -vv also logs the rendered rclone config, with secret values redacted.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true,
+          help_heading = "Global options")]
     pub verbose: u8,
 
     /// Log format: human-readable text or one JSON object per line.
-    #[arg(long, value_enum, env = "LOG_FORMAT", default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, env = "LOG_FORMAT", default_value_t = LogFormat::Text, global = true,
+          help_heading = "Global options")]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -107,8 +275,18 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload LOCAL_DIR to remote:REMOTE_PATH (rclone sync; with -x rclone copy).
+    #[command(
+        after_help = concat!(sync_to_remote_examples!(), "\n\n", variables_pointer!()),
+        after_long_help = concat!(sync_to_remote_examples!(), "\n\n", remote_variables_help!(),
+                                  "\n\n", exit_codes_help!())
+    )]
     SyncToRemote(SyncToRemoteArgs),
     /// Restore remote:REMOTE_PATH into LOCAL_DIR (rclone sync; with -x rclone copy).
+    #[command(
+        after_help = concat!(remote_to_local_examples!(), "\n\n", variables_pointer!()),
+        after_long_help = concat!(remote_to_local_examples!(), "\n\n", remote_variables_help!(),
+                                  "\n\n", exit_codes_help!())
+    )]
     RemoteToLocalSync(RemoteToLocalArgs),
     /// Replicate remote paths to remote paths: source:SOURCE_PATH (SOURCE_*) to
     /// remote:REMOTE_PATH (REMOTE_*), server to server (rclone sync; with -x rclone copy).
@@ -116,11 +294,20 @@ pub enum Command {
     /// Several pairs per run: repeat -s and -d (the n-th -s goes to the n-th -d). Each pair
     /// has its own safety valves, lease and summary line; a failing pair does not stop the
     /// others, and the exit code is the worst of them (3, then 2, then 1).
+    #[command(
+        after_help = concat!(remote_to_remote_examples!(), "\n\n",
+                             "The source is configured by SOURCE_* variables, the destination by \
+                              REMOTE_* (encryption: ENCRYPTION_PASSPHRASE, ENCRYPTED_*); --help \
+                              lists them, and the exit codes."),
+        after_long_help = concat!(remote_to_remote_examples!(), "\n\n",
+                                  remote_to_remote_variables_help!(), "\n\n", exit_codes_help!())
+    )]
     RemoteToRemoteSync(RemoteToRemoteArgs),
     /// Ask a running scheduled instance to do its final sync and exit; wait until it has.
     ///
     /// Meant as the Kubernetes preStop hook: it returns only after the process has exited,
     /// and exits 0 only if that process's final sync succeeded.
+    #[command(after_help = interrupt_examples!())]
     Interrupt(InterruptArgs),
     /// Add the restore init container and the sync sidecar of PodFilesystemSync resources to
     /// the pod templates of Kubernetes manifests, offline; prints the manifests.
@@ -128,6 +315,7 @@ pub enum Command {
     /// Reads multi-document YAML (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
     /// CronJob, and the items of a List; other kinds pass through unchanged). Bad input exits 2
     /// and prints nothing on stdout.
+    #[command(after_help = inject_examples!())]
     Inject(InjectArgs),
     /// Print the CustomResourceDefinition of PodFilesystemSync (YAML).
     #[command(hide = true)]
@@ -139,6 +327,7 @@ pub enum Command {
     /// --tls-cert-file it keeps a CA and serving certificate in the Secret --tls-secret and writes
     /// the CA into the caBundle of --webhook-configuration.
     #[cfg(feature = "operator")]
+    #[command(after_help = operator_examples!())]
     Operator(OperatorArgs),
 }
 
@@ -177,7 +366,9 @@ pub struct OperatorArgs {
     )]
     pub service: String,
 
-    /// More names (DNS or IP) the serving certificate is made for. Repeatable.
+    /// More names (DNS or IP) the serving certificate is made for.
+    ///
+    /// Repeatable.
     #[arg(long, value_name = "HOST")]
     pub cert_host: Vec<String>,
 
@@ -201,7 +392,9 @@ pub struct OperatorArgs {
     pub webhook_configuration: String,
 
     /// Serve this certificate (PEM, e.g. mounted by cert-manager) instead of generating one;
-    /// reloaded when it changes. Needs --tls-key-file; the caBundle is then not touched.
+    /// reloaded when it changes.
+    ///
+    /// Needs --tls-key-file; the caBundle is then not touched.
     #[arg(
         long,
         env = "VSO_TLS_CERT_FILE",
@@ -235,6 +428,7 @@ pub struct InjectArgs {
     pub filename: PathBuf,
 
     /// A file of PodFilesystemSync resources (multi-document YAML); `-` reads stdin.
+    ///
     /// Repeatable.
     #[arg(long, value_name = "FILE", required = true)]
     pub sync: Vec<PathBuf>,
@@ -295,18 +489,23 @@ pub struct SyncToRemoteArgs {
 #[derive(Debug, Args)]
 pub struct LeaseArgs {
     /// Upload even though another writer holds a live lease on the remote path (safety rule
-    /// 'remote-in-use'). Only for a writer known to be gone: a live one would upload too until
-    /// its next renewal.
+    /// 'remote-in-use').
+    ///
+    /// Only for a writer known to be gone: a live one would upload too until its next renewal.
     #[arg(long)]
     pub force_take_over_lease: bool,
 
-    /// How long the lease lives without renewal; it is renewed every third of it. A writer
-    /// killed without releasing it blocks others this long (plus the clock skew). 15s to 1d.
+    /// How long the lease lives without renewal; it is renewed every third of it.
+    ///
+    /// A writer killed without releasing it blocks others this long (plus the clock skew). 15s
+    /// to 1d.
     #[arg(long, value_parser = parse_lease_ttl, default_value = "2m", value_name = "DURATION")]
     pub lease_ttl: Duration,
 
     /// The largest clock difference between hosts writing to the same remote path; a lease
-    /// counts as expired only this long after its expiry time. At most 1h.
+    /// counts as expired only this long after its expiry time.
+    ///
+    /// At most 1h.
     #[arg(long, value_parser = parse_clock_skew, default_value = "30s", value_name = "DURATION")]
     pub lease_max_clock_skew: Duration,
 }
@@ -315,17 +514,21 @@ pub struct LeaseArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Sync when files change (inotify), uploading only what changed; combines with --schedule.
-    /// Runs a full sync at start, then after each burst of changes, until SIGTERM/SIGINT
-    /// (one final sync).
+    ///
+    /// Runs a full sync at start, then after each burst of changes, until SIGTERM/SIGINT (one
+    /// final sync).
     #[arg(long, group = "long_running")]
     pub watch: bool,
 
-    /// With --watch: wait for this quiet period after the last change before syncing. At most
-    /// 1h.
+    /// With --watch: wait for this quiet period after the last change before syncing.
+    ///
+    /// At most 1h.
     #[arg(long, value_parser = parse_debounce, default_value = "2s", value_name = "DURATION", requires = "watch")]
     pub debounce: Duration,
 
-    /// With --watch: at most one sync per this interval (default: no limit). At most 1d.
+    /// With --watch: at most one sync per this interval (default: no limit).
+    ///
+    /// At most 1d.
     #[arg(long, value_parser = parse_up_to_a_day, value_name = "DURATION", requires = "watch")]
     pub min_interval: Option<Duration>,
 
@@ -354,31 +557,38 @@ pub struct RemoteToLocalArgs {
     pub force_delete_local_dir: bool,
 
     /// Restore only into an empty directory (or one left by an interrupted restore); if it
-    /// already holds data, skip the restore and exit 0. For init containers: a restarted pod
-    /// keeps writes that are newer than the remote.
+    /// already holds data, skip the restore and exit 0.
+    ///
+    /// For init containers: a restarted pod keeps writes that are newer than the remote.
     #[arg(long)]
     pub if_local_empty: bool,
 
     /// Restore even though the remote holds objects beneath paths that are symlinks in the
-    /// local directory (safety rule 'link-conflict'): those objects are skipped, with a
-    /// warning naming the links. A restore never writes or deletes through a symlink.
+    /// local directory (safety rule 'link-conflict'): those objects are skipped, with a warning
+    /// naming the links.
+    ///
+    /// A restore never writes or deletes through a symlink.
     #[arg(long)]
     pub skip_objects_under_links: bool,
 
     /// Restore the setuid and setgid bits of files recorded by the upload (also as root).
+    ///
     /// Without it they are dropped, with a warning counting them: whoever can write to the
     /// bucket could otherwise plant a setuid program in the volume.
     #[arg(long)]
     pub restore_setid_bits: bool,
 
     /// While a writer holds a live lease on the remote path, wait up to this long for it to
-    /// finish (its final sync releases the lease) before restoring; 0 = do not wait. On
-    /// timeout exit 1. One-shot restores only. At most 1d.
+    /// finish (its final sync releases the lease) before restoring; 0 = do not wait.
+    ///
+    /// On timeout exit 1. One-shot restores only. At most 1d.
     #[arg(long, value_parser = parse_wait, default_value = "5m", value_name = "DURATION")]
     pub wait_for_writer: Duration,
 
     /// The largest clock difference between hosts (see sync-to-remote): a lease counts as
-    /// expired only this long after its expiry time. At most 1h.
+    /// expired only this long after its expiry time.
+    ///
+    /// At most 1h.
     #[arg(long, value_parser = parse_clock_skew, default_value = "30s", value_name = "DURATION")]
     pub lease_max_clock_skew: Duration,
 
@@ -389,13 +599,15 @@ pub struct RemoteToLocalArgs {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("long_running").multiple(true)))]
 pub struct RemoteToRemoteArgs {
-    /// Path to replicate from, on the source remote (SOURCE_*), e.g. bucket/path. Repeatable:
-    /// one per -d.
+    /// Path to replicate from, on the source remote (SOURCE_*), e.g. bucket/path.
+    ///
+    /// Repeatable: one per -d.
     #[arg(short, long, value_name = "SOURCE_PATH", required = true)]
     pub src: Vec<String>,
 
-    /// Path to replicate to, on the remote (REMOTE_*), e.g. bucket/path. Repeatable: one per
-    /// -s, in the same order.
+    /// Path to replicate to, on the remote (REMOTE_*), e.g. bucket/path.
+    ///
+    /// Repeatable: one per -s, in the same order.
     #[arg(short, long, value_name = "REMOTE_PATH", required = true)]
     pub dst: Vec<String>,
 
@@ -438,7 +650,7 @@ pub struct CommonArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// The rclone executable; by default `rclone` is looked up in PATH.
+    /// The rclone executable, version 1.70 or newer; by default `rclone` is looked up in PATH.
     #[arg(long, env = "RCLONE_BINARY", value_name = "PATH")]
     pub rclone_binary: Option<PathBuf>,
 
@@ -459,17 +671,20 @@ pub struct CommonArgs {
     #[arg(long, requires = "config_path")]
     pub no_template: bool,
 
-    /// Re-run a failed sync this many times within one run, with exponential backoff starting
-    /// at 1s, unless its cause cannot heal within seconds (a refused connection, wrong
-    /// credentials, TLS, DNS, a missing bucket) or rclone called it fatal. rclone's own
+    /// Re-run a failed sync this many times within one run, with exponential backoff from 1s.
+    ///
+    /// Not retried: a cause that cannot heal within seconds (a refused connection, wrong
+    /// credentials, TLS, DNS, a missing bucket) or one rclone called fatal. rclone's own
     /// whole-pass retries are turned off in favour of these. At most 100.
     #[arg(long, default_value_t = 3, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=i64::from(bounds::RETRIES)))]
     pub retries: u32,
 
     /// Upper bound for one whole sync, retries and backoff included (e.g. 30m, 6h); after it
-    /// rclone is stopped and the sync fails (exit 1). Default: no bound (stalled transfers are
-    /// still cut by rclone's idle --timeout, 30s by default). 1s to 366 days.
+    /// rclone is stopped and the sync fails (exit 1).
+    ///
+    /// Default: no bound (stalled transfers are still cut by rclone's idle --timeout, 30s by
+    /// default). 1s to 366 days.
     #[arg(long, value_parser = parse_up_to_a_year, value_name = "DURATION")]
     pub sync_timeout: Option<Duration>,
 
@@ -484,24 +699,30 @@ pub struct CommonArgs {
 /// The long-running mode (--schedule and/or --watch).
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
-    /// Repeat the sync: `@every 1m`, `@every 1h30m`, cron with seconds `0 30 * * * *`,
-    /// standard cron `*/6 * * * *`, or @hourly, @daily, @weekly, @monthly, @yearly.
+    /// Repeat the sync: `@every 1m`, `@every 1h30m`, cron with seconds `0 30 * * * *`, standard
+    /// cron `*/6 * * * *`, or @hourly, @daily, @weekly, @monthly, @yearly.
+    ///
     /// Runs once at start, then on the schedule; SIGTERM/SIGINT triggers one final sync.
     #[arg(long, value_name = "EXPR", group = "long_running")]
     pub schedule: Option<String>,
 
     /// Upper bound for the final sync after SIGTERM/SIGINT (e.g. 30s, 5m); after it rclone is
-    /// stopped and the exit code is 1. At most 1d.
+    /// stopped and the exit code is 1.
+    ///
+    /// At most 1d.
     #[arg(long, value_parser = parse_up_to_a_day, default_value = "5m", value_name = "DURATION", requires = "long_running")]
     pub shutdown_timeout: Duration,
 
     /// Where the scheduled process writes its PID (read by `interrupt`).
+    ///
     /// Default: $TMPDIR/volume-syncing-operator.pid.
     #[arg(long, value_name = "FILE", requires = "long_running")]
     pub pid_path: Option<PathBuf>,
 
     /// Serve Prometheus /metrics, /healthz, /livez and /readyz on HOST:PORT (e.g. 0.0.0.0:9090)
-    /// while running with --schedule or --watch. Off by default.
+    /// while running with --schedule or --watch.
+    ///
+    /// Off by default.
     #[arg(long, value_name = "HOST:PORT", requires = "long_running")]
     pub metrics_address: Option<String>,
 
@@ -512,9 +733,10 @@ pub struct ScheduleArgs {
     pub max_consecutive_failures: u32,
 
     /// /healthz answers 503 when no sync has succeeded for this long (counted from the start
-    /// until the first success), or when the running sync has run this long. Default: twice
-    /// the longest gap between two planned syncs (schedule, or --full-sync-every with --watch)
-    /// plus 10m. 1s to 366 days.
+    /// until the first success), or when the running sync has run this long.
+    ///
+    /// Default: twice the longest gap between two planned syncs (schedule, or --full-sync-every
+    /// with --watch) plus 10m. 1s to 366 days.
     #[arg(long, value_parser = parse_up_to_a_year, value_name = "DURATION", requires = "long_running")]
     pub max_sync_age: Option<Duration>,
 }
@@ -522,11 +744,14 @@ pub struct ScheduleArgs {
 #[derive(Debug, Args)]
 pub struct InterruptArgs {
     /// The PID file written by the scheduled process.
+    ///
     /// Default: $TMPDIR/volume-syncing-operator.pid.
     #[arg(long, value_name = "FILE")]
     pub pid_path: Option<PathBuf>,
 
-    /// How long to wait for the process to finish its final sync and exit. At most 1d.
+    /// How long to wait for the process to finish its final sync and exit.
+    ///
+    /// At most 1d.
     #[arg(long, value_parser = parse_up_to_a_day, default_value = "10m", value_name = "DURATION")]
     pub timeout: Duration,
 }
@@ -647,6 +872,151 @@ mod tests {
             let err = parse(&line.split_whitespace().collect::<Vec<_>>()).expect_err(line);
             assert_eq!(err.exit_code(), 2, "usage errors exit 2: {line}");
         }
+    }
+
+    /// The long (`--help`) and short (`-h`) help of a command path, e.g. `["sync-to-remote"]`.
+    fn helps(path: &[&str]) -> (String, String) {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut cmd = &mut cmd;
+        for name in path {
+            cmd = cmd.find_subcommand_mut(name).expect(name);
+        }
+        (
+            cmd.render_long_help().to_string(),
+            cmd.render_help().to_string(),
+        )
+    }
+
+    fn subcommand_paths() -> Vec<Vec<&'static str>> {
+        let mut paths = vec![
+            vec!["sync-to-remote"],
+            vec!["remote-to-local-sync"],
+            vec!["remote-to-remote-sync"],
+            vec!["interrupt"],
+            vec!["inject"],
+        ];
+        if cfg!(feature = "operator") {
+            paths.push(vec!["operator"]);
+        }
+        paths
+    }
+
+    /// Splits an example line the way a shell would for the cases the examples use: words,
+    /// '...' quoting; stops at a comment, a pipe, a redirection or `&`.
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut word, mut quoted, mut in_word) =
+            (Vec::new(), String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '\'' => {
+                    quoted = !quoted;
+                    in_word = true;
+                }
+                c if quoted => word.push(c),
+                '#' | '|' | '>' | '&' if !in_word => break,
+                c if c.is_whitespace() => {
+                    if in_word {
+                        words.push(std::mem::take(&mut word));
+                        in_word = false;
+                    }
+                }
+                c => {
+                    word.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        if in_word {
+            words.push(word);
+        }
+        words
+    }
+
+    #[test]
+    fn help_says_what_it_promises() {
+        let (long, short) = helps(&[]);
+        for code in [
+            "Exit codes:",
+            "0  success",
+            "1  failure",
+            "2  usage or configuration error",
+            "3  refused by a safety valve",
+        ] {
+            assert!(long.contains(code), "--help lacks {code:?}:\n{long}");
+        }
+        assert!(long.contains("rclone >= 1.70"), "{long}");
+        assert!(
+            short.contains("Examples:") && !short.contains("Exit codes:"),
+            "{short}"
+        );
+        assert!(short.lines().count() < long.lines().count());
+        assert!(
+            VERSION.contains(&format!("rclone >= {MIN_RCLONE_VERSION}")),
+            "--version names the rclone needed: {VERSION}"
+        );
+        let version = Cli::command().render_version().to_string();
+        assert!(version.contains(VERSION), "{version}");
+
+        for path in subcommand_paths() {
+            let (long, short) = helps(&path);
+            assert!(long.contains("Examples:"), "{path:?} --help:\n{long}");
+            assert!(short.contains("Examples:"), "{path:?} -h:\n{short}");
+            assert!(
+                short.lines().count() < long.lines().count() || path == ["interrupt"],
+                "{path:?}: -h is as long as --help"
+            );
+        }
+        for path in [
+            ["sync-to-remote"],
+            ["remote-to-local-sync"],
+            ["remote-to-remote-sync"],
+        ] {
+            let (long, short) = helps(&path);
+            for promised in [
+                "REMOTE_<KEY>",
+                "REMOTE_TYPE",
+                "ENCRYPTED_<KEY>",
+                "ENCRYPTION_PASSPHRASE",
+                "RCLONE_BINARY",
+                "Exit codes:",
+                "3  refused by a safety valve",
+                "version 1.70 or newer",
+            ] {
+                assert!(
+                    long.contains(promised),
+                    "{path:?} --help lacks {promised:?}"
+                );
+            }
+            assert!(short.contains("REMOTE_*") && short.contains("ENCRYPTION_PASSPHRASE"));
+        }
+        let (long, _) = helps(&["remote-to-remote-sync"]);
+        assert!(long.contains("SOURCE_<KEY>") && long.contains("SOURCE_ENCRYPTION_PASSPHRASE"));
+    }
+
+    /// Every command line shown under "Examples:" parses (so the help cannot show a flag that
+    /// was renamed).
+    #[test]
+    fn the_examples_in_the_help_parse() {
+        let mut checked = 0;
+        for path in std::iter::once(vec![]).chain(subcommand_paths()) {
+            let (long, _) = helps(&path);
+            let examples = long.split("Examples:").nth(1).expect("examples");
+            let examples = examples.replace("\\\n", " ");
+            for line in examples.lines() {
+                let Some(at) = line.find("volume-syncing-operator ") else {
+                    continue;
+                };
+                if line[at..].starts_with("volume-syncing-operator COMMAND") {
+                    continue;
+                }
+                let words = shell_words(&line[at..]);
+                Cli::try_parse_from(&words)
+                    .unwrap_or_else(|e| panic!("example does not parse: {words:?}\n{e}"));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "only {checked} examples found");
     }
 
     #[test]
