@@ -89,7 +89,7 @@ kube-apiserver:
 test: tools lint test-only
 
 test-only: tools kube-apiserver image test-packages
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets --no-fail-fast
 
 ## test-packages: Debian packages the tests run for real: PostgreSQL 15 (tests/fidelity.rs starts
 ## a server on a restored data directory) and libnss-wrapper (a user name for its uid 65312).
