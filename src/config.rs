@@ -255,6 +255,14 @@ impl Drop for ConfigFile {
     }
 }
 
+/// Logs a redacted config at debug level, one event per line: a log line never holds a line
+/// break (see [`crate::logging`]).
+pub fn log_redacted(redacted: &str) {
+    for line in redacted.lines() {
+        tracing::debug!("rendered rclone config (secrets redacted): {line}");
+    }
+}
+
 /// Reads a user's rclone.conf and checks that it defines the sections the command uses
 /// (`[remote]`, and `[source]` for remote-to-remote-sync).
 pub fn read_existing(path: &Path, sections: &[&str]) -> Result<String> {

@@ -662,16 +662,17 @@ impl Job {
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, false, self.dry_run)).await?;
         }
-        if let Some(guard) = &self.plain_guard {
-            let what = "a restore would replace the local files with ciphertext";
-            unless_aborted(abort, guard.verify(&self.rclone, what)).await?;
-        }
         if check_remote {
             unless_aborted(
                 abort,
                 safety::check_remote_not_empty(&self.rclone, &self.remote),
             )
             .await?;
+        }
+        // After the emptiness valve, so that a remote that cannot be listed is its refusal.
+        if let Some(guard) = &self.plain_guard {
+            let what = "a restore would replace the local files with ciphertext";
+            unless_aborted(abort, guard.verify(&self.rclone, what)).await?;
         }
         let excludes = self.exclude_links(abort).await?;
         let marker = self.local.join(RESTORE_MARKER);

@@ -348,7 +348,7 @@ async fn build(
                 });
             }
             if verbose >= 2 {
-                tracing::debug!("rendered rclone config (secrets redacted):\n{redacted}");
+                config::log_redacted(&redacted);
             }
             scrubber.extend(config::secret_values(&text));
             (ConfigFile::private(&text)?, remote, key_check)
@@ -558,7 +558,7 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
         ends.push((source, destination));
     }
     if verbose >= 2 {
-        tracing::debug!("rendered rclone config (secrets redacted):\n{redacted}");
+        config::log_redacted(&redacted);
     }
     scrubber.extend(config::secret_values(&text));
     let config = if common.no_template && destination_crypt.is_none() && source_crypt.is_none() {
