@@ -61,7 +61,8 @@ pub struct MarkerWriter {
 }
 
 impl MarkerWriter {
-    /// After the key check of an upload that is not a dry run.
+    /// After the key check of an upload that is not a dry run: that check has written its own
+    /// object if it was missing, so the bucket exists and no bucket check is needed.
     pub async fn ensure(&self, rclone: &Rclone, raw_remote: &str) -> Result<()> {
         if self.written.load(Ordering::Relaxed) {
             return Ok(());
@@ -70,7 +71,6 @@ impl MarkerWriter {
         let cat = ["cat".into(), OsString::from(&marker)];
         let present = match rclone.output(&cat, None, "cat (encryption marker)").await {
             Ok(text) => text == MARKER_CONTENT,
-            // The bucket does not exist yet: the sync creates it, and the marker follows.
             Err(e) if matches!(e.rclone_exit_code(), Some(3 | 4)) => false,
             Err(e) => return Err(e),
         };
@@ -80,20 +80,9 @@ impl MarkerWriter {
                 OsString::from(&marker),
                 crate::rclone::NO_BUCKET_CHECK.into(),
             ];
-            match rclone
+            rclone
                 .output(&rcat, Some(MARKER_CONTENT), "rcat (encryption marker)")
-                .await
-            {
-                Ok(_) => {}
-                // A new bucket: the write without the bucket check finds none; with it, rclone
-                // creates the bucket first.
-                Err(_) => {
-                    let rcat = ["rcat".into(), OsString::from(&marker)];
-                    rclone
-                        .output(&rcat, Some(MARKER_CONTENT), "rcat (encryption marker)")
-                        .await?;
-                }
-            }
+                .await?;
             tracing::info!(
                 marker = %marker,
                 "wrote the plain marker that keeps runs without the key away from this encrypted path"

@@ -409,7 +409,7 @@ pub fn name_links(links: &[PathBuf]) -> String {
     let mut named: Vec<String> = links
         .iter()
         .take(LINKS_NAMED)
-        .map(|l| crate::volume_meta::shown(&l.to_string_lossy()))
+        .map(|l| crate::logging::untrusted(&l.to_string_lossy()))
         .collect();
     if links.len() > LINKS_NAMED {
         named.push(format!("and {} more", links.len() - LINKS_NAMED));
@@ -440,12 +440,12 @@ pub async fn check_links(
         Ok(Some(object)) => format!(
             "the remote holds objects beneath paths that are symlinks in the target (e.g. \"{}\"); \
              rclone would write and delete through them, outside the target. Links: {named}",
-            crate::volume_meta::shown(&object)
+            crate::logging::untrusted(&object)
         ),
         Err(e) => format!(
             "cannot tell whether the remote holds objects beneath the symlinks of the target \
              ({named}): {}",
-            crate::volume_meta::shown(&format!("{e:#}"))
+            crate::logging::untrusted(&format!("{e:#}"))
         ),
     };
     if skip {

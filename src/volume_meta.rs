@@ -91,6 +91,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 
 use crate::error::{Error, Result};
+use crate::logging::untrusted;
 use crate::rclone::Rclone;
 
 /// Name of the manifest object at the root of the remote path.
@@ -572,14 +573,10 @@ impl Skipped {
     fn add(&mut self, p: &str, why: &str) {
         self.count += 1;
         if self.first.len() < SHOWN_PATHS {
-            self.first.push(format!("{} ({})", shown(p), shown(why)));
+            self.first
+                .push(format!("{} ({})", untrusted(p), untrusted(why)));
         }
     }
-}
-
-/// A string from the remote as a log line may show it (see [`crate::logging::untrusted`]).
-pub fn shown(s: &str) -> String {
-    crate::logging::untrusted(s)
 }
 
 /// Why an entry's path cannot be applied, if it cannot: too long for the kernel, or one of
@@ -633,7 +630,7 @@ fn parse_within(
             return Err("data after the end line".into());
         }
         let line: Line = serde_json::from_slice(raw)
-            .map_err(|e| format!("line {}: {}", i + 1, shown(&e.to_string())))?;
+            .map_err(|e| format!("line {}: {}", i + 1, untrusted(&e.to_string())))?;
         match line {
             Line::Header {
                 format,
@@ -643,10 +640,10 @@ fn parse_within(
                 if i != 0 || format != FORMAT {
                     return Err(format!(
                         "unknown format \"{}\" (expected \"{FORMAT}\")",
-                        shown(&format)
+                        untrusted(&format)
                     ));
                 }
-                header = Some((shown(&generation), shown(&written)));
+                header = Some((untrusted(&generation), untrusted(&written)));
             }
             Line::End { entries } => end = Some(entries),
             other => {
@@ -659,7 +656,7 @@ fn parse_within(
                 let p = other.path().unwrap_or_default();
                 let is_root_dir = p.is_empty() && matches!(other, Line::Dir { .. });
                 if !is_root_dir && !safe_relative(p) {
-                    return Err(format!("unsafe path \"{}\"", shown(p)));
+                    return Err(format!("unsafe path \"{}\"", untrusted(p)));
                 }
                 let why = unusable_path(p).or(match &other {
                     Line::Link { to, .. } if to.len() > MAX_PATH_BYTES => {
@@ -811,8 +808,8 @@ pub fn apply(root: &Path, manifest: &Manifest, options: ApplyOptions) -> Result<
                 ctx.applied.skipped_special += 1;
                 if ctx.applied.skipped_special <= MISMATCHES_LOGGED {
                     tracing::warn!(
-                        path = %shown(p),
-                        kind = %shown(kind),
+                        path = %untrusted(p),
+                        kind = %untrusted(kind),
                         "not restored: the upload skipped this special file"
                     );
                 }
@@ -994,7 +991,7 @@ impl Ctx<'_> {
     fn mismatch(&mut self, p: &str, why: &str) {
         self.applied.mismatched += 1;
         if self.applied.mismatched <= MISMATCHES_LOGGED {
-            tracing::warn!(path = %shown(p), "recorded metadata not applied: {why}");
+            tracing::warn!(path = %untrusted(p), "recorded metadata not applied: {why}");
         }
     }
 
@@ -1137,7 +1134,10 @@ impl Ctx<'_> {
         if !same_content(a, &mut b).map_err(|e| io_error_std("cannot read it", e))? {
             self.mismatch(
                 other,
-                &format!("hard link of {}, restored with other content", shown(first)),
+                &format!(
+                    "hard link of {}, restored with other content",
+                    untrusted(first)
+                ),
             );
             return Ok(());
         }
