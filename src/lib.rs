@@ -1,135 +1,32 @@
-//! volume-syncing-operator keeps a directory and an rclone remote in sync, safely.
+//! The binary's front: the command line ([`cli`]) and the dispatch of each command to the
+//! crate that runs it.
 //!
-//! # Theory of operation
-//! 1. [`cli`] parses the command line; [`plan`] turns it and the environment (`REMOTE_*`,
-//!    `ENCRYPTED_*`) into a validated plan: a private rclone.conf ([`config`], [`crypt`]), the
-//!    resolved rclone binary, a parsed schedule ([`schedule`]). Bad input stops here (exit 2).
-//! 2. A [`job::Job`] is one sync: the safety valves ([`safety`], and the encryption key check)
-//!    refuse anything that would wipe data (exit 3), then rclone runs as a child in its own
-//!    process group with its log streamed into ours ([`rclone`]). An upload first takes the
-//!    lease of the remote path ([`lease`]: one writer per path) and keeps it until it ends; a
-//!    one-shot restore waits while a writer holds it.
-//! 3. [`supervisor`] runs the job once, or — on a [`schedule`] and/or on file changes
-//!    ([`watch`]) — until SIGTERM/SIGINT and then once more; [`pidfile`] lets `interrupt` (a
-//!    preStop hook) trigger that and wait for it; [`metrics`] and [`http`] make it observable.
-//! 4. Restore fidelity ([`volume_meta`]): the upload records what rclone cannot keep (modes,
-//!    owners, symlinks, empty directories, hard links) in a manifest beside the data; the
-//!    restore applies it after the data sync, only where it matches the restored data.
-//! 5. Every error is an [`error::Error`], mapped to an exit code in one place.
-//! 6. [`replicate`] is `remote-to-remote-sync`: pairs of remote paths, each with its own valves,
-//!    lease and summary, run by the same [`supervisor`] (a [`supervisor::Task`], as a job is).
-//! 7. [`operator`] is the Kubernetes side (the PodFilesystemSync resource, `inject`, and with
-//!    the `operator` feature the admission webhook): it builds command lines for steps 1–3 and
-//!    depends on them, never the other way round.
-//!
-//! The rendered config lives exactly as long as the plan: signals are turned into ordinary
-//! returns, so it is removed on every exit path short of SIGKILL.
+//! The workspace's crates are the architecture; arrows point down only:
+//! - this crate (`volume-syncing-operator`): the top-level command line and the binaries;
+//! - `vso-k8s` (with the `operator` feature): the PodFilesystemSync resource, `inject`, `crd`
+//!   and the admission webhook; it builds command lines for the core and depends on it;
+//! - [`vso_core`]: the sync core (plan, remote, sync, daemon), with its own theory of
+//!   operation; it cannot import Kubernetes code, because it does not depend on it.
 
-pub mod cause;
 pub mod cli;
-pub mod config;
-pub mod crypt;
-pub mod crypt_marker;
-pub mod error;
-pub mod http;
-pub mod job;
-pub mod lease;
-pub mod logging;
-pub mod mass_delete;
-pub mod metrics;
-pub mod operator;
-pub mod pidfile;
-pub mod plan;
-pub mod rclone;
-pub mod remote_path;
-pub mod replicate;
-pub mod safety;
-pub mod schedule;
-pub mod scrub;
-pub mod supervisor;
-pub mod volume_meta;
-pub mod watch;
 
-use std::sync::Arc;
-
-use cli::{Cli, Command, default_pid_path};
-use error::Result;
-use metrics::Metrics;
-use supervisor::{LongRunning, Signals, Task};
+use cli::{Cli, Command};
+use vso_core::error::Result;
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<()> {
-    if let Command::Interrupt(args) = &cli.command {
-        // Keeps the default signal handling: Ctrl-C stops the waiting.
-        let path = args.pid_path.clone().unwrap_or_else(default_pid_path);
-        return pidfile::interrupt(&path, args.timeout).await;
-    }
-    match &cli.command {
-        Command::Inject(args) => return operator::run_inject(args),
-        Command::Crd => return operator::run_crd(),
+    let verbose = cli.verbose;
+    let command = match cli.command {
+        Command::SyncToRemote(args) => vso_core::Command::SyncToRemote(args),
+        Command::RemoteToLocalSync(args) => vso_core::Command::RemoteToLocalSync(args),
+        Command::RemoteToRemoteSync(args) => vso_core::Command::RemoteToRemoteSync(args),
+        Command::Interrupt(args) => vso_core::Command::Interrupt(args),
         #[cfg(feature = "operator")]
-        Command::Operator(args) => return operator::run::run(args).await,
-        _ => {}
-    }
-    // Signals are caught before anything is created, so no exit path skips the clean-up.
-    let signals = Signals::new()?;
-    let plan = match cli.command {
-        Command::SyncToRemote(args) => plan::upload(args, cli.verbose).await?,
-        Command::RemoteToLocalSync(args) => plan::restore(args, cli.verbose).await?,
-        Command::RemoteToRemoteSync(args) => {
-            let plan = plan::replicate(args, cli.verbose).await?;
-            replicate::keep_leases(&plan.replication);
-            let result = supervise(plan.replication, None, plan.long_running, signals).await;
-            drop(plan.config);
-            return result;
-        }
-        _ => unreachable!("handled above"),
+        Command::Inject(args) => return vso_k8s::run_inject(&args),
+        #[cfg(feature = "operator")]
+        Command::Crd => return vso_k8s::run_crd(),
+        #[cfg(feature = "operator")]
+        Command::Operator(args) => return vso_k8s::run::run(&args).await,
     };
-    // A test build panics here on request, with the secret on disk: the panic hook must remove
-    // it (tests/trust_secrets.rs). Release builds have no such switch.
-    #[cfg(debug_assertions)]
-    if std::env::var_os("VOLUME_SYNCING_OPERATOR_TEST_PANIC").is_some() {
-        panic!("deliberate panic for a test (VOLUME_SYNCING_OPERATOR_TEST_PANIC)");
-    }
-    let lease = lease::Lease::of_job(&plan.job, plan.lease.clone())?.map(Arc::new);
-    if let Some(lease) = &lease {
-        tokio::spawn(Arc::clone(lease).keep());
-    }
-    let result = supervise(plan.job, lease.clone(), plan.long_running, signals).await;
-    // After the last sync, on every path that gets here (so short of SIGKILL).
-    if let Some(lease) = &lease {
-        lease.release().await;
-    }
-    drop(plan.config);
-    result
-}
-
-/// Runs the task once, or in the long-running mode until a signal.
-async fn supervise<T: Task>(
-    task: T,
-    lease: Option<Arc<lease::Lease>>,
-    long_running: Option<plan::LongRunningPlan>,
-    signals: Signals,
-) -> Result<()> {
-    match long_running {
-        None => supervisor::run_once(&task, lease.as_deref(), signals).await,
-        Some(long) => {
-            let metrics = Arc::new(Metrics::new(
-                long.max_consecutive_failures,
-                long.max_sync_age,
-            ));
-            if let Some(address) = &long.metrics_address {
-                http::serve(address, Arc::clone(&metrics)).await?;
-            }
-            let mode = LongRunning {
-                schedule: long.schedule,
-                watch: long.watch,
-                shutdown_timeout: long.shutdown_timeout,
-                pid_path: &long.pid_path,
-                metrics,
-                lease,
-            };
-            supervisor::run_long(Arc::new(task), mode, signals).await
-        }
-    }
+    vso_core::run(command, verbose).await
 }

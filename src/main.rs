@@ -4,12 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use volume_syncing_operator::cli::{Cli, LogFormat};
-use volume_syncing_operator::error::report;
-use volume_syncing_operator::{logging, run};
+use volume_syncing_operator::run;
+use vso_core::error::report;
+use vso_core::{logging, remote};
 
 fn main() -> ExitCode {
-    // First: a panic anywhere later still removes the private rclone.conf (see config.rs).
-    volume_syncing_operator::config::remove_secrets_on_panic();
+    // First: a panic anywhere later still removes the private rclone.conf (see remote::config).
+    remote::config::remove_secrets_on_panic();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -11,7 +11,7 @@ mod support;
 
 use std::process::Command;
 
-use volume_syncing_operator::config::{REMOTE_SECTION, collect_options, render_section};
+use vso_core::remote::config::{REMOTE_SECTION, collect_options, render_section};
 
 /// Pieces values are made of.
 const PIECES: [&str; 31] = [

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_yaml::Value;
 use support::{ACCESS_KEY, BUCKET, SECRET_KEY, Snapshot, files_only, random_bytes, snapshot};
-use volume_syncing_operator::schedule::parse_duration;
+use vso_core::duration::parse_duration;
 
 /// The uid the image runs as (Dockerfile `USER`, manifests' `runAsUser`).
 const IMAGE_UID: &str = "65312";

@@ -1144,7 +1144,7 @@ fn default_transfer_flags_reach_rclone_and_user_flags_win() {
             })
             .replace("\\\"", "\"")
     };
-    let ours = volume_syncing_operator::job::DEFAULT_TRANSFER_FLAGS
+    let ours = vso_core::remote::rclone::DEFAULT_TRANSFER_FLAGS
         .map(|flag| format!("{flag:?}"))
         .join(" ");
 

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use clap::CommandFactory;
-use volume_syncing_operator::cli::{Cli, MIN_RCLONE_VERSION};
+use volume_syncing_operator::cli::Cli;
+use vso_core::cli::MIN_RCLONE_VERSION;
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = volume_syncing_operator::lease::parse_lease(data);
+    let _ = vso_core::sync::lease::parse_lease(data);
 });

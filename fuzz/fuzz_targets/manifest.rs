@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = volume_syncing_operator::volume_meta::parse(data);
+    let _ = vso_core::sync::fidelity::parse(data);
 });

@@ -2,7 +2,9 @@
 //! with a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use volume_syncing_operator::{remote_path, schedule};
+use vso_core::daemon::schedule;
+use vso_core::duration;
+use vso_core::remote::path as remote_path;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -10,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = remote_path::validate(text, "-d");
     let _ = schedule::Schedule::parse(text);
-    if let Ok(d) = schedule::parse_duration(text) {
-        let _ = schedule::format_duration(d);
+    if let Ok(d) = duration::parse_duration(text) {
+        let _ = duration::format_duration(d);
     }
 });

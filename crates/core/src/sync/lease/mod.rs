@@ -1,0 +1,1158 @@
+//! One writer per remote path: a lease object beside the data, taken before an upload changes
+//! anything, renewed while the uploader runs, released after its final sync; and, on the restore
+//! side, a bounded wait while a writer holds it.
+//!
+//! # The lease object
+//! `<remote path>/.volume-syncing-operator.lease`, under [`crate::sync::valves::safety::INTERNAL_FILE_PREFIX`], so every
+//! sync, listing, valve and restore already ignores it. It is read and written through exactly
+//! the remote the sync uses (through crypt when encryption is on): `rclone cat`, `rclone rcat`,
+//! `rclone deletefile`. It is JSON: the holder (host: `POD_NAME`, else `HOSTNAME`, else the
+//! kernel's host name; pid; a random id made at start), `started`, `renewed`, `expires`.
+//!
+//! # Protocol (object stores without conditional writes)
+//! - **Acquire**: read the lease. A lease of someone else that is live (now <= expires + the
+//!   maximum clock skew) refuses the upload (exit 3, rule `remote-in-use`) unless
+//!   `--force-take-over-lease`; an expired one is taken over with a warning. Then write ours,
+//!   wait the settle delay `D` ([`SETTLE`]), and read it back: still ours means acquired;
+//!   anything else means we lost a race and are refused as well.
+//! - **Why two racers cannot both proceed**: every writer bounds the gap `G` ([`MAX_WRITE_GAP`])
+//!   between the start of its read and the end of its write, and `D >= G`. Say A's write takes
+//!   effect first and B's second. If B's write takes effect before A's read-back starts, A reads
+//!   B's lease and gives up. Otherwise B's write took effect after A's read-back started, which
+//!   is at least `D` after A's write ended; B's read started at most `G <= D` before B's write
+//!   ended, so after A's write took effect: B read A's live lease and never wrote. So at most
+//!   one proceeds; both may give up (they retry on their schedule). A writer whose gap exceeds
+//!   `G` cannot rely on this: it reads back, deletes its lease if it is still there, and retries
+//!   (a holder it may have overwritten then finds its lease gone at its next renewal and stops).
+//! - **Assumptions**: read-after-write consistency for single objects (S3 has it since December
+//!   2020; GCS, Azure and most others too); clocks of all writers within the maximum clock skew
+//!   (`--lease-max-clock-skew`) of each other; and that every writer of a path runs this
+//!   protocol with the same `G` and `D` (they are constants of the program).
+//! - **Renew**: while held, every TTL/3 (a timer independent of syncs): read, check it is still
+//!   ours, write it with a new expiry — one small write per renewal, none per file. A lease that
+//!   is no longer ours (taken over, or deleted) is lost: the running upload is stopped at once
+//!   and fails loudly; a long-running uploader must take the lease again before its next sync
+//!   (refused while the new writer holds it, /healthz 503). A renewal that fails (remote unreachable) is retried; if the
+//!   lease cannot be renewed before `expires` minus the time rclone needs to stop, it is
+//!   treated as lost too, because from then on another writer may take it over.
+//! - **Release**: after the one-shot run or the final sync, on every exit path short of
+//!   SIGKILL: read, and delete if still ours. A holder killed by SIGKILL leaves its lease, which
+//!   the next writer takes over once it has expired.
+//! - `--force-take-over-lease` skips the liveness check only; the write, settle and read-back
+//!   are the same. If the old holder is in fact alive, both upload until its next renewal
+//!   (at most TTL/3), when it finds the lease taken and stops: the flag is for a holder known to
+//!   be gone.
+//! - `--dry-run` never writes: it reads the lease, warns if someone holds it, and goes on.
+//!
+//! # Restore side
+//! `remote-to-local-sync` (one-shot) reads the lease first and, while a live lease is held,
+//! waits (`--wait-for-writer`, progress logged) for it to be released or to expire; so a new
+//! Pod's init container restores what the old Pod's final sync wrote. On timeout: exit 1.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use crate::duration::format_duration;
+use crate::error::{Error, Result};
+use crate::logging::untrusted;
+use crate::remote::rclone::{Abort, Rclone, STOP_GRACE, aborted};
+use crate::sync::job::Job;
+
+/// The name of the lease object at the top of the remote path.
+pub const LEASE_OBJECT: &str = ".volume-syncing-operator.lease";
+/// The safety rule of a refusal because another writer holds the lease.
+pub const RULE: &str = "remote-in-use";
+pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
+/// The longest allowed gap between the start of reading the lease and the end of writing ours
+/// (`G` in the module doc): two rclone starts (with crypt, each derives the key with scrypt)
+/// and two small requests. Measured up to 4s on a 2-core node at a load of 12; 5s leaves room.
+pub const MAX_WRITE_GAP: Duration = Duration::from_secs(5);
+/// How long a new lease must stay ours before it counts as acquired (`D >= G`).
+pub const SETTLE: Duration = MAX_WRITE_GAP;
+/// How often an acquisition whose write was too slow is tried again before giving up.
+const ACQUIRE_ATTEMPTS: u32 = 3;
+/// Upper bound of one lease call (rclone also gets the short-check timeouts).
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+/// The shortest TTL: renewals every TTL/3 must leave room for the settle delay and a retry.
+pub const MIN_TTL: Duration = Duration::from_secs(15);
+/// The reason given to a running rclone stopped because the lease was lost.
+pub const LOST_REASON: &str = "the loss of the remote lease";
+
+/// Lease settings of an uploader.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub ttl: Duration,
+    pub max_skew: Duration,
+    pub force_take_over: bool,
+}
+
+/// What a run does with the lease.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// An upload: acquire, renew, release.
+    Writer(WriterSettings),
+    /// A one-shot restore: wait up to `wait` while a live lease is held (zero: do not wait).
+    Reader { wait: Duration, max_skew: Duration },
+    /// No lease (a scheduled restore: mirroring a live writer is its purpose).
+    None,
+}
+
+/// Who holds a lease.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    pub id: String,
+}
+
+impl fmt::Display for Holder {
+    /// Read from the remote, so escaped for the log ([`untrusted`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (pid {}, id {})",
+            untrusted(&self.host),
+            self.pid,
+            untrusted(&self.id)
+        )
+    }
+}
+
+impl Holder {
+    /// This process: host or Pod name, pid, and a random id (pids repeat across containers).
+    fn me() -> Result<Holder> {
+        let host = ["POD_NAME", "HOSTNAME"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find(|v| !v.trim().is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown-host".into());
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .context("cannot read /dev/urandom for the lease id")?;
+        Ok(Holder {
+            host,
+            pid: std::process::id(),
+            id: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+}
+
+/// The content of the lease object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub holder: Holder,
+    pub started: String,
+    pub renewed: String,
+    pub expires: String,
+}
+
+impl Record {
+    /// Our lease, written at `now`, and its expiry. Checked: a TTL the flags did not bound
+    /// must not overflow into a panic or into a year no writer can parse back.
+    fn new(
+        holder: Holder,
+        started: DateTime<Utc>,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<(Record, DateTime<Utc>)> {
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .filter(|t| t.year() <= 9999)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "--lease-ttl {} puts the lease's expiry out of range",
+                    format_duration(ttl)
+                ))
+            })?;
+        let record = Record {
+            holder,
+            started: rfc3339(started),
+            renewed: rfc3339(now),
+            expires: rfc3339(expires),
+        };
+        Ok((record, expires))
+    }
+
+    fn renewed_at(&self) -> Option<DateTime<Utc>> {
+        parse_time(&self.renewed)
+    }
+
+    fn expires_at(&self) -> Option<DateTime<Utc>> {
+        parse_time(&self.expires)
+    }
+
+    /// When this lease, read from the remote, counts as expiring: its `expires`, unless that
+    /// does not parse or lies more than the longest TTL after the lease was written ([`Expiry`]).
+    fn expiry(&self, now: DateTime<Utc>, max_skew: Duration) -> Expiry {
+        let renewed = self
+            .renewed_at()
+            .filter(|r| *r <= add(now, max_skew).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        let Some(anchor) = renewed else {
+            return Expiry::Unanchored(format!(
+                "its renewal time {:?} does not parse or lies in the future",
+                untrusted(&self.renewed)
+            ));
+        };
+        let cap = add(anchor, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        match self.expires_at() {
+            Some(expires) if expires <= cap => Expiry::Stated(expires),
+            Some(_) => Expiry::Capped(
+                cap,
+                format!(
+                    "its expiry {:?} lies more than the longest --lease-ttl ({}) after its renewal",
+                    untrusted(&self.expires),
+                    format_duration(MAX_TTL)
+                ),
+            ),
+            None => Expiry::Capped(
+                cap,
+                format!("its expiry {:?} does not parse", untrusted(&self.expires)),
+            ),
+        }
+    }
+}
+
+/// What a lease read from the remote says about its expiry. Any writer of the bucket can put
+/// anything there, so an expiry is believed only up to [`MAX_TTL`] after the lease's renewal
+/// time; a lease whose times say nothing usable is judged by when the object was written.
+/// Never "forever" (which would block every writer), never ignored (which would turn the lease
+/// off): an absurd lease counts as live for at most a day after it was written, with a warning.
+#[derive(Debug, Clone, PartialEq)]
+enum Expiry {
+    /// The lease's own, plausible expiry.
+    Stated(DateTime<Utc>),
+    /// The lease's renewal time plus [`MAX_TTL`], and why its own expiry was not believed.
+    Capped(DateTime<Utc>, String),
+    /// No usable renewal time: the object's modification time is needed (one more call).
+    Unanchored(String),
+}
+
+/// The longest TTL a writer may set (`--lease-ttl`): how far a lease's expiry may lie after its
+/// renewal before it is not believed.
+pub const MAX_TTL: Duration = crate::cli::bounds::LEASE_TTL.1;
+
+/// The longest lease object that is read (`rclone cat --count`): ours are ~250 bytes.
+const MAX_LEASE_BYTES: usize = 64 * 1024;
+
+/// `t + d`, or `None` when out of range.
+fn add(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(chrono::Duration::from_std(d).ok()?)
+}
+
+/// Whether a lease expiring at `expires` is still live at `now`, allowing for the clock skew.
+fn is_live(expires: DateTime<Utc>, now: DateTime<Utc>, max_skew: Duration) -> bool {
+    add(expires, max_skew).is_none_or(|until| now <= until)
+}
+
+/// Parses the bytes of a lease object; never panics (fuzzed). `Err` says why it is not a lease
+/// (not JSON, no holder, too long). The times are strings, judged later ([`Expiry`]): a lease
+/// whose times do not parse is still a lease, whose holder is worth naming.
+pub fn parse_lease(bytes: &[u8]) -> Result<Record, String> {
+    if bytes.len() > MAX_LEASE_BYTES {
+        return Err(format!(
+            "longer than {MAX_LEASE_BYTES} bytes; a lease is a few hundred"
+        ));
+    }
+    serde_json::from_slice::<Record>(bytes)
+        .map_err(|e| format!("not a lease: {}", untrusted(&e.to_string())))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// What reading the lease found.
+#[derive(Debug)]
+enum Found {
+    Nothing,
+    Lease(Record),
+    /// An object that is not a lease of ours (corrupt, or another program's).
+    Unreadable(String),
+}
+
+/// The lease of a remote path, through the remote the sync uses.
+pub struct Lease {
+    rclone: Rclone,
+    object: String,
+    display: String,
+    me: Holder,
+    role: Role,
+    dry_run: bool,
+    /// The lease we hold, if any. The async mutex also serialises acquire, renew and release.
+    held: Mutex<Option<Held>>,
+    /// Mirrors `held.is_some()` for synchronous readers (the health state).
+    holding: AtomicBool,
+    /// How often the lease was acquired: a change tells the user of the lease that another
+    /// writer may have written the path meanwhile ([`Lease::acquisitions`]).
+    acquisitions: AtomicU64,
+    lost: watch::Sender<Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    started: DateTime<Utc>,
+    expires: DateTime<Utc>,
+    /// When the next renewal is due.
+    renew_at: Instant,
+}
+
+impl Lease {
+    /// The lease of `job`'s remote path, or `None` when the role needs none.
+    pub fn of_job(job: &Job, role: Role) -> Result<Option<Lease>> {
+        Self::new(
+            &job.rclone,
+            &job.remote,
+            &job.remote_display,
+            job.dry_run,
+            role,
+        )
+    }
+
+    /// The lease of the remote path a sync writes through `remote`, which ends in '/'
+    /// (`remote:bucket/path/`) or is a crypt root (`crypt:`); `shown` is how the user named the
+    /// path (`remote:bucket/path`). `None` when the role needs none.
+    pub fn new(
+        rclone: &Rclone,
+        remote: &str,
+        shown: &str,
+        dry_run: bool,
+        role: Role,
+    ) -> Result<Option<Lease>> {
+        if matches!(role, Role::None) {
+            return Ok(None);
+        }
+        Ok(Some(Lease {
+            rclone: rclone.for_single_objects(),
+            object: format!("{remote}{LEASE_OBJECT}"),
+            display: format!("{shown}/{LEASE_OBJECT}"),
+            me: Holder::me()?,
+            role,
+            dry_run,
+            held: Mutex::new(None),
+            holding: AtomicBool::new(false),
+            acquisitions: AtomicU64::new(0),
+            lost: watch::channel(None).0,
+        }))
+    }
+
+    /// Before a run: a writer acquires the lease (a no-op while held), a reader waits for the
+    /// writer. Temporary rclone failures are retried `retries` times, as the sync's are; a
+    /// signal (`abort`) stops either.
+    pub async fn before_run(&self, abort: &mut Abort, retries: u32) -> Result<()> {
+        let mut backoff = Duration::from_secs(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let work = async {
+                match &self.role {
+                    Role::Writer(settings) => self.acquire(settings).await,
+                    Role::Reader { wait, max_skew } => self.wait_for_writer(*wait, *max_skew).await,
+                    Role::None => Ok(()),
+                }
+            };
+            let result = tokio::select! {
+                reason = aborted(abort) => {
+                    // A signal between writing our lease and holding it would leave the lease
+                    // to block others until it expires.
+                    if matches!(self.role, Role::Writer(_)) && !self.dry_run {
+                        self.withdraw().await;
+                    }
+                    Err(Error::Interrupted(reason))
+                }
+                result = work => result,
+            };
+            match result {
+                Err(e) if is_retryable(&e) && attempt <= retries => {
+                    tracing::warn!(
+                        attempt,
+                        retries,
+                        "the lease step failed with a temporary error: {e}; retrying in {}",
+                        format_duration(backoff)
+                    );
+                    tokio::select! {
+                        reason = aborted(abort) => return Err(Error::Interrupted(reason)),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether uploads may go on: the lease is held (or this is a dry run, which never takes
+    /// it). Readable without waiting for a lease call in progress.
+    pub fn may_upload(&self) -> bool {
+        self.dry_run || self.holding.load(Ordering::Relaxed)
+    }
+
+    fn set_held(&self, slot: &mut Option<Held>, value: Option<Held>) {
+        self.holding.store(value.is_some(), Ordering::Relaxed);
+        *slot = value;
+    }
+
+    /// How many times this process acquired the lease. When it changes across a run's lease
+    /// step, the lease was (re)taken: after a loss another writer may have written the path, so
+    /// what the process remembers of the remote (the manifest it wrote, the upload record) is
+    /// no longer true.
+    pub fn acquisitions(&self) -> u64 {
+        self.acquisitions.load(Ordering::Relaxed)
+    }
+
+    /// Receives `Some(why)` once a held lease is lost.
+    pub fn lost(&self) -> watch::Receiver<Option<String>> {
+        self.lost.subscribe()
+    }
+
+    fn settings(&self) -> Option<&WriterSettings> {
+        match &self.role {
+            Role::Writer(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    async fn acquire(&self, settings: &WriterSettings) -> Result<()> {
+        let mut held = self.held.lock().await;
+        if held.is_some() {
+            return Ok(());
+        }
+        for attempt in 1..=ACQUIRE_ATTEMPTS {
+            let start = Instant::now();
+            let now = Utc::now();
+            match self.read().await? {
+                Found::Nothing => {}
+                Found::Lease(record) if record.holder.id == self.me.id => {}
+                Found::Lease(record) => {
+                    let expires = self.judged_expiry(&record, now, settings.max_skew).await?;
+                    let live = is_live(expires, now, settings.max_skew);
+                    if live && self.dry_run {
+                        tracing::warn!(
+                            holder = %record.holder,
+                            expires = rfc3339(expires),
+                            "dry run: {} is held by another writer; a real upload would be refused (rule '{RULE}')",
+                            self.display
+                        );
+                        return Ok(());
+                    } else if live && !settings.force_take_over {
+                        return Err(self.in_use(&record, expires));
+                    } else if live {
+                        tracing::warn!(
+                            holder = %record.holder,
+                            expires = rfc3339(expires),
+                            "{FORCE_TAKE_OVER}: taking over the live lease {} of {}; if that writer \
+                             is still running, it stops at its next renewal",
+                            self.display,
+                            record.holder
+                        );
+                    } else {
+                        tracing::warn!(
+                            holder = %record.holder,
+                            expired = rfc3339(expires),
+                            "taking over the expired lease {} of {} (it did not release it: \
+                             killed, or its node was lost)",
+                            self.display,
+                            record.holder
+                        );
+                    }
+                }
+                Found::Unreadable(why) if !settings.force_take_over && !self.dry_run => {
+                    // Not a lease, but maybe another release's: held for the longest TTL after
+                    // it was written, then replaced (never a block for ever).
+                    let written = self.written_at(now).await?;
+                    let until = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    if is_live(until, now, settings.max_skew) {
+                        return Err(Error::refused(
+                            RULE,
+                            format!(
+                                "the lease object {} cannot be read as a lease ({why}); written \
+                                 {}, it counts as held until {} (the longest --lease-ttl after \
+                                 it was written)",
+                                self.display,
+                                rfc3339(written),
+                                rfc3339(until)
+                            ),
+                            FORCE_TAKE_OVER,
+                        ));
+                    }
+                    tracing::warn!(
+                        "replacing the unreadable lease {} ({why}): written {}, more than the \
+                         longest --lease-ttl ({}) ago",
+                        self.display,
+                        rfc3339(written),
+                        format_duration(MAX_TTL)
+                    );
+                }
+                Found::Unreadable(why) => {
+                    tracing::warn!("replacing the unreadable lease {} ({why})", self.display);
+                }
+            }
+            if self.dry_run {
+                tracing::info!("dry run: the lease {} is not written", self.display);
+                return Ok(());
+            }
+            let (record, expires) = Record::new(self.me.clone(), now, now, settings.ttl)?;
+            self.write(&record).await?;
+            let gap = start.elapsed();
+            tokio::time::sleep(SETTLE).await;
+            match self.read().await? {
+                Found::Lease(back) if back.holder.id == self.me.id => {
+                    if gap <= MAX_WRITE_GAP {
+                        tracing::info!(
+                            lease = self.display,
+                            expires = record.expires,
+                            "acquired the lease: this process is the only writer of the remote path"
+                        );
+                        let acquired = Held {
+                            started: now,
+                            expires,
+                            // Written SETTLE ago.
+                            renew_at: Instant::now() + (settings.ttl / 3).saturating_sub(SETTLE),
+                        };
+                        self.set_held(&mut held, Some(acquired));
+                        self.acquisitions.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    tracing::warn!(
+                        attempt,
+                        "writing the lease took {}, more than the {} the protocol allows; \
+                         withdrawing it and trying again",
+                        format_duration_ms(gap),
+                        format_duration_ms(MAX_WRITE_GAP)
+                    );
+                    self.delete().await?;
+                    // Racers that gave up together should not retry together.
+                    let jitter = u64::from(self.me.id.as_bytes()[0] % 16) * 125;
+                    tokio::time::sleep(SETTLE + Duration::from_millis(jitter)).await;
+                }
+                Found::Lease(other) => {
+                    return Err(Error::refused_with_hint(
+                        RULE,
+                        format!(
+                            "{} was taken by another writer, {}, at the same time (lease \
+                             expires {})",
+                            self.display,
+                            other.holder,
+                            untrusted(&other.expires)
+                        ),
+                        "Only one uploader may write to a remote path; this one gave way and \
+                         will not upload.",
+                    ));
+                }
+                Found::Nothing | Found::Unreadable(_) => {
+                    return Err(Error::refused_with_hint(
+                        RULE,
+                        format!(
+                            "the lease {} changed while it was being taken (another writer is \
+                             starting)",
+                            self.display
+                        ),
+                        "Only one uploader may write to a remote path; try again later.",
+                    ));
+                }
+            }
+        }
+        Err(Error::Other(anyhow::anyhow!(
+            "cannot take the lease {}: writing it took longer than {} {ACQUIRE_ATTEMPTS} times \
+             (remote too slow or node overloaded)",
+            self.display,
+            format_duration_ms(MAX_WRITE_GAP)
+        )))
+    }
+
+    fn in_use(&self, record: &Record, expires: DateTime<Utc>) -> Error {
+        Error::refused(
+            RULE,
+            format!(
+                "{} is in use: another writer, {}, holds its lease (started {}, renewed {}, \
+                 expires {}); two uploaders to one path delete each other's files",
+                self.display,
+                record.holder,
+                untrusted(&record.started),
+                untrusted(&record.renewed),
+                rfc3339(expires)
+            ),
+            &format!(
+                "{FORCE_TAKE_OVER} (only if that writer is gone; else stop it, or wait for the \
+                 lease to expire)"
+            ),
+        )
+    }
+
+    /// Renews the lease every TTL/3 while held; on loss, tells [`Lease::lost`]. Meant to be
+    /// spawned once per process; it runs until the process ends.
+    pub async fn keep(self: std::sync::Arc<Self>) {
+        let Some(settings) = self.settings().cloned() else {
+            return;
+        };
+        let retry = (settings.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(5));
+        loop {
+            let due = self.held.lock().await.as_ref().map(|h| h.renew_at);
+            match due {
+                // Not held (yet, or any more): look again soon; costs no remote call.
+                None => tokio::time::sleep(Duration::from_millis(500)).await,
+                Some(at) => tokio::time::sleep_until(at).await,
+            }
+            let mut held = self.held.lock().await;
+            let Some(current) = held.clone() else {
+                continue;
+            };
+            if Instant::now() < current.renew_at {
+                continue; // re-acquired or renewed meanwhile
+            }
+            match self.renew(&settings, &current).await {
+                Ok(next) => *held = Some(next),
+                Err(Renewal::Lost(why)) => {
+                    self.set_held(&mut held, None);
+                    tracing::error!(
+                        lease = self.display,
+                        "lost the lease: {why}; stopping the upload so as not to overwrite the \
+                         new writer's data"
+                    );
+                    self.lost.send_replace(Some(why));
+                }
+                Err(Renewal::Failed(e)) => {
+                    let margin = STOP_GRACE.min(settings.ttl / 3);
+                    let deadline = chrono::Duration::from_std(margin)
+                        .ok()
+                        .and_then(|m| current.expires.checked_sub_signed(m))
+                        .unwrap_or(current.expires);
+                    if Utc::now() >= deadline {
+                        self.set_held(&mut held, None);
+                        let why = format!(
+                            "it could not be renewed before it expires at {} ({e:#}); another \
+                             writer may take it over from then on",
+                            rfc3339(current.expires)
+                        );
+                        tracing::error!(lease = self.display, "lost the lease: {why}");
+                        self.lost.send_replace(Some(why));
+                        continue;
+                    }
+                    tracing::warn!(
+                        lease = self.display,
+                        "cannot renew the lease ({e:#}); retrying in {}",
+                        format_duration_ms(retry)
+                    );
+                    *held = Some(Held {
+                        renew_at: Instant::now() + retry,
+                        ..current
+                    });
+                }
+            }
+        }
+    }
+
+    async fn renew(&self, settings: &WriterSettings, current: &Held) -> Result<Held, Renewal> {
+        match self.read().await.map_err(Renewal::Failed)? {
+            Found::Lease(record) if record.holder.id == self.me.id => {}
+            Found::Lease(record) => {
+                return Err(Renewal::Lost(format!(
+                    "{} took it over (its lease expires {})",
+                    record.holder,
+                    untrusted(&record.expires)
+                )));
+            }
+            Found::Nothing => return Err(Renewal::Lost("the lease object was deleted".into())),
+            Found::Unreadable(why) => {
+                return Err(Renewal::Lost(format!(
+                    "the lease object was replaced ({why})"
+                )));
+            }
+        }
+        let now = Utc::now();
+        let (record, expires) = Record::new(self.me.clone(), current.started, now, settings.ttl)
+            .map_err(Renewal::Failed)?;
+        self.write(&record).await.map_err(Renewal::Failed)?;
+        tracing::debug!(
+            lease = self.display,
+            expires = record.expires,
+            "renewed the lease"
+        );
+        Ok(Held {
+            started: current.started,
+            expires,
+            renew_at: Instant::now() + settings.ttl / 3,
+        })
+    }
+
+    /// Deletes the lease if we hold it and it is still ours. Failures are logged: the lease
+    /// then expires on its own.
+    pub async fn release(&self) {
+        let mut held = self.held.lock().await;
+        if held.is_none() {
+            return;
+        }
+        self.set_held(&mut held, None);
+        let result = async {
+            match self.read().await? {
+                Found::Lease(record) if record.holder.id == self.me.id => {
+                    self.delete().await?;
+                    // Debug: the run's summary stays the last line of a successful run.
+                    tracing::debug!(lease = self.display, "released the lease");
+                }
+                _ => tracing::warn!(
+                    lease = self.display,
+                    "the lease is no longer ours at release; leaving it alone"
+                ),
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(
+                lease = self.display,
+                "cannot release the lease ({e}); it expires on its own"
+            );
+        }
+    }
+
+    /// Deletes a lease of ours that an interrupted acquisition may have written.
+    async fn withdraw(&self) {
+        let mut held = self.held.lock().await;
+        if held.is_some() {
+            return; // acquired: released at the end as usual
+        }
+        if let Ok(Found::Lease(record)) = self.read().await
+            && record.holder.id == self.me.id
+        {
+            match self.delete().await {
+                Ok(()) => tracing::info!(lease = self.display, "withdrew the lease"),
+                Err(e) => tracing::warn!(
+                    lease = self.display,
+                    "cannot withdraw the lease ({e}); it expires on its own"
+                ),
+            }
+        }
+        self.set_held(&mut held, None);
+    }
+
+    async fn wait_for_writer(&self, wait: Duration, max_skew: Duration) -> Result<()> {
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let mut last_log: Option<Instant> = None;
+        let mut judged: Option<((String, String, String), DateTime<Utc>)> = None;
+        loop {
+            let found = match self.read().await {
+                Ok(found) => found,
+                // The restore's own checks decide what a remote that cannot be read means.
+                Err(e) => {
+                    tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
+                    return Ok(());
+                }
+            };
+            let record = match found {
+                Found::Lease(record) => record,
+                Found::Nothing => return Ok(()),
+                Found::Unreadable(why) => {
+                    tracing::warn!("ignoring the unreadable lease {} ({why})", self.display);
+                    return Ok(());
+                }
+            };
+            let now = Utc::now();
+            // Judged (and warned about) once per lease seen, not once per poll.
+            let key = (
+                record.holder.id.clone(),
+                record.renewed.clone(),
+                record.expires.clone(),
+            );
+            let expires = match &judged {
+                Some((seen, expires)) if *seen == key => *expires,
+                _ => match self.judged_expiry(&record, now, max_skew).await {
+                    Ok(expires) => {
+                        judged = Some((key, expires));
+                        expires
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
+                        return Ok(());
+                    }
+                },
+            };
+            if !is_live(expires, now, max_skew) {
+                tracing::warn!(
+                    holder = %record.holder,
+                    expired = rfc3339(expires),
+                    "the writer's lease {} has expired without release; restoring what it left",
+                    self.display
+                );
+                return Ok(());
+            }
+            let waited = start.elapsed();
+            if waited >= wait {
+                return Err(Error::Other(anyhow::anyhow!(
+                    "a writer, {}, still holds the lease {} (expires {}) after waiting \
+                     --wait-for-writer {}; a restore now could miss its last sync. Stop that \
+                     writer (its final sync releases the lease), or wait longer",
+                    record.holder,
+                    self.display,
+                    rfc3339(expires),
+                    format_duration(wait)
+                )));
+            }
+            if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::info!(
+                    holder = %record.holder,
+                    expires = rfc3339(expires),
+                    waited_seconds = waited.as_secs(),
+                    "waiting for the writer holding {} to finish (at most {} in all)",
+                    self.display,
+                    format_duration(wait)
+                );
+                last_log = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_secs(1).min(wait - waited)).await;
+        }
+    }
+
+    async fn read(&self) -> Result<Found> {
+        // At most one byte more than a lease may be: a huge object is not read into memory.
+        let count = (MAX_LEASE_BYTES + 1).to_string();
+        let args = ["cat", "--count", count.as_str(), self.object.as_str()].map(OsString::from);
+        let text = match self.call(&args, None, "cat (lease)").await {
+            Ok(text) => text,
+            // A missing bucket or directory: no lease.
+            Err(e) if rclone_code(&e) == Some(3) => return Ok(Found::Nothing),
+            Err(e) => return Err(e),
+        };
+        if text.trim().is_empty() {
+            return Ok(Found::Nothing);
+        }
+        Ok(match parse_lease(text.as_bytes()) {
+            Ok(record) => Found::Lease(record),
+            Err(why) => Found::Unreadable(why),
+        })
+    }
+
+    /// When another writer's `record` counts as expiring ([`Record::expiry`]); warns when its
+    /// own expiry is not believed. Costs one more call only for a lease without a usable
+    /// renewal time.
+    async fn judged_expiry(
+        &self,
+        record: &Record,
+        now: DateTime<Utc>,
+        max_skew: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let (expires, why) = match record.expiry(now, max_skew) {
+            Expiry::Stated(expires) => return Ok(expires),
+            Expiry::Capped(expires, why) => (expires, why),
+            Expiry::Unanchored(why) => {
+                let written = self.written_at(now).await?;
+                let expires = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                (
+                    expires,
+                    format!("{why}; the object was written {}", rfc3339(written)),
+                )
+            }
+        };
+        tracing::warn!(
+            holder = %record.holder,
+            "the lease {} of another writer is not plausible ({why}); treating it as expiring \
+             at {}, the longest --lease-ttl ({}) after it was written",
+            self.display,
+            rfc3339(expires),
+            format_duration(MAX_TTL)
+        );
+        Ok(expires)
+    }
+
+    /// When the lease object was written, by the server's clock (`--use-server-modtime`: the
+    /// modification time a writer sets itself could lie), and never later than `now`.
+    async fn written_at(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let args = [
+            "lsjson",
+            "--stat",
+            "--use-server-modtime",
+            self.object.as_str(),
+        ]
+        .map(OsString::from);
+        let text = self.call(&args, None, "lsjson --stat (lease)").await?;
+        let written = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| parse_time(v.get("ModTime")?.as_str()?));
+        Ok(written.map_or(now, |t| t.min(now)))
+    }
+
+    async fn write(&self, record: &Record) -> Result<()> {
+        let json = serde_json::to_string(record).context("cannot encode the lease")?;
+        let args = ["rcat", self.object.as_str()].map(OsString::from);
+        match self.call(&args, Some(&json), "rcat (lease)").await {
+            // The lease may be the first write to a new bucket, so the bucket check is kept
+            // unless the provider's answer to it proves the bucket exists.
+            Err(e) if crate::remote::rclone::is_bucket_already_exists(&e) => {
+                let args = [
+                    "rcat",
+                    self.object.as_str(),
+                    crate::remote::rclone::NO_BUCKET_CHECK,
+                ]
+                .map(OsString::from);
+                self.call(&args, Some(&json), "rcat (lease)")
+                    .await
+                    .map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn delete(&self) -> Result<()> {
+        let args = ["deletefile", self.object.as_str()].map(OsString::from);
+        match self.call(&args, None, "deletefile (lease)").await {
+            Err(e) if rclone_code(&e) == Some(4) => Ok(()), // already gone
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn call(&self, args: &[OsString], stdin: Option<&str>, what: &str) -> Result<String> {
+        tokio::time::timeout(CALL_TIMEOUT, self.rclone.output(args, stdin, what))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Other(anyhow::anyhow!(
+                    "rclone {what} on {} did not finish within {}",
+                    self.display,
+                    format_duration(CALL_TIMEOUT)
+                )))
+            })
+            .map_err(rclone_first)
+    }
+}
+
+enum Renewal {
+    /// The lease is someone else's now.
+    Lost(String),
+    /// The renewal failed (remote unreachable); the lease may still be ours.
+    Failed(Error),
+}
+
+/// Puts the failed rclone operation, its exit code and meaning first, and rclone's own last
+/// line (the cause) after it: "rclone cat (lease) failed with exit code 1 (…): <cause>".
+fn rclone_first(e: Error) -> Error {
+    let Error::Other(inner) = &e else {
+        return e;
+    };
+    let Some(rclone) = inner.chain().find_map(|c| match c.downcast_ref::<Error>() {
+        Some(Error::Rclone {
+            operation,
+            code,
+            meaning,
+            cause,
+            stats,
+        }) => Some(Error::Rclone {
+            operation: operation.clone(),
+            code: *code,
+            meaning,
+            cause: cause.clone(),
+            stats: stats.clone(),
+        }),
+        _ => None,
+    }) else {
+        return e;
+    };
+    let cause = inner.to_string();
+    // The rclone error stays reachable (as the context) for `rclone_code`.
+    Error::Other(anyhow::anyhow!(cause).context(rclone))
+}
+
+/// Whether an error of a lease call is rclone's temporary error or a connection failure.
+fn is_retryable(e: &Error) -> bool {
+    match e {
+        Error::Other(inner) => inner
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_retryable),
+        other => other.is_retryable(),
+    }
+}
+
+/// rclone's exit code in an error, if the error is an rclone failure (possibly with context).
+fn rclone_code(e: &Error) -> Option<i32> {
+    match e {
+        Error::Rclone { code, .. } => Some(*code),
+        Error::Other(inner) => match inner.downcast_ref::<Error>() {
+            Some(Error::Rclone { code, .. }) => Some(*code),
+            _ => inner.chain().find_map(|c| match c.downcast_ref::<Error>() {
+                Some(Error::Rclone { code, .. }) => Some(*code),
+                _ => None,
+            }),
+        },
+        _ => None,
+    }
+}
+
+fn format_duration_ms(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::valves::safety::INTERNAL_FILE_PREFIX;
+
+    fn record(expires: DateTime<Utc>) -> Record {
+        Record::new(
+            Holder {
+                host: "h".into(),
+                pid: 1,
+                id: "x".into(),
+            },
+            expires,
+            expires,
+            Duration::ZERO,
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn liveness_allows_for_clock_skew() {
+        let now = Utc::now();
+        let skew = Duration::from_secs(30);
+        let secs = chrono::Duration::seconds;
+        assert!(is_live(now + secs(5), now, skew));
+        assert!(is_live(now - secs(20), now, skew));
+        assert!(!is_live(now - secs(31), now, skew));
+        assert!(is_live(DateTime::<Utc>::MAX_UTC, now, skew), "no overflow");
+    }
+
+    #[test]
+    fn an_unbounded_ttl_is_an_error_not_a_panic_or_year_15716() {
+        let me = record(Utc::now()).holder;
+        let now = Utc::now();
+        for days in [5_000_000u64, 100_000_000, u64::MAX / 86_400] {
+            let ttl = Duration::from_secs(days * 86_400);
+            assert!(Record::new(me.clone(), now, now, ttl).is_err(), "{days}d");
+        }
+        let (r, _) = Record::new(me, now, now, MAX_TTL).unwrap();
+        assert!(parse_time(&r.expires).is_some());
+    }
+
+    #[test]
+    fn a_lease_read_from_the_remote_is_believed_only_up_to_the_longest_ttl() {
+        let now = Utc::now();
+        let skew = Duration::from_secs(30);
+        let lease = |renewed: &str, expires: &str| Record {
+            holder: record(now).holder,
+            started: renewed.into(),
+            renewed: renewed.into(),
+            expires: expires.into(),
+        };
+        let r = rfc3339(now);
+        let soon = rfc3339(now + chrono::Duration::seconds(60));
+        assert_eq!(
+            lease(&r, &soon).expiry(now, skew),
+            Expiry::Stated(parse_time(&soon).unwrap())
+        );
+        let cap = add(parse_time(&r).unwrap(), MAX_TTL).unwrap();
+        for absurd in [
+            "+15716-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "garbage{{",
+            "",
+        ] {
+            match lease(&r, absurd).expiry(now, skew) {
+                Expiry::Capped(at, why) => {
+                    assert_eq!(at, cap, "{absurd}");
+                    assert!(!why.is_empty());
+                }
+                other => panic!("{absurd}: {other:?}"),
+            }
+        }
+        // A renewal time that does not parse, or lies in the future, anchors nothing.
+        for renewed in ["x", "9999-12-31T23:59:59Z"] {
+            assert!(matches!(
+                lease(renewed, &soon).expiry(now, skew),
+                Expiry::Unanchored(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn parse_lease_never_panics_and_escapes_what_it_quotes() {
+        let samples: [&[u8]; 8] = [
+            b"",
+            b"garbage{{",
+            b"{\"holder\":1}",
+            b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            b"\xff\xfe",
+            b"{\"holder\":{\"host\":\"a\\u001b[2J\",\"pid\":4294967296,\"id\":\"x\"}}",
+            b"{\"holder\":{\"host\":\"a\\n\",\"pid\":1,\"id\":\"x\"},\"started\":\"\",\"renewed\":\"\",\"expires\":\"\"}",
+            b"{\"holder\":\"\\u001b[31mred\"}",
+        ];
+        for bytes in samples {
+            if let Err(why) = parse_lease(bytes) {
+                assert!(!why.contains('\u{1b}'), "{why}");
+            }
+        }
+        let ok = parse_lease(samples[6]).unwrap();
+        assert_eq!(ok.holder.to_string(), "a\\n (pid 1, id x)");
+        assert!(parse_lease(&vec![b' '; MAX_LEASE_BYTES + 1]).is_err());
+        // Every prefix of a real lease: no panic.
+        let real = serde_json::to_vec(&record(Utc::now())).unwrap();
+        for end in 0..real.len() {
+            let _ = parse_lease(&real[..end]);
+        }
+    }
+
+    #[test]
+    fn the_settle_delay_covers_the_write_gap() {
+        // The race argument in the module doc needs D >= G.
+        assert!(SETTLE >= MAX_WRITE_GAP);
+        assert!(MIN_TTL > SETTLE * 2);
+    }
+
+    #[test]
+    fn the_lease_is_an_internal_file() {
+        assert!(LEASE_OBJECT.starts_with(INTERNAL_FILE_PREFIX));
+    }
+
+    #[test]
+    fn rclone_failures_name_the_operation_first_and_keep_the_code() {
+        let raw = Error::Other(
+            anyhow::Error::new(Error::Rclone {
+                operation: "cat (lease)".into(),
+                code: 1,
+                meaning: "uncategorised error",
+                cause: crate::remote::cause::classify("read tcp 127.0.0.1:1: i/o timeout"),
+                stats: Default::default(),
+            })
+            .context("dial tcp: connection refused"),
+        );
+        let e = rclone_first(raw);
+        assert_eq!(rclone_code(&e), Some(1));
+        assert!(is_retryable(&e));
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert!(
+            text.starts_with("rclone cat (lease) failed with exit code 1 (uncategorised error)")
+                && text.ends_with(": dial tcp: connection refused"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_record_round_trips_as_json() {
+        let r = record(Utc::now());
+        let back = parse_lease(serde_json::to_string(&r).unwrap().as_bytes()).unwrap();
+        assert_eq!(back.holder, r.holder);
+        assert_eq!(back.expires, r.expires);
+    }
+}

@@ -1,0 +1,120 @@
+//! The arguments of the Kubernetes commands (`inject`, `operator`); the binary's top-level
+//! command line (the root crate's `cli`) puts them under its subcommands. Doc comments are
+//! the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Whether injected sidecars are native ones (decided from the cluster version when `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NativeSidecars {
+    /// Native on Kubernetes >= 1.29, classic below.
+    Auto,
+    True,
+    False,
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Address of the HTTPS server (admission, health, metrics).
+    #[arg(
+        long,
+        env = "VSO_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen: String,
+
+    /// The operator's own namespace: where its TLS Secret lives.
+    #[arg(long, env = "VSO_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: String,
+
+    /// The Service in front of the operator; the serving certificate is made for its DNS names.
+    #[arg(
+        long,
+        env = "VSO_SERVICE",
+        value_name = "NAME",
+        default_value = "volume-syncing-operator"
+    )]
+    pub service: String,
+
+    /// More names (DNS or IP) the serving certificate is made for.
+    ///
+    /// Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub cert_host: Vec<String>,
+
+    /// The Secret (in --namespace) holding the generated CA and serving certificate; shared by
+    /// all replicas.
+    #[arg(
+        long,
+        env = "VSO_TLS_SECRET",
+        value_name = "NAME",
+        default_value = "volume-syncing-operator-tls"
+    )]
+    pub tls_secret: String,
+
+    /// The MutatingWebhookConfiguration whose caBundle gets the generated CA.
+    #[arg(
+        long,
+        env = "VSO_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        default_value = "volume-syncing-operator"
+    )]
+    pub webhook_configuration: String,
+
+    /// Serve this certificate (PEM, e.g. mounted by cert-manager) instead of generating one;
+    /// reloaded when it changes.
+    ///
+    /// Needs --tls-key-file; the caBundle is then not touched.
+    #[arg(
+        long,
+        env = "VSO_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(
+        long,
+        env = "VSO_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Native sidecars (Kubernetes >= 1.29) or classic ones; `auto` asks the API server.
+    #[arg(long, env = "VSO_NATIVE_SIDECARS", value_enum, default_value_t = NativeSidecars::Auto)]
+    pub native_sidecars: NativeSidecars,
+
+    /// The image of the injected containers when a resource sets none.
+    #[arg(long, env = "VSO_IMAGE", value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// The manifests to inject into; `-` reads stdin.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub filename: PathBuf,
+
+    /// A file of PodFilesystemSync resources (multi-document YAML); `-` reads stdin.
+    ///
+    /// Repeatable.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub sync: Vec<PathBuf>,
+
+    /// Native sidecars (an init container with restartPolicy Always; Kubernetes >= 1.29), or
+    /// `false` for an ordinary sidecar container (older clusters).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub native_sidecars: bool,
+
+    /// The image of the injected containers when a resource sets none.
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+}
+
+/// The image `make image` builds; push it to a registry and pass `--image`.
+pub const DEFAULT_IMAGE: &str = "volume-syncing-operator:dev";

@@ -1,0 +1,307 @@
+//! The `operator` command: the admission webhook's process.
+//!
+//! Start-up, in order, each step bounded and failing loudly: the API client (in-cluster or
+//! KUBECONFIG), the cluster version (native or classic sidecars), the listener, the certificate
+//! (generated into the Secret and the caBundle, or from files), then the PodFilesystemSync
+//! cache (a kube-runtime reflector over all namespaces). Until the cache has synced, /readyz
+//! fails and admissions are denied (never answered from an empty cache, which would deny every
+//! labelled Pod as unmatched — or worse, admit it uninjected). SIGTERM/SIGINT end it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::inject::Settings;
+use super::resource::PodFilesystemSync;
+use super::server::{Handler, serve};
+use super::tls::{self, CertSlot, Source};
+use super::webhook::{Decision, decide, pod_name};
+use crate::cli::{NativeSidecars, OperatorArgs};
+use vso_core::error::{Error, Result};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first Kubernetes minor version with native sidecars (init containers with
+/// `restartPolicy: Always`, on by default).
+const NATIVE_SIDECARS_SINCE: u32 = 29;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+struct Webhook {
+    client: kube::Client,
+    store: Store<PodFilesystemSync>,
+    synced: AtomicBool,
+    settings: Settings,
+    registry: Registry,
+    reviews: Family<OutcomeLabel, Counter>,
+    ready_gauge: Gauge,
+}
+
+impl Webhook {
+    async fn answer(&self, body: &[u8]) -> Vec<u8> {
+        let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.count("invalid");
+                return to_json(
+                    AdmissionResponse::invalid(format!("not an AdmissionReview: {e}"))
+                        .into_review(),
+                );
+            }
+        };
+        let req: AdmissionRequest<Pod> = match review.try_into() {
+            Ok(r) => r,
+            Err(e) => {
+                self.count("invalid");
+                return to_json(
+                    AdmissionResponse::invalid(format!("no request: {e}")).into_review(),
+                );
+            }
+        };
+        let response = AdmissionResponse::from(&req);
+        let who = pod_name(&req);
+        if !self.synced.load(Ordering::SeqCst) {
+            self.count("not_ready");
+            return to_json(
+                response
+                    .deny(format!(
+                        "Pod {who}: the volume-syncing-operator has not loaded the \
+                         PodFilesystemSync resources yet; retry shortly"
+                    ))
+                    .into_review(),
+            );
+        }
+        let syncs: Vec<PodFilesystemSync> =
+            self.store.state().iter().map(|s| (**s).clone()).collect();
+        let response = match decide(&req, &syncs, &self.settings) {
+            Decision::Allow => {
+                self.count("allowed");
+                response
+            }
+            Decision::Deny(message) => {
+                self.count("denied");
+                tracing::info!(pod = %who, "denied: {message}");
+                response.deny(message)
+            }
+            Decision::Patch { patch, secrets } => {
+                let namespace = req.namespace.clone().unwrap_or_default();
+                let mut failure = None;
+                for secret in &secrets {
+                    if let Err(e) =
+                        super::keys::ensure(&self.client, &namespace, secret, req.dry_run).await
+                    {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                match failure {
+                    Some(e) => {
+                        self.count("denied");
+                        tracing::warn!(pod = %who, "denied: {e}");
+                        response.deny(format!("Pod {who}: {e}"))
+                    }
+                    None => match response.clone().with_patch(patch) {
+                        Ok(r) => {
+                            self.count("injected");
+                            tracing::info!(pod = %who, dry_run = req.dry_run, "injected");
+                            r
+                        }
+                        Err(e) => {
+                            self.count("denied");
+                            response.deny(format!("Pod {who}: cannot serialize the patch: {e}"))
+                        }
+                    },
+                }
+            }
+        };
+        to_json(response.into_review())
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.reviews.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+fn to_json<T: serde::Serialize>(review: T) -> Vec<u8> {
+    serde_json::to_vec(&review).expect("an AdmissionReview serializes")
+}
+
+impl Handler for Webhook {
+    fn mutate(
+        &self,
+        body: hyper::body::Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send + '_>> {
+        Box::pin(async move { self.answer(&body).await })
+    }
+
+    fn ready(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    fn metrics(&self) -> String {
+        self.ready_gauge.set(i64::from(self.ready()));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode");
+        out
+    }
+}
+
+async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    fut: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout(START_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::Other(anyhow::anyhow!("{what}: {e}"))),
+        Err(_) => Err(Error::Other(anyhow::anyhow!(
+            "{what}: no answer within {START_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// `"1"`, `"29+"` → 29 (providers append `+`).
+fn minor_version(minor: &str) -> Option<u32> {
+    minor.trim_end_matches('+').parse().ok()
+}
+
+/// Runs the webhook until SIGTERM or SIGINT.
+pub async fn run(args: &OperatorArgs) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let config = kube::Config::infer().await.map_err(|e| {
+        Error::config(format!(
+            "no Kubernetes API configuration (in-cluster or KUBECONFIG): {e}"
+        ))
+    })?;
+    let client = kube::Client::try_from(config)
+        .map_err(|e| Error::config(format!("cannot build the Kubernetes client: {e}")))?;
+    let native_sidecars = match args.native_sidecars {
+        NativeSidecars::True => true,
+        NativeSidecars::False => false,
+        NativeSidecars::Auto => {
+            let info = bounded(
+                "cannot read the cluster version",
+                client.apiserver_version(),
+            )
+            .await?;
+            let minor = minor_version(&info.minor).ok_or_else(|| {
+                Error::Other(anyhow::anyhow!(
+                    "cannot read the cluster version {:?}.{:?}; pass --native-sidecars",
+                    info.major,
+                    info.minor
+                ))
+            })?;
+            let native = info.major != "1" || minor >= NATIVE_SIDECARS_SINCE;
+            tracing::info!(
+                version = %info.git_version,
+                native_sidecars = native,
+                "cluster version decides the sidecar kind"
+            );
+            native
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Error::config(format!("cannot listen on --listen {}: {e}", args.listen)))?;
+    let source = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Source::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => Source::Secret {
+            namespace: args.namespace.clone(),
+            name: args.tls_secret.clone(),
+            hosts: tls::hosts(&args.service, &args.namespace, &args.cert_host),
+            webhook_configuration: args.webhook_configuration.clone(),
+        },
+    };
+    let key = tls::load(&client, &source)
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("TLS: {e}")))?;
+    let slot = CertSlot::new(key);
+
+    let (store, writer) = reflector::store();
+    let api: Api<PodFilesystemSync> = Api::all(client.clone());
+    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            if let Err(e) = event {
+                tracing::warn!("PodFilesystemSync watch: {e}");
+            }
+        }
+    });
+
+    let mut registry = Registry::default();
+    let reviews = Family::<OutcomeLabel, Counter>::default();
+    registry.register(
+        "vso_operator_admission_reviews",
+        "Admission reviews answered, by outcome",
+        reviews.clone(),
+    );
+    let ready_gauge = Gauge::default();
+    registry.register(
+        "vso_operator_ready",
+        "1 when the PodFilesystemSync cache is synced",
+        ready_gauge.clone(),
+    );
+    let webhook = Arc::new(Webhook {
+        client: client.clone(),
+        store: store.clone(),
+        synced: AtomicBool::new(false),
+        settings: Settings {
+            native_sidecars,
+            default_image: args.image.clone(),
+        },
+        registry,
+        reviews,
+        ready_gauge,
+    });
+    tracing::info!(address = %listener.local_addr()?, "serving /mutate, /healthz, /readyz, /metrics (HTTPS)");
+    tokio::spawn(serve(listener, Arc::clone(&slot), Arc::clone(&webhook)));
+    tokio::spawn(tls::maintain(client, source, slot));
+    let ready = Arc::clone(&webhook);
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.synced.store(true, Ordering::SeqCst);
+            tracing::info!(
+                resources = store.state().len(),
+                "PodFilesystemSync cache synced; ready"
+            );
+        }
+    });
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minor_versions_with_a_plus() {
+        assert_eq!(minor_version("29+"), Some(29));
+        assert_eq!(minor_version("20"), Some(20));
+        assert_eq!(minor_version("x"), None);
+    }
+}

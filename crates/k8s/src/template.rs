@@ -1,0 +1,103 @@
+//! Templates in `remotePath` and `env` values, rendered over the Pod (minijinja, sandboxed).
+//!
+//! The context is `pod.name`, `pod.namespace`, `pod.labels`, `pod.annotations`. A Pod's name
+//! (and, for a workload's template, its namespace) is not known when the template is injected —
+//! a Deployment's pods get generated names — so those two render as the Kubernetes references
+//! `$(VSO_POD_NAME)` / `$(VSO_POD_NAMESPACE)`, which the kubelet expands in args and env from
+//! variables the injector defines with the downward API. Labels and annotations are known.
+//!
+//! Decisions: a missing key is an error, never an empty string (an empty segment would merge
+//! the data of different pods into one remote path); rendering runs with a fuel bound, no
+//! loader and no includes, so a template cannot loop or read anything; the rendered remote path
+//! is checked with [`vso_core::remote::path::problem`], the sync commands' own rule.
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// Kubernetes reference to the Pod's name, expanded by the kubelet.
+pub const POD_NAME_REF: &str = "$(VSO_POD_NAME)";
+/// Kubernetes reference to the Pod's namespace, expanded by the kubelet.
+pub const POD_NAMESPACE_REF: &str = "$(VSO_POD_NAMESPACE)";
+
+/// Bound on the work one template may do (minijinja fuel units; a plain path uses a few dozen).
+const FUEL: u64 = 20_000;
+
+/// What a template sees of the Pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodContext {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Renders `template` over `pod`; the error says what is wrong (not which field: the caller
+/// knows that).
+pub fn render(template: &str, pod: &PodContext) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    let ctx = minijinja::context! {
+        pod => minijinja::context! {
+            name => POD_NAME_REF,
+            namespace => POD_NAMESPACE_REF,
+            labels => Value::from_pairs(pod.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            annotations => Value::from_pairs(pod.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        }
+    };
+    env.render_str(template, ctx).map_err(|e| {
+        // minijinja's Display names the kind and the template line; the detail says which key.
+        let mut msg = e.kind().to_string();
+        if let Some(detail) = e.detail() {
+            msg.push_str(": ");
+            msg.push_str(detail);
+        }
+        format!("template {template:?}: {msg}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodContext {
+        PodContext {
+            labels: [("app".to_string(), "web".to_string())].into(),
+            annotations: [("team".to_string(), "blue".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn renders_labels_annotations_and_references() {
+        assert_eq!(
+            render(
+                "b/{{ pod.namespace }}/{{ pod.labels.app }}/{{ pod.annotations['team'] }}/{{ pod.name }}",
+                &pod()
+            )
+            .unwrap(),
+            "b/$(VSO_POD_NAMESPACE)/web/blue/$(VSO_POD_NAME)"
+        );
+        assert_eq!(render("plain/path", &pod()).unwrap(), "plain/path");
+        assert_eq!(
+            render("b/{{ pod.annotations.team | upper }}", &pod()).unwrap(),
+            "b/BLUE"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_is_an_error_not_an_empty_string() {
+        let err = render("b/{{ pod.labels.missing }}/x", &pod()).unwrap_err();
+        assert!(err.contains("undefined"), "{err}");
+        assert!(render("b/{{ nothing }}", &pod()).is_err());
+        assert!(render("b/{{ pod.labels.app", &pod()).is_err());
+    }
+
+    #[test]
+    fn endless_templates_run_out_of_fuel() {
+        let err = render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            &pod(),
+        )
+        .unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+    }
+}
