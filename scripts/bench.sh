@@ -55,6 +55,8 @@ if [ "${BENCH_QUICK:-}" = 1 ]; then
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }
+# The helpers in scripts/bench/ (a Python package: `python3 -m bench`, see its __init__.py).
+bench_py() { PYTHONPATH=scripts${PYTHONPATH:+:$PYTHONPATH} python3 -m bench "$@"; }
 step() { printf '\n\033[1m== bench: %s\033[0m\n' "$*" >&2; }
 
 case $sections in all | 8) ;; *) echo "bench: BENCH_SECTIONS is all or 8, not $sections" >&2; exit 2 ;; esac
@@ -171,11 +173,11 @@ fact watch_runs "$watch_runs"
 # --- data: the tree, and the remotes created directly in the S3 server's data directory --------
 step "data: a tree of $files files; flat remotes of $small and $big objects"
 tree=$work/tree
-python3 scripts/bench.py tree "$tree" "$files"
+bench_py tree "$tree" "$files"
 fact tree_bytes "$(find "$tree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')"
 fact tree_dirs "$(find "$tree" -mindepth 1 -type d | wc -l)"
-python3 scripts/bench.py flat "$work/s3/demo/small" "$small"
-python3 scripts/bench.py flat "$work/s3/demo/big" "$big"
+bench_py flat "$work/s3/demo/small" "$small"
+bench_py flat "$work/s3/demo/big" "$big"
 
 scripts/s3-server.sh start "$work"
 eval "$(scripts/s3-server.sh env "$work")"
@@ -242,7 +244,7 @@ check="$check; plain rclone: $(tail -1 "$work/check-plain.log" | fields '"\(chec
 fact overhead_check "$check"
 compare overhead "-N" "ours" "$ours" "plain rclone" "$plain"
 for _ in $(seq 1 "$runs"); do
-  python3 scripts/bench.py phases "$results/phases.jsonl" -- "$bin" --log-format json sync-to-remote \
+  bench_py phases "$results/phases.jsonl" -- "$bin" --log-format json sync-to-remote \
     -s "$tree" -d demo/tree
 done
 
@@ -271,7 +273,7 @@ for which in small big; do
   probe_cmd[$which]="$(recorded lsf $(valve "$which"))"
   # One run with --dump headers: which requests did the probe send, and when did its first line
   # arrive?
-  eval "python3 scripts/bench.py trace probe_$which -- ${probe_cmd[$which]} --dump headers" \
+  eval "bench_py trace probe_$which -- ${probe_cmd[$which]} --dump headers" \
     >>"$results/facts.env"
 done
 fact probe_cmd "$(show "${probe_cmd[big]} | head -1")"
@@ -295,11 +297,11 @@ step "3. memory in --schedule mode ($rss_runs processes)"
 sched=("$bin" sync-to-remote -s "$tree" -d demo/tree --schedule '@every 1h' --pid-path "$work/sched.pid")
 fact rss_cmd "$(show "${sched[*]:0:6}") --schedule '@every 1h' --pid-path \$WORK/sched.pid"
 for i in $(seq 1 "$rss_runs"); do
-  python3 scripts/bench.py rss "$results/rss.jsonl" "$work/sched-$i.log" -- "${sched[@]}"
+  bench_py rss "$results/rss.jsonl" "$work/sched-$i.log" -- "${sched[@]}"
   tail -1 "$results/rss.jsonl" >&2
 done
 for _ in $(seq 1 "$rss_runs"); do
-  eval "python3 scripts/bench.py maxrss $results/plain-rss.jsonl -- $plain"
+  eval "bench_py maxrss $results/plain-rss.jsonl -- $plain"
 done
 
 # --- 4. size and start-up -------------------------------------------------------------------------
@@ -332,7 +334,7 @@ hyperfine -N --warmup 5 --runs $((runs < 6 ? 30 : runs * 5)) --export-json "$res
 # --- 5. watch mode ------------------------------------------------------------------------------------
 step "5. watch mode: one changed file in a tree of $watch_files files"
 wtree=$work/watch-tree
-python3 scripts/bench.py tree "$wtree" "$watch_files"
+bench_py tree "$wtree" "$watch_files"
 fact watch_tree_bytes "$(find "$wtree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')"
 fact watch_tree_dirs "$(find "$wtree" -mindepth 1 -type d | wc -l)"
 "$bin" sync-to-remote -s "$wtree" -d demo/watch 2>"$work/watch-seed.log" ||
@@ -341,7 +343,7 @@ fact watch_tree_dirs "$(find "$wtree" -mindepth 1 -type d | wc -l)"
 full=("$bin" --log-format json sync-to-remote -s "$wtree" -d demo/watch)
 fact watch_full_cmd "$(show "${full[*]}")"
 for _ in $(seq 1 "$watch_runs"); do
-  python3 scripts/bench.py summary "$results/watch-full.jsonl" full -- "${full[@]}"
+  bench_py summary "$results/watch-full.jsonl" full -- "${full[@]}"
 done
 tail -1 "$results/watch-full.jsonl" >&2
 for debounce in 2s 200ms; do
@@ -349,7 +351,7 @@ for debounce in 2s 200ms; do
     --pid-path "$work/watch.pid")
   [ "$debounce" = 2s ] || watch+=(--debounce "$debounce") # 2s is the default
   fact "watch_cmd_$debounce" "$(show "${watch[*]}")"
-  python3 scripts/bench.py watch "$results/watch.jsonl" "$debounce" "$wtree" "$work/s3/demo/watch" \
+  bench_py watch "$results/watch.jsonl" "$debounce" "$wtree" "$work/s3/demo/watch" \
     "$watch_runs" -- "${watch[@]}"
   tail -1 "$results/watch.jsonl" | cut -c1-600 >&2
 done
@@ -373,7 +375,7 @@ if [ -n "${BENCH_BASELINE_BINARY:-}" ]; then
   # b. The restore of a remote written by the new binary (so it holds a manifest, which the old
   # binary ignores) into a fresh directory.
   rtree=$work/restore-tree
-  python3 scripts/bench.py tree "$rtree" "$restore_files"
+  bench_py tree "$rtree" "$restore_files"
   "$bin" sync-to-remote -s "$rtree" -d demo/fidelity-restore 2>/dev/null
   before_restore="$base remote-to-local-sync -s demo/fidelity-restore -d $work/restored-before"
   after_restore="$bin remote-to-local-sync -s demo/fidelity-restore -d $work/restored-after"
@@ -395,7 +397,7 @@ lease_cmd=("$bin" --log-format json -v sync-to-remote -s "$tree" -d demo/tree)
 fact lease_cmd "$(show "${lease_cmd[*]}")"
 for _ in $(seq 1 "$runs"); do
   RCLONE_BINARY=$recorder BENCH_ARGV_DIR=$argv_dir BENCH_REAL_RCLONE=$rclone \
-    python3 scripts/bench.py lease "$results/lease.jsonl" "$argv_dir" -- "${lease_cmd[@]}"
+    bench_py lease "$results/lease.jsonl" "$argv_dir" -- "${lease_cmd[@]}"
 done
 tail -1 "$results/lease.jsonl" >&2
 
@@ -404,6 +406,6 @@ latency
 
 # --- the report -------------------------------------------------------------------------------------
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
-python3 scripts/bench.py report "$results" "$out"
+bench_py report "$results" "$out"
 python3 scripts/bench_latency.py report "$results" "$out" "$plot_python"
 step "wrote $out"
