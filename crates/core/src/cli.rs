@@ -27,7 +27,8 @@ pub mod bounds {
 
     /// `--lease-ttl`: renewals every third of it need room for the settle delay; a lease of a
     /// killed writer blocks the path this long, so a day is the most that makes sense.
-    pub const LEASE_TTL: (Duration, Duration) = (crate::sync::lease::MIN_TTL, DAY);
+    pub const LEASE_TTL: (Duration, Duration) =
+        (crate::sync::lease::MIN_TTL, crate::sync::lease::MAX_TTL);
     /// `--lease-max-clock-skew`: clocks further apart than an hour are broken, not skewed.
     pub const LEASE_MAX_CLOCK_SKEW: (Duration, Duration) = (Duration::from_millis(1), HOUR);
     /// `--wait-for-writer` (0 also allowed: do not wait).

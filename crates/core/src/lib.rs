@@ -82,7 +82,9 @@ pub async fn run(command: Command, verbose: u8) -> Result<()> {
     if std::env::var_os("VOLUME_SYNCING_OPERATOR_TEST_PANIC").is_some() {
         panic!("deliberate panic for a test (VOLUME_SYNCING_OPERATOR_TEST_PANIC)");
     }
-    let lease = lease::Lease::of_job(&plan.job, plan.lease.clone())?.map(Arc::new);
+    let job = &plan.job;
+    let lease =
+        lease::Lease::new(&job.rclone, &job.remote, job.dry_run, plan.lease.clone())?.map(Arc::new);
     if let Some(lease) = &lease {
         tokio::spawn(Arc::clone(lease).keep());
     }

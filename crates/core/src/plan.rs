@@ -16,7 +16,7 @@ use crate::remote::config::{
     self, CRYPT_SECTION, ConfigFile, REMOTE_SECTION, SOURCE_CRYPT_SECTION, SOURCE_SECTION,
 };
 use crate::remote::crypt::{self, CryptSettings, KeyCheck};
-use crate::remote::path;
+use crate::remote::path::RemoteEnd;
 use crate::remote::rclone::{self, Rclone};
 use crate::remote::scrub::Scrubber;
 use crate::sync::job::{Direction, Job, Overrides};
@@ -260,7 +260,7 @@ async fn build(
         Direction::Upload => "-d/--dst",
         Direction::Restore => "-s/--src",
     };
-    path::validate(&remote_path, remote_flag)?;
+    let end = RemoteEnd::new(REMOTE_SECTION, &remote_path, remote_flag)?;
     let env = config_environment()?;
     let env_refs = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
 
@@ -291,12 +291,6 @@ async fn build(
     };
     let binary = rclone::resolve_binary(common.rclone_binary.as_deref())?;
 
-    let remote_display = format!("{REMOTE_SECTION}:{remote_path}");
-    // What rclone syncs with is always a directory. Saying so with a trailing '/' stops rclone
-    // from first probing whether the path is a single object: when that probe fails (wrong
-    // credentials, endpoint down) rclone reports "is a file not a directory" and hides the
-    // real cause. (The path is never empty: see `remote_path`.)
-    let remote_dir = format!("{remote_display}/");
     // rclone's output is scrubbed of every secret of the config, and of the plain passphrase.
     let mut scrubber = Scrubber::new(
         crypt_settings
@@ -308,7 +302,7 @@ async fn build(
         (None, None, Some(base)) => {
             scrubber.extend(config::secret_values(&base));
             let path = common.config_path.as_deref().expect("checked above");
-            (ConfigFile::existing(path), remote_dir, None)
+            (ConfigFile::existing(path), end, None)
         }
         (crypt, options, base) => {
             let mut text = match (&options, base) {
@@ -321,7 +315,7 @@ async fn build(
                 .map(|o| config::render_redacted(REMOTE_SECTION, o))
                 .unwrap_or_else(|| "(existing config file)\n".into());
             let mut key_check = None;
-            let mut remote = remote_dir;
+            let mut remote = end;
             if let Some(crypt) = crypt {
                 // Obscuring a passphrase needs rclone, but no config yet.
                 let obscurer = Rclone::new(binary.clone(), PathBuf::from("/dev/null"), verbose)
@@ -335,10 +329,9 @@ async fn build(
                     "\n{}",
                     config::render_redacted(CRYPT_SECTION, &section)
                 ));
-                remote = crypt::crypt_root();
+                remote = remote.encrypted_by(crypt::crypt_root());
                 key_check = Some(KeyCheck {
-                    raw_remote: remote_display.clone(),
-                    root: crypt::crypt_root(),
+                    end: remote.clone(),
                 });
             }
             if verbose >= 2 {
@@ -354,8 +347,8 @@ async fn build(
     let job = Job {
         direction,
         local,
+        plain_guard: key_check.is_none().then(|| PlainGuard::new(remote.clone())),
         remote,
-        remote_display: remote_display.clone(),
         no_delete: common.no_delete,
         dry_run: common.dry_run,
         overrides,
@@ -363,9 +356,6 @@ async fn build(
         user_flags: common.rclone_args,
         retries: common.retries,
         sync_timeout: common.sync_timeout,
-        plain_guard: key_check
-            .is_none()
-            .then(|| PlainGuard::new(remote_display.clone())),
         key_check,
         encryption_marker: MarkerWriter::default(),
         mass_delete: Guard::new(mass_delete_percent),
@@ -429,11 +419,13 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
             args.dst.len()
         )));
     }
-    for path in &args.src {
-        path::validate(path, "-s/--src")?;
-    }
+    let sources = (args.src.iter())
+        .map(|path| RemoteEnd::new(SOURCE_SECTION, path, "-s/--src"))
+        .collect::<Result<Vec<_>>>()?;
+    let destinations = (args.dst.iter())
+        .map(|path| RemoteEnd::new(REMOTE_SECTION, path, "-d/--dst"))
+        .collect::<Result<Vec<_>>>()?;
     for (index, path) in args.dst.iter().enumerate() {
-        path::validate(path, "-d/--dst")?;
         if args.dst[..index].contains(path) {
             return Err(Error::config(format!(
                 "the destination path {path} is given twice (-d/--dst): the second pair would \
@@ -515,40 +507,37 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
         None => None,
     };
     let mut ends = Vec::new();
-    for (index, (src, dst)) in args.src.iter().zip(&args.dst).enumerate() {
+    for (index, (src, dst)) in sources.into_iter().zip(destinations).enumerate() {
         let suffix = if index == 0 {
             String::new()
         } else {
             format!("-{}", index + 1)
         };
-        let mut end = |raw: &str, path: &str, crypt: &Option<config::Options>, section: &str| {
-            let shown = format!("{raw}:{path}");
+        let mut end = |remote: RemoteEnd, crypt: &Option<config::Options>, section: &str| {
             let Some(options) = crypt else {
                 return replicate::End {
-                    path: format!("{shown}/"),
-                    plain_guard: Some(PlainGuard::new(shown.clone())),
-                    shown,
+                    plain_guard: Some(PlainGuard::new(remote.clone())),
+                    remote,
                     key_check: None,
                     encryption_marker: MarkerWriter::default(),
                 };
             };
             let name = format!("{section}{suffix}");
-            let options = crypt::wrap(options, &shown);
+            let options = crypt::wrap(options, remote.shown());
             text.push_str(&format!("\n{}", config::render_section(&name, &options)));
             redacted.push_str(&format!("\n{}", config::render_redacted(&name, &options)));
+            let remote = remote.encrypted_by(format!("{name}:"));
             replicate::End {
-                path: format!("{name}:"),
                 key_check: Some(KeyCheck {
-                    raw_remote: shown.clone(),
-                    root: format!("{name}:"),
+                    end: remote.clone(),
                 }),
-                shown,
+                remote,
                 plain_guard: None,
                 encryption_marker: MarkerWriter::default(),
             }
         };
-        let source = end(SOURCE_SECTION, src, &source_crypt, SOURCE_CRYPT_SECTION);
-        let destination = end(REMOTE_SECTION, dst, &destination_crypt, CRYPT_SECTION);
+        let source = end(src, &source_crypt, SOURCE_CRYPT_SECTION);
+        let destination = end(dst, &destination_crypt, CRYPT_SECTION);
         ends.push((source, destination));
     }
     if verbose >= 2 {
@@ -563,14 +552,8 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
     let rclone = Rclone::new(binary, config.path().to_path_buf(), verbose).with_scrubber(scrubber);
     let mut pairs = Vec::new();
     for (source, destination) in ends {
-        let lease = lease::Lease::new(
-            &rclone,
-            &destination.path,
-            &destination.shown,
-            common.dry_run,
-            role.clone(),
-        )?
-        .expect("a writer's role has a lease");
+        let lease = lease::Lease::new(&rclone, &destination.remote, common.dry_run, role.clone())?
+            .expect("a writer's role has a lease");
         pairs.push(replicate::Pair {
             source,
             destination,

@@ -18,11 +18,10 @@ use std::ffi::OsString;
 
 use crate::error::{Error, Result};
 use crate::remote::config::{self, CRYPT_SECTION, Options, REMOTE_SECTION};
+use crate::remote::path::{Internal, RemoteEnd};
 use crate::remote::rclone::Rclone;
-use crate::sync::lease::LEASE_OBJECT;
 
 /// Name of the check object, inside the encrypted remote (its own name is encrypted too).
-pub const KEY_CHECK_OBJECT: &str = ".volume-syncing-operator.keycheck";
 /// What the check object decrypts to.
 const KEY_CHECK_CONTENT: &str = "volume-syncing-operator key check v1\n";
 /// Size of the header rclone crypt puts before the first data block (magic and nonce).
@@ -162,17 +161,16 @@ pub fn crypt_root() -> String {
 /// Verifies that the configured key decrypts what is on the remote.
 #[derive(Debug, Clone)]
 pub struct KeyCheck {
-    /// The underlying (encrypted) remote path, `remote:<path>`.
-    pub raw_remote: String,
-    /// The crypt remote wrapping it, `crypt:` ([`crypt_root`]) unless several are configured.
-    pub root: String,
+    /// The encrypted end: its data is the crypt remote (`crypt:`, [`crypt_root`], unless
+    /// several are configured) that wraps the underlying remote path (`remote:<path>`).
+    pub end: RemoteEnd,
 }
 
 impl KeyCheck {
     /// Refuses (exit 3) when the key does not match the remote's data. On an upload that is
     /// not a dry run, writes the check object if it is missing.
     pub async fn verify(&self, rclone: &Rclone, upload: bool, dry_run: bool) -> Result<()> {
-        let object = format!("{}{KEY_CHECK_OBJECT}", self.root);
+        let object = self.end.object(Internal::KeyCheck);
         let cat = ["cat", object.as_str()].map(OsString::from);
         match rclone.output(&cat, None, "cat (key check)").await {
             Ok(content) if content == KEY_CHECK_CONTENT => return Ok(()),
@@ -213,7 +211,7 @@ impl KeyCheck {
                 }
             }
             tracing::info!(
-                remote = self.raw_remote,
+                remote = self.end.shown(),
                 "wrote the encryption key check object"
             );
         }
@@ -231,7 +229,13 @@ impl KeyCheck {
         let min_size = format!("{}B", CRYPT_HEADER_SIZE + 1);
         // Our own lease (written with this key just before) is no evidence: skip it by its
         // stored name. A lease written with another key has another name and still counts.
-        let encode = ["cryptdecode", "--reverse", &self.root, LEASE_OBJECT].map(OsString::from);
+        let encode = [
+            "cryptdecode",
+            "--reverse",
+            self.end.data(),
+            Internal::Lease.name(),
+        ]
+        .map(OsString::from);
         let lease_name = rclone
             .output(&encode, None, "cryptdecode --reverse (key check)")
             .await?;
@@ -241,10 +245,10 @@ impl KeyCheck {
                 .split('\t')
                 .nth(1)
                 .map(str::trim)
-                .unwrap_or(LEASE_OBJECT)
+                .unwrap_or(Internal::Lease.name())
         );
         // The plain marker beside the data (crate::sync::valves::crypt_marker) is not encrypted either.
-        let marker_filter = format!("/{}", crate::sync::valves::crypt_marker::MARKER);
+        let marker_filter = format!("/{}", Internal::EncryptionMarker.name());
         let with_data = [
             "lsf",
             "-R",
@@ -255,7 +259,7 @@ impl KeyCheck {
             marker_filter.as_str(),
             "--min-size",
             min_size.as_str(),
-            self.raw_remote.as_str(),
+            self.end.shown(),
         ]
         .map(OsString::from);
         let any = [
@@ -266,7 +270,7 @@ impl KeyCheck {
             lease_filter.as_str(),
             "--exclude",
             marker_filter.as_str(),
-            self.raw_remote.as_str(),
+            self.end.shown(),
         ]
         .map(OsString::from);
         let (raw, has_data) = match rclone.first_line(&with_data, "lsf (key check)").await? {
@@ -276,7 +280,7 @@ impl KeyCheck {
                 None => return Ok(()), // nothing stored yet: any key is right
             },
         };
-        let decode = ["cryptdecode", &self.root, raw.as_str()].map(OsString::from);
+        let decode = ["cryptdecode", self.end.data(), raw.as_str()].map(OsString::from);
         let decoded = rclone
             .output(&decode, None, "cryptdecode (key check)")
             .await?;
@@ -285,7 +289,7 @@ impl KeyCheck {
             return Err(self.mismatch("stored file names do not decrypt"));
         }
         if !has_data {
-            let encode = ["cryptdecode", "--reverse", &self.root, name].map(OsString::from);
+            let encode = ["cryptdecode", "--reverse", self.end.data(), name].map(OsString::from);
             let encoded = rclone
                 .output(&encode, None, "cryptdecode --reverse (key check)")
                 .await?;
@@ -296,7 +300,7 @@ impl KeyCheck {
                 Err(self.mismatch("stored file names do not decrypt"))
             };
         }
-        let object = format!("{}{name}", self.root);
+        let object = format!("{}{name}", self.end.data());
         let head = ["cat", "--head", "1", object.as_str()].map(OsString::from);
         match rclone.output(&head, None, "cat (key check)").await {
             Err(e) if is_auth_failure(&e) => {
@@ -315,7 +319,7 @@ impl KeyCheck {
             format!(
                 "the encryption key does not match the data on {} ({why}); with this key a restore \
                  would delete local files and an upload would mix two keys in one remote",
-                self.raw_remote
+                self.end.shown()
             ),
             "Use the key the data was written with, or choose an empty remote path for a new key.",
         )

@@ -639,7 +639,7 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
         }
         // The plain marker beside encrypted data (crate::sync::valves::crypt_marker) is not an encrypted
         // name; rclone crypt says so at every listing. That is expected, not news.
-        if object.rsplit('/').next() == Some(crate::sync::valves::crypt_marker::MARKER)
+        if object.rsplit('/').next() == Some(crate::remote::path::Internal::EncryptionMarker.name())
             && msg.contains("undecryptable file name")
         {
             tracing::debug!(target: "rclone", object, "{msg}");

@@ -25,6 +25,7 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::logging::summary_event;
 use crate::remote::crypt::KeyCheck;
+use crate::remote::path::{INTERNAL_FILTER, RemoteEnd};
 use crate::remote::rclone::DEFAULT_TRANSFER_FLAGS;
 use crate::remote::rclone::{Abort, Rclone, aborted};
 use crate::remote::stats::Stats;
@@ -36,7 +37,7 @@ use crate::sync::outcome::{
 use crate::sync::task::{SyncPlan, Task};
 use crate::sync::valves::crypt_marker::{MarkerWriter, PlainGuard};
 use crate::sync::valves::mass_delete::Guard;
-use crate::sync::valves::safety::{self, INTERNAL_FILES_FILTER, RESTORE_MARKER, RestoreDecision};
+use crate::sync::valves::safety::{self, RESTORE_MARKER, RestoreDecision};
 
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +78,9 @@ pub struct Overrides {
 pub struct Job {
     pub direction: Direction,
     pub local: PathBuf,
-    /// The rclone path the sync reads or writes: `remote:bucket/path`, or `crypt:` when
-    /// encryption is on.
-    pub remote: String,
-    /// How the remote is shown to the user: always `remote:bucket/path`.
-    pub remote_display: String,
+    /// The remote path: what rclone syncs with (`remote:bucket/path/`, or `crypt:` when
+    /// encryption is on), how the user named it, and where our objects live beside the data.
+    pub remote: RemoteEnd,
     pub no_delete: bool,
     pub dry_run: bool,
     pub overrides: Overrides,
@@ -170,8 +169,8 @@ impl Job {
     fn source_and_destination(&self) -> (String, String) {
         let local = self.local.display().to_string();
         match self.direction {
-            Direction::Upload => (local, self.remote_display.clone()),
-            Direction::Restore => (self.remote_display.clone(), local),
+            Direction::Upload => (local, self.remote.shown().to_string()),
+            Direction::Restore => (self.remote.shown().to_string(), local),
         }
     }
 
@@ -261,7 +260,7 @@ impl Job {
             // Symlinks are recorded in the metadata manifest; rclone need not warn about each.
             "--skip-links".into(),
             "--exclude".into(),
-            INTERNAL_FILES_FILTER.into(),
+            INTERNAL_FILTER.into(),
         ];
         if let Some(excludes) = excludes {
             args.extend(["--exclude-from".into(), excludes.into()]);
@@ -287,9 +286,7 @@ impl Job {
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
             if !self.dry_run {
-                let marker = self
-                    .encryption_marker
-                    .ensure(&self.rclone, &check.raw_remote);
+                let marker = self.encryption_marker.ensure(&self.rclone, &check.end);
                 unless_aborted(abort, marker).await?;
             }
         }
@@ -301,12 +298,7 @@ impl Job {
         if source_without_files {
             unless_aborted(
                 abort,
-                safety::check_upload_remote(
-                    &self.rclone,
-                    &self.local,
-                    &self.remote,
-                    &self.remote_display,
-                ),
+                safety::check_upload_remote(&self.rclone, &self.local, &self.remote),
             )
             .await?;
         }
@@ -318,19 +310,16 @@ impl Job {
         let files = if self.no_delete {
             None
         } else {
-            let check = self.mass_delete.check(
-                &self.rclone,
-                &self.local,
-                &self.remote,
-                &self.remote_display,
-            );
+            let check = self
+                .mass_delete
+                .check(&self.rclone, &self.local, &self.remote);
             Some(unless_aborted(abort, check).await?)
         };
         let writer = self.manifest_writer()?;
         let stats = self
             .transfer(
                 self.local.clone().into(),
-                self.remote.clone().into(),
+                self.remote.data().into(),
                 None,
                 abort,
             )
@@ -438,10 +427,10 @@ impl Job {
                 upload,
                 vec![
                     self.local.clone().into_os_string(),
-                    self.remote.clone().into(),
+                    self.remote.data().into(),
                 ],
             ),
-            ("delete", delete, vec![self.remote.clone().into()]),
+            ("delete", delete, vec![self.remote.data().into()]),
         ] {
             if rules.is_empty() {
                 continue;
@@ -451,7 +440,7 @@ impl Job {
             args.extend([
                 "--skip-links".into(),
                 "--exclude".into(),
-                INTERNAL_FILES_FILTER.into(),
+                INTERNAL_FILTER.into(),
                 "--filter-from".into(),
             ]);
             args.push(rules_file.path().into());
@@ -507,7 +496,7 @@ impl Job {
         if check_remote {
             unless_aborted(
                 abort,
-                safety::check_remote_not_empty(&self.rclone, &self.remote),
+                safety::check_remote_not_empty(&self.rclone, self.remote.data()),
             )
             .await?;
         }
@@ -533,7 +522,7 @@ impl Job {
         }
         let stats = match self
             .transfer(
-                self.remote.clone().into(),
+                self.remote.data().into(),
                 self.local.clone().into(),
                 excludes.as_ref().map(|f| f.path()),
                 abort,
@@ -585,7 +574,7 @@ impl Job {
             abort,
             safety::check_links(
                 &self.rclone,
-                &self.remote,
+                self.remote.data(),
                 &links,
                 check.path(),
                 self.overrides.skip_objects_under_links,
@@ -618,7 +607,7 @@ impl Job {
     ) -> Result<Outcome> {
         let has_entries = unless_aborted(
             abort,
-            safety::remote_has_entries(&self.rclone, &self.remote),
+            safety::remote_has_entries(&self.rclone, self.remote.data()),
         )
         .await;
         match has_entries {
@@ -650,7 +639,7 @@ impl Job {
         }
         Ok(Outcome::Skipped(format!(
             "{} is empty; nothing to restore",
-            self.remote_display
+            self.remote.shown()
         )))
     }
 
@@ -664,7 +653,7 @@ impl Job {
     ) -> Result<()> {
         let checked = unless_aborted(
             abort,
-            safety::check_remote_root_exists(&self.rclone, &self.remote_display),
+            safety::check_remote_root_exists(&self.rclone, self.remote.shown()),
         )
         .await;
         if matches!(checked, Err(Error::Config(_))) && !self.dry_run {
@@ -709,7 +698,7 @@ impl Job {
                 tracing::warn!(
                     "the metadata manifest on {} is larger than {} MiB and was not read: the \
                      files are restored, but modes, owners, symlinks and empty directories are not",
-                    self.remote_display,
+                    self.remote.shown(),
                     fidelity::MAX_MANIFEST_BYTES >> 20
                 );
                 volume.metadata = "ignored";
@@ -720,7 +709,7 @@ impl Job {
                     "{} holds no metadata manifest (written by an older release, or never uploaded \
                  by this one): the files are restored, but modes, owners, symlinks and empty \
                  directories were not recorded",
-                    self.remote_display
+                    self.remote.shown()
                 );
                 volume.metadata = "not-recorded";
                 return Ok(None);
@@ -733,7 +722,7 @@ impl Job {
                     "the metadata manifest on {} cannot be used ({why}): the files are restored, \
                      but modes, owners, symlinks and empty directories are not; the next \
                      successful upload writes a new one",
-                    self.remote_display
+                    self.remote.shown()
                 );
                 volume.metadata = "ignored";
                 return Ok(None);

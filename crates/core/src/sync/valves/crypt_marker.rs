@@ -28,12 +28,12 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+use crate::remote::path::{INTERNAL_FILTER, Internal, RemoteEnd};
 use crate::remote::rclone::Rclone;
-use crate::sync::valves::mass_delete;
-use crate::sync::valves::safety::INTERNAL_FILES_FILTER;
 
 /// The plain marker's name at the top of the raw (encrypted) remote path.
-pub const MARKER: &str = ".volume-syncing-operator.encrypted";
+/// The plain marker's name.
+const MARKER: &str = Internal::EncryptionMarker.name();
 /// What the marker says: no key material, only what it means and what to do.
 const MARKER_CONTENT: &str = "volume-syncing-operator: the objects under this path are encrypted \
      with rclone crypt; upload or restore them only with the same ENCRYPTION_PASSPHRASE (and \
@@ -45,15 +45,6 @@ const MIN_ENCRYPTED_SIZE: &str = "33B";
 /// The rule of a refusal.
 pub const RULE: &str = "encrypted-remote";
 
-/// `remote:bucket/path` → `remote:bucket/path/<name>`.
-fn object(raw_remote: &str, name: &str) -> String {
-    if raw_remote.ends_with(':') || raw_remote.ends_with('/') {
-        format!("{raw_remote}{name}")
-    } else {
-        format!("{raw_remote}/{name}")
-    }
-}
-
 /// The encrypted side: writes the plain marker if the remote path lacks it.
 #[derive(Debug, Default)]
 pub struct MarkerWriter {
@@ -63,11 +54,11 @@ pub struct MarkerWriter {
 impl MarkerWriter {
     /// After the key check of an upload that is not a dry run: that check has written its own
     /// object if it was missing, so the bucket exists and no bucket check is needed.
-    pub async fn ensure(&self, rclone: &Rclone, raw_remote: &str) -> Result<()> {
+    pub async fn ensure(&self, rclone: &Rclone, end: &RemoteEnd) -> Result<()> {
         if self.written.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let marker = object(raw_remote, MARKER);
+        let marker = end.object(Internal::EncryptionMarker);
         let cat = ["cat".into(), OsString::from(&marker)];
         let present = match rclone.output(&cat, None, "cat (encryption marker)").await {
             Ok(text) => text == MARKER_CONTENT,
@@ -105,16 +96,16 @@ pub enum Found {
 /// The plain side: refuses to sync a path that holds encrypted data.
 #[derive(Debug)]
 pub struct PlainGuard {
-    /// The remote path as rclone names it, `remote:bucket/path`.
-    pub raw_remote: String,
+    /// The (plain) remote path it looks at.
+    pub end: RemoteEnd,
     /// A run of this process found the path plain: it stays so while we hold the path.
     plain: AtomicBool,
 }
 
 impl PlainGuard {
-    pub fn new(raw_remote: String) -> Self {
+    pub fn new(end: RemoteEnd) -> Self {
         PlainGuard {
-            raw_remote,
+            end,
             plain: AtomicBool::new(false),
         }
     }
@@ -135,14 +126,14 @@ impl PlainGuard {
         // One listing of this program's own objects at the top of the path: the marker says
         // "encrypted"; a plainly named manifest or upload record (under crypt their names are
         // encrypted too) says "plain", with no further call.
-        let dir = object(&self.raw_remote, "");
+        let dir = format!("{}/", self.end.shown());
         let own = [
             "lsf",
             "--files-only",
             "--max-depth",
             "1",
             "--include",
-            INTERNAL_FILES_FILTER,
+            INTERNAL_FILTER,
             dir.as_str(),
         ]
         .map(OsString::from);
@@ -156,7 +147,8 @@ impl PlainGuard {
         if names.contains(&MARKER) {
             return Ok(Found::Encrypted);
         }
-        if names.contains(&crate::sync::fidelity::MANIFEST) || names.contains(&mass_delete::RECORD)
+        if names.contains(&Internal::Manifest.name())
+            || names.contains(&Internal::UploadRecord.name())
         {
             return Ok(Found::Plain);
         }
@@ -167,7 +159,7 @@ impl PlainGuard {
             "--min-size",
             MIN_ENCRYPTED_SIZE,
             "--exclude",
-            INTERNAL_FILES_FILTER,
+            INTERNAL_FILTER,
             dir.as_str(),
         ]
         .map(OsString::from);
@@ -178,7 +170,7 @@ impl PlainGuard {
             "cat",
             "--head",
             "8",
-            object(&self.raw_remote, &name).as_str(),
+            format!("{}/{name}", self.end.shown()).as_str(),
         ]
         .map(OsString::from);
         let bytes = rclone.output(&head, None, "cat (encryption sniff)").await?;
@@ -205,7 +197,7 @@ impl PlainGuard {
             format!(
                 "{} holds data encrypted with rclone crypt, and this run has no encryption \
                  settings: {what}",
-                self.raw_remote
+                self.end.shown()
             ),
             "Set ENCRYPTION_PASSPHRASE (and ENCRYPTION_SALT), or ENCRYPTED_*, as for the upload \
              that wrote it; to replace the encrypted data with plain data on purpose, empty the \
@@ -220,13 +212,13 @@ mod tests {
 
     #[test]
     fn the_marker_holds_no_key_material_and_sits_beside_the_data() {
-        assert!(MARKER.starts_with(crate::sync::valves::safety::INTERNAL_FILE_PREFIX));
+        let end = RemoteEnd::new("remote", "bucket/path", "-d")
+            .unwrap()
+            .encrypted_by("crypt:".into());
         assert_eq!(
-            object("remote:bucket/path", MARKER),
-            "remote:bucket/path/.volume-syncing-operator.encrypted"
+            end.object(Internal::EncryptionMarker),
+            format!("remote:bucket/path/{MARKER}")
         );
-        assert_eq!(object("remote:", MARKER), format!("remote:{MARKER}"));
-        assert_eq!(object("remote:b/p/", "x"), "remote:b/p/x");
         assert!(!MARKER_CONTENT.contains("PASSWORD="));
     }
 }

@@ -41,11 +41,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::logging::untrusted;
+use crate::remote::path::{INTERNAL_FILTER, Internal, RemoteEnd};
 use crate::remote::rclone::Rclone;
-use crate::sync::valves::safety::{self, INTERNAL_FILE_PREFIX, INTERNAL_FILES_FILTER};
+use crate::sync::valves::safety;
 
-/// The record's name inside the remote path.
-pub const RECORD: &str = ".volume-syncing-operator.upload-record";
 /// The flag that sets the threshold, and, at 100, switches the valve off.
 pub const MAX_DELETE_PERCENT_FLAG: &str = "--max-delete-percent";
 /// Fewer vanished files than this never fire the valve: deleting 3 of 5 files is ordinary.
@@ -55,8 +54,6 @@ pub const MIN_VANISHED: u64 = 10;
 pub const MAX_PLAUSIBLE_FILES: u64 = 1_000_000_000_000;
 /// The longest record that is read (`rclone cat --count`): ours are ~60 bytes.
 const MAX_RECORD_BYTES: usize = 4096;
-
-const _: () = assert!(RECORD.len() > INTERNAL_FILE_PREFIX.len());
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -130,26 +127,13 @@ impl Guard {
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = known;
     }
 
-    /// `remote:bucket/path/` → `remote:bucket/path/RECORD`; `crypt:` → `crypt:RECORD`.
-    fn record_path(remote: &str) -> String {
-        if remote.ends_with(':') {
-            format!("{remote}{RECORD}")
-        } else {
-            format!("{}/{RECORD}", remote.trim_end_matches('/'))
-        }
-    }
-
     /// The count to compare with, and how to say where it comes from: the record's, or, when
     /// the record cannot be used, the remote's own.
-    async fn baseline(
-        &self,
-        rclone: &Rclone,
-        remote: &str,
-        shown: &str,
-    ) -> Result<Option<(u64, String)>> {
+    async fn baseline(&self, rclone: &Rclone, end: &RemoteEnd) -> Result<Option<(u64, String)>> {
+        let (remote, shown) = (end.data(), end.shown());
         let known = match self.known() {
             Known::Unread => {
-                let known = self.read_record(rclone, remote, shown).await?;
+                let known = self.read_record(rclone, end).await?;
                 self.set_known(known);
                 known
             }
@@ -171,13 +155,13 @@ impl Guard {
         }
     }
 
-    async fn read_record(&self, rclone: &Rclone, remote: &str, shown: &str) -> Result<Known> {
+    async fn read_record(&self, rclone: &Rclone, end: &RemoteEnd) -> Result<Known> {
         let count = (MAX_RECORD_BYTES + 1).to_string();
         let args = [
             "cat",
             "--count",
             count.as_str(),
-            Self::record_path(remote).as_str(),
+            end.object(Internal::UploadRecord).as_str(),
         ]
         .map(OsString::from);
         let text = match rclone.output(&args, None, "cat (upload record)").await {
@@ -194,9 +178,10 @@ impl Guard {
             Ok(files) => Ok(Known::Files(files)),
             Err(why) => {
                 tracing::warn!(
-                    "the upload record {shown}/{RECORD} cannot be used ({why}); the mass-delete \
+                    "the upload record {} cannot be used ({why}); the mass-delete \
                      valve compares with the files on the remote instead (one listing), and the \
-                     next successful upload rewrites the record"
+                     next successful upload rewrites the record",
+                    end.shown_object(Internal::UploadRecord)
                 );
                 Ok(Known::Unusable)
             }
@@ -205,37 +190,29 @@ impl Guard {
 
     /// Refuses a full upload of `src` that would delete more than the threshold of the files
     /// recorded by the last upload. Returns the source's file count, for [`Guard::record`].
-    pub async fn check(
-        &self,
-        rclone: &Rclone,
-        src: &Path,
-        remote: &str,
-        shown: &str,
-    ) -> Result<u64> {
+    pub async fn check(&self, rclone: &Rclone, src: &Path, end: &RemoteEnd) -> Result<u64> {
         let files = safety::count_files_to_upload(src)
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot read {}: {e}", src.display())))?;
         let source = format!("{} holds {files} regular files", src.display());
-        self.check_count(rclone, files, &source, remote, shown)
-            .await?;
+        self.check_count(rclone, files, &source, end).await?;
         Ok(files)
     }
 
     /// The valve for a source holding `files` (`source` says so: "/data holds 3 regular
-    /// files") synced to `remote` (shown as `shown`): refused when more than the threshold of
+    /// files") synced to `end`: refused when more than the threshold of
     /// the baseline's files would go.
     pub async fn check_count(
         &self,
         rclone: &Rclone,
         files: u64,
         source: &str,
-        remote: &str,
-        shown: &str,
+        end: &RemoteEnd,
     ) -> Result<()> {
         // A source without files is empty-source's to judge (and its override's to clear).
         if files == 0 || self.percent >= 100 {
             return Ok(());
         }
-        let Some((before, said)) = self.baseline(rclone, remote, shown).await? else {
+        let Some((before, said)) = self.baseline(rclone, end).await? else {
             return Ok(());
         };
         if let Some(share) = exceeds(before, files, self.percent) {
@@ -255,7 +232,7 @@ impl Guard {
     }
 
     /// Records `files` as the source's count after a successful upload (unless already known).
-    pub async fn record(&self, rclone: &Rclone, remote: &str, files: u64) -> Result<()> {
+    pub async fn record(&self, rclone: &Rclone, end: &RemoteEnd, files: u64) -> Result<()> {
         if self.known() == Known::Files(files) {
             return Ok(());
         }
@@ -266,7 +243,7 @@ impl Guard {
         let text = serde_json::to_string(&record).expect("a record serialises") + "\n";
         let args = [
             "rcat",
-            Self::record_path(remote).as_str(),
+            end.object(Internal::UploadRecord).as_str(),
             crate::remote::rclone::NO_BUCKET_CHECK,
         ]
         .map(OsString::from);
@@ -291,7 +268,7 @@ fn exceeds(before: u64, files: u64, percent: u8) -> Option<u128> {
 /// The number of files under `remote` (this program's internal files aside): one
 /// `rclone size --json` listing. A path that does not exist holds none.
 pub async fn count_remote_files(rclone: &Rclone, remote: &str) -> Result<u64> {
-    let args = ["size", "--json", "--exclude", INTERNAL_FILES_FILTER, remote].map(OsString::from);
+    let args = ["size", "--json", "--exclude", INTERNAL_FILTER, remote].map(OsString::from);
     let text = match rclone.output(&args, None, "size (file count)").await {
         Ok(text) => text,
         Err(e) if e.rclone_exit_code() == Some(3) => return Ok(0),

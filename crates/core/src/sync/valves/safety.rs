@@ -39,14 +39,11 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::remote::path::{INTERNAL_FILTER, INTERNAL_PREFIX, RemoteEnd};
 use crate::remote::rclone::Rclone;
 
 /// File written into a restore target while a restore runs, removed after it succeeded.
 pub const RESTORE_MARKER: &str = ".volume-syncing-operator.restore-in-progress";
-/// The name prefix of this program's own files at the top of a local directory or remote path.
-pub const INTERNAL_FILE_PREFIX: &str = ".volume-syncing-operator.";
-/// rclone filter that keeps all of this program's own files out of every sync and listing.
-pub const INTERNAL_FILES_FILTER: &str = "/.volume-syncing-operator.*";
 
 pub const FORCE_UPLOAD_EMPTY: &str = "--force-even-if-remote-would-be-cleared";
 pub const FORCE_UPLOAD_PARTIAL: &str = "--force-upload-partial-restore";
@@ -115,7 +112,7 @@ pub fn local_state(dir: &Path) -> io::Result<LocalState> {
 
 /// Whether the upload would send at least one regular file: a walk that does not follow
 /// symlinks, skips `lost+found` and this program's own files at the top (as the sync does,
-/// [`INTERNAL_FILES_FILTER`]), and stops at the first regular file.
+/// [`INTERNAL_FILTER`]), and stops at the first regular file.
 pub fn has_file_to_upload(src: &Path) -> io::Result<bool> {
     Ok(files_to_upload(src, 1)? > 0)
 }
@@ -135,7 +132,7 @@ fn files_to_upload(src: &Path, limit: u64) -> io::Result<u64> {
             if dir == src {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name == "lost+found" || name.starts_with(INTERNAL_FILE_PREFIX) {
+                if name == "lost+found" || name.starts_with(INTERNAL_PREFIX) {
                     continue;
                 }
             }
@@ -188,12 +185,8 @@ pub fn check_upload(
 /// `empty-source`). A remote that cannot be listed is a refusal too.
 /// `remote` is what rclone lists (through crypt when encryption is on), `shown` how the user
 /// named it.
-pub async fn check_upload_remote(
-    rclone: &Rclone,
-    src: &Path,
-    remote: &str,
-    shown: &str,
-) -> Result<()> {
+pub async fn check_upload_remote(rclone: &Rclone, src: &Path, end: &RemoteEnd) -> Result<()> {
+    let (remote, shown) = (end.data(), end.shown());
     let why = format!(
         "{} holds no regular file to upload (only empty directories, links, special files, \
          lost+found or this program's own files)",
@@ -327,7 +320,7 @@ pub async fn remote_has_entries(rclone: &Rclone, remote: &str) -> Result<bool> {
         "-R",
         "--files-only",
         "--exclude",
-        INTERNAL_FILES_FILTER,
+        INTERNAL_FILTER,
         remote,
     ]
     .map(OsString::from)
@@ -357,7 +350,7 @@ pub fn local_links(root: &Path) -> io::Result<Vec<PathBuf>> {
             let name = entry.file_name();
             if rel.as_os_str().is_empty() {
                 let shown = name.to_string_lossy();
-                if shown == "lost+found" || shown.starts_with(INTERNAL_FILE_PREFIX) {
+                if shown == "lost+found" || shown.starts_with(INTERNAL_PREFIX) {
                     continue;
                 }
             }
