@@ -258,7 +258,28 @@ pub enum Command {
     #[cfg(feature = "operator")]
     #[command(after_help = operator_examples!())]
     Operator(OperatorArgs),
+    /// `inject`, `crd` or `operator` asked of the sidecar build, which leaves the Kubernetes
+    /// commands out (no kube, k8s-openapi, minijinja in every Pod): exit 2, naming the binary
+    /// that has them.
+    #[cfg(not(feature = "operator"))]
+    #[command(name = "inject", hide = true, disable_help_flag = true)]
+    Inject(KubernetesCommand),
+    #[cfg(not(feature = "operator"))]
+    #[command(name = "crd", hide = true, disable_help_flag = true)]
+    Crd(KubernetesCommand),
+    #[cfg(not(feature = "operator"))]
+    #[command(name = "operator", hide = true, disable_help_flag = true)]
+    Operator(KubernetesCommand),
 }
+
+/// Whatever follows a Kubernetes command in the sidecar build.
+#[cfg(not(feature = "operator"))]
+#[derive(Debug, clap::Args)]
+pub struct KubernetesCommand {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

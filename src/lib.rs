@@ -13,6 +13,17 @@ pub mod cli;
 use cli::{Cli, Command};
 use vso_core::error::Result;
 
+/// The usage error (exit 2) of a Kubernetes command asked of the sidecar build.
+#[cfg(not(feature = "operator"))]
+fn not_in_this_build(command: &str) -> vso_core::error::Error {
+    vso_core::error::Error::config(format!(
+        "'{command}' is one of the Kubernetes commands, which this build (the sidecar's, built \
+         without the operator feature) leaves out; run it with volume-syncing-operator-webhook \
+         (in the image, and installed by make install) or a build with default features \
+         (cargo build, cargo install --path .)"
+    ))
+}
+
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<()> {
     let verbose = cli.verbose;
@@ -27,6 +38,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Crd => return vso_k8s::run_crd(),
         #[cfg(feature = "operator")]
         Command::Operator(args) => return vso_k8s::run::run(&args).await,
+        #[cfg(not(feature = "operator"))]
+        Command::Inject(_) => return Err(not_in_this_build("inject")),
+        #[cfg(not(feature = "operator"))]
+        Command::Crd(_) => return Err(not_in_this_build("crd")),
+        #[cfg(not(feature = "operator"))]
+        Command::Operator(_) => return Err(not_in_this_build("operator")),
     };
     vso_core::run(command, verbose).await
 }

@@ -82,7 +82,7 @@ fn paths_after<'a>(code: &'a str, prefix: &str) -> Vec<Vec<&'a str>> {
     let mut out = Vec::new();
     for (at, _) in code.match_indices(prefix) {
         let before = code[..at].chars().next_back();
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
             continue;
         }
         let rest = &code[at + prefix.len()..];
@@ -318,4 +318,39 @@ fn files_and_folders_stay_small() {
          concern):\n{}",
         problems.join("\n")
     );
+}
+
+/// The checks above can fail: a planted cycle (through `crate::`, `super::` and a child
+/// module) and a planted upward import are found.
+#[test]
+fn a_planted_cycle_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("sync/lease")).unwrap();
+    std::fs::write(src.join("lib.rs"), "pub mod remote;\npub mod sync;\n").unwrap();
+    std::fs::write(
+        src.join("remote.rs"),
+        "//! crate::sync in a comment is no import\nuse crate::sync::lease::Lease;\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("sync/mod.rs"), "pub mod lease;\n").unwrap();
+    std::fs::write(
+        src.join("sync/lease/mod.rs"),
+        "mod record;\npub use record::Lease;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("sync/lease/record.rs"),
+        "use super::super::super::remote::Thing;\n#[cfg(test)]\nmod tests {\n    use crate::sync;\n}\n",
+    )
+    .unwrap();
+    let g = graph(src);
+    assert_eq!(
+        g.edges["sync::lease"],
+        BTreeSet::from(["sync::lease::record".to_string()])
+    );
+    assert_eq!(g.edges["sync::lease::record"], BTreeSet::from(["remote".to_string()]));
+    let cycle = find_cycle(&g.edges).expect("remote -> sync::lease -> record -> remote");
+    assert!(cycle.contains(&"remote".to_string()), "{cycle:?}");
+    assert!(core_layer("sync::lease") > core_layer("remote"));
 }

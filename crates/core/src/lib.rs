@@ -1,26 +1,40 @@
-//! volume-syncing-operator keeps a directory and an rclone remote in sync, safely.
+//! The sync core of volume-syncing-operator: keeps a directory and an rclone remote in sync,
+//! safely. It has no Kubernetes dependency (the `vso-k8s` crate builds command lines for it and
+//! depends on it, never the other way round).
+//!
+//! # Layers
+//! Lowest first; a module imports its own layer and the ones below (checked by
+//! `tests/architecture.rs`):
+//! - [`remote`] — rclone and the remote: the typed remote end and its internal objects
+//!   ([`remote::path`]), the private rclone.conf ([`remote::config`], [`remote::crypt`]), the
+//!   child process ([`remote::rclone`]); with [`error`], [`logging`] and [`duration`];
+//! - [`sync`] — one sync and what keeps it safe: [`sync::job`], [`sync::replicate`], the valves
+//!   ([`sync::valves`]), the lease ([`sync::lease`]), restore fidelity ([`sync::fidelity`]);
+//! - [`daemon`] — when a sync runs: [`daemon::supervisor`], [`daemon::schedule`],
+//!   [`daemon::watch`], [`daemon::pidfile`], [`daemon::metrics`], [`daemon::http`];
+//! - [`cli`] and [`plan`] — the command line's arguments, validated once into a plan; [`run`].
 //!
 //! # Theory of operation
-//! 1. [`cli`] parses the command line; [`plan`] turns it and the environment (`REMOTE_*`,
-//!    `ENCRYPTED_*`) into a validated plan: a private rclone.conf ([`config`], [`crypt`]), the
-//!    resolved rclone binary, a parsed schedule ([`schedule`]). Bad input stops here (exit 2).
-//! 2. A [`job::Job`] is one sync: the safety valves ([`safety`], and the encryption key check)
-//!    refuse anything that would wipe data (exit 3), then rclone runs as a child in its own
-//!    process group with its log streamed into ours ([`rclone`]). An upload first takes the
-//!    lease of the remote path ([`lease`]: one writer per path) and keeps it until it ends; a
-//!    one-shot restore waits while a writer holds it.
-//! 3. [`supervisor`] runs the job once, or — on a [`schedule`] and/or on file changes
-//!    ([`watch`]) — until SIGTERM/SIGINT and then once more; [`pidfile`] lets `interrupt` (a
-//!    preStop hook) trigger that and wait for it; [`metrics`] and [`http`] make it observable.
-//! 4. Restore fidelity ([`volume_meta`]): the upload records what rclone cannot keep (modes,
+//! 1. [`cli`] holds the arguments; [`plan`] turns them and the environment (`REMOTE_*`,
+//!    `ENCRYPTED_*`) into a validated plan: a private rclone.conf ([`remote::config`],
+//!    [`remote::crypt`]), the resolved rclone binary, a parsed schedule
+//!    ([`daemon::schedule`]), each remote path checked into a [`remote::path::RemoteEnd`]. Bad
+//!    input stops here (exit 2).
+//! 2. A [`sync::job::Job`] is one sync: the safety valves ([`sync::valves`], and the encryption
+//!    key check) refuse anything that would wipe data (exit 3), then rclone runs as a child in
+//!    its own process group with its log streamed into ours ([`remote::rclone`]). An upload
+//!    first takes the lease of the remote path ([`sync::lease`]: one writer per path) and keeps
+//!    it until it ends; a one-shot restore waits while a writer holds it.
+//! 3. [`daemon::supervisor`] runs a [`sync::task::Task`] (a job, or a replication) once, or —
+//!    on a schedule and/or on file changes ([`daemon::watch`]) — until SIGTERM/SIGINT and then
+//!    once more; [`daemon::pidfile`] lets `interrupt` (a preStop hook) trigger that and wait for
+//!    it; [`daemon::metrics`] and [`daemon::http`] make it observable.
+//! 4. Restore fidelity ([`sync::fidelity`]): the upload records what rclone cannot keep (modes,
 //!    owners, symlinks, empty directories, hard links) in a manifest beside the data; the
 //!    restore applies it after the data sync, only where it matches the restored data.
 //! 5. Every error is an [`error::Error`], mapped to an exit code in one place.
-//! 6. [`replicate`] is `remote-to-remote-sync`: pairs of remote paths, each with its own valves,
-//!    lease and summary, run by the same [`supervisor`] (a [`supervisor::Task`], as a job is).
-//! 7. [`operator`] is the Kubernetes side (the PodFilesystemSync resource, `inject`, and with
-//!    the `operator` feature the admission webhook): it builds command lines for steps 1–3 and
-//!    depends on them, never the other way round.
+//! 6. [`sync::replicate`] is `remote-to-remote-sync`: pairs of remote paths, each with its own
+//!    valves, lease and summary, run by the same supervisor.
 //!
 //! The rendered config lives exactly as long as the plan: signals are turned into ordinary
 //! returns, so it is removed on every exit path short of SIGKILL.
