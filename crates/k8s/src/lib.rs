@@ -8,7 +8,8 @@
 //!
 //! - [`resource`]: the CRD types, the single source of the generated CRD YAML;
 //! - [`template`]: `remotePath` / `env` templates over the Pod (sandboxed minijinja);
-//! - [`inject`]: the pure injection core (typed Pod template in, typed Pod template out);
+//! - [`inject`]: the pure injection core (typed Pod template in, typed Pod template out), in
+//!   three steps per resource: spec → validated plan → argv → containers;
 //! - [`manifest`]: the `inject` command's YAML handling around the core;
 //! - [`cli`]: the arguments of `inject` and `operator`;
 //! - the admission webhook around the same core: [`run`] (the `operator` command), [`webhook`] (AdmissionReview → core → JSON Patch), [`keys`] (the
