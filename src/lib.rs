@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "operator")]
         Command::Crd => return vso_k8s::run_crd(),
         #[cfg(feature = "operator")]
-        Command::Operator(args) => return vso_k8s::run::run(&args).await,
+        Command::Operator(args) => return vso_k8s::operator::run::run(&args).await,
         #[cfg(not(feature = "operator"))]
         Command::Inject(_) => return Err(not_in_this_build("inject")),
         #[cfg(not(feature = "operator"))]

@@ -48,7 +48,10 @@ fn module_name(src: &Path, file: &Path) -> String {
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts.join("::")
@@ -304,7 +307,9 @@ fn files_and_folders_stay_small() {
             if lines > MAX_LINES {
                 problems.push(format!("{}: {lines} lines", file.display()));
             }
-            *folders.entry(file.parent().unwrap().to_path_buf()).or_default() += 1;
+            *folders
+                .entry(file.parent().unwrap().to_path_buf())
+                .or_default() += 1;
         }
     }
     for (folder, files) in folders {
@@ -349,7 +354,10 @@ fn a_planted_cycle_is_found() {
         g.edges["sync::lease"],
         BTreeSet::from(["sync::lease::record".to_string()])
     );
-    assert_eq!(g.edges["sync::lease::record"], BTreeSet::from(["remote".to_string()]));
+    assert_eq!(
+        g.edges["sync::lease::record"],
+        BTreeSet::from(["remote".to_string()])
+    );
     let cycle = find_cycle(&g.edges).expect("remote -> sync::lease -> record -> remote");
     assert!(cycle.contains(&"remote".to_string()), "{cycle:?}");
     assert!(core_layer("sync::lease") > core_layer("remote"));

@@ -12,8 +12,7 @@
 //!   three steps per resource: spec → validated plan → argv → containers;
 //! - [`manifest`]: the `inject` command's YAML handling around the core;
 //! - [`cli`]: the arguments of `inject` and `operator`;
-//! - the admission webhook around the same core: [`run`] (the `operator` command), [`webhook`] (AdmissionReview → core → JSON Patch), [`keys`] (the
-//!   generated encryption passphrases), [`tls`] (CA and serving certificate), [`server`] (HTTPS).
+//! - [`operator`]: the admission webhook around the same core (the `operator` command).
 
 // The core's one error type (`vso_core::error::Error`) is returned here as everywhere: once per
 // command or request, never in a hot loop, so its size (the statistics of a failed sync ride in
@@ -22,14 +21,10 @@
 
 pub mod cli;
 pub mod inject;
-pub mod keys;
 pub mod manifest;
+pub mod operator;
 pub mod resource;
-pub mod run;
-pub mod server;
 pub mod template;
-pub mod tls;
-pub mod webhook;
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
+use super::common::{BINARY_PATH, GRACE_MARGIN_SECONDS};
 use super::validate::{Plan, Restore, Sidecar, Trigger};
-use super::{BINARY_PATH, GRACE_MARGIN_SECONDS};
 use vso_core::duration::format_duration;
 use vso_core::sync::valves::safety::{FORCE_RESTORE, FORCE_UPLOAD_EMPTY};
 

@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::argv::Argv;
+use super::common::{InjectError, PodInjection, TMP_PATH, TMP_VOLUME, field_err, pod_err};
 use super::validate::Plan;
-use super::{InjectError, PodInjection, TMP_PATH, TMP_VOLUME, field_err, pod_err};
 use crate::resource::Placement;
 
 /// What one resource added.

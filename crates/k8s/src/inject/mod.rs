@@ -9,7 +9,10 @@
 //! - `validate.rs`: spec → plan (the resource and the Pod → a validated, typed plan, or the
 //!   error that forbids it);
 //! - `argv.rs`: plan → the restore's and the sidecar's command lines (cannot fail);
-//! - `containers.rs`: plan + argv → the `Container`s, at their place in the Pod's spec.
+//! - `containers.rs`: plan + argv → the `Container`s, at their place in the Pod's spec;
+//!
+//! and `common.rs`, what the steps share (names, settings, errors, the Pod in progress): a
+//! leaf, so no step imports this file and no import cycle is possible.
 //!
 //! Decisions:
 //! - The containers mount the app's volume exactly as the app container with the longest
@@ -24,6 +27,7 @@
 //!   Pod's annotations); the Pod-level one (fsGroup) belongs to the app and is left alone.
 
 mod argv;
+mod common;
 mod containers;
 mod validate;
 
@@ -31,65 +35,20 @@ mod validate;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use serde::Serialize;
 
 use super::resource::PodFilesystemSync;
 use super::template::PodContext;
+use common::{DEFAULT_GRACE_SECONDS, GRACE_MARGIN_SECONDS, Ids, PodInjection, field_err, pod_err};
+pub use common::{
+    GROUP_ID_ANNOTATION, INJECTED_ANNOTATION, InjectError, POD_FIELD_PREFIX, RESTORE_CONTAINER,
+    SIDECAR_CONTAINER, Settings, TMP_VOLUME, USER_ID_ANNOTATION,
+};
 use containers::Added;
-use validate::Ids;
-
-/// Records on an injected Pod what was injected; its presence makes injection a no-op.
-pub const INJECTED_ANNOTATION: &str = "riotkit.org/volume-syncing-injected";
-/// Pod annotation: the uid of the injected containers (wins over `permissions.uid`).
-pub const USER_ID_ANNOTATION: &str = "riotkit.org/volume-user-id";
-/// Pod annotation: the gid of the injected containers (wins over `permissions.gid`).
-pub const GROUP_ID_ANNOTATION: &str = "riotkit.org/volume-group-id";
-/// The restore init container (first resource; later ones get `-2`, `-3`, …).
-pub const RESTORE_CONTAINER: &str = "init-volume-restore";
-/// The sync sidecar (first resource; later ones get `-2`, `-3`, …).
-pub const SIDECAR_CONTAINER: &str = "volume-syncing-sidecar";
-/// The emptyDir shared by the injected containers: their temp dir (private rclone.conf, PID
-/// files) on a read-only root file system.
-pub const TMP_VOLUME: &str = "volume-syncing-tmp";
-const TMP_PATH: &str = "/tmp";
-/// The binary inside the image (the preStop hook runs it).
-const BINARY_PATH: &str = "/usr/local/bin/volume-syncing-operator";
-/// Kubernetes' default terminationGracePeriodSeconds.
-const DEFAULT_GRACE_SECONDS: i64 = 30;
-/// Headroom beyond the final sync's bound: the app's own shutdown (native sidecars stop after
-/// the app) and the `interrupt` hook's wait.
-const GRACE_MARGIN_SECONDS: u64 = 60;
-
-/// The caller's choices, not the resource's.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Native sidecar (an init container with `restartPolicy: Always`, Kubernetes ≥ 1.29) or a
-    /// classic one (an ordinary container).
-    pub native_sidecars: bool,
-    /// The image when a resource names none.
-    pub default_image: String,
-}
-
-/// Why a template cannot be injected; `field` names where (e.g.
-/// `PodFilesystemSync backup: spec.remotePath`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InjectError {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for InjectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for InjectError {}
 
 /// The result of [`inject`].
 #[derive(Debug, Clone, PartialEq)]
@@ -108,24 +67,6 @@ struct Record {
     init_containers: Vec<String>,
     containers: Vec<String>,
     volumes: Vec<String>,
-}
-
-fn field_err(sync: &PodFilesystemSync, field: &str, message: impl Into<String>) -> InjectError {
-    InjectError {
-        field: format!("PodFilesystemSync {}: {field}", sync.name_any()),
-        message: message.into(),
-    }
-}
-
-/// How [`InjectError::field`] starts when it names a field of the Pod template (`metadata.…`,
-/// `spec.…` relative to the template).
-pub const POD_FIELD_PREFIX: &str = "pod template: ";
-
-fn pod_err(field: &str, message: impl Into<String>) -> InjectError {
-    InjectError {
-        field: format!("{POD_FIELD_PREFIX}{field}"),
-        message: message.into(),
-    }
 }
 
 /// Whether `sync` applies to a Pod with `labels` in `namespace` (None: unknown, as for a
@@ -317,25 +258,6 @@ pub fn inject(
         metadata: Some(meta),
         spec: Some(spec),
     })))
-}
-
-/// One Pod's injection in progress: what every resource's steps read (the caller's settings,
-/// the Pod as its author wrote it) and what they change in turn (the spec, the container ports
-/// taken). It is what `inject_one` once took as eight arguments.
-struct PodInjection<'a> {
-    settings: &'a Settings,
-    /// The Pod's init containers and containers before any injection: where `localPath` is
-    /// mounted is read from these only, never from an injected container.
-    app_containers: Vec<Container>,
-    /// The Pod's labels and annotations, for the templates.
-    ctx: PodContext,
-    /// The uid/gid annotations, checked once per Pod.
-    ids: Ids,
-    /// The spec being injected: each resource's containers are added to it.
-    spec: PodSpec,
-    /// Container ports of the app and of the sidecars added so far (a metrics port must be
-    /// free).
-    used_ports: Vec<i32>,
 }
 
 impl PodInjection<'_> {

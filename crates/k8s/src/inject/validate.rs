@@ -10,7 +10,6 @@
 //! [`super::containers`]. The plan holds values, not raw strings: a parsed shutdown bound, a
 //! checked schedule, a trigger as an enum, env as the `EnvVar`s the containers will carry.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -19,9 +18,8 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 
-use super::{
-    GROUP_ID_ANNOTATION, InjectError, PodInjection, RESTORE_CONTAINER, SIDECAR_CONTAINER, TMP_PATH,
-    USER_ID_ANNOTATION, field_err, pod_err,
+use super::common::{
+    InjectError, PodInjection, RESTORE_CONTAINER, SIDECAR_CONTAINER, TMP_PATH, field_err,
 };
 use crate::resource::{InitContainerPlacement, PASSPHRASE_KEY, PodFilesystemSync, SyncMethod};
 use crate::template::{POD_NAME_REF, POD_NAMESPACE_REF, render};
@@ -331,38 +329,6 @@ pub(super) fn disjoint(matching: &[&PodFilesystemSync]) -> Result<(), InjectErro
         }
     }
     Ok(())
-}
-
-/// uid/gid overrides from the Pod's annotations.
-pub(super) struct Ids {
-    pub uid: Option<i64>,
-    pub gid: Option<i64>,
-}
-
-impl Ids {
-    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Ids, InjectError> {
-        let parse = |key: &str| -> Result<Option<i64>, InjectError> {
-            annotations
-                .get(key)
-                .map(|v| {
-                    v.trim()
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| *n >= 0)
-                        .ok_or_else(|| {
-                            pod_err(
-                                &format!("metadata.annotations[{key}]"),
-                                format!("{v:?} is not a numeric id"),
-                            )
-                        })
-                })
-                .transpose()
-        };
-        Ok(Ids {
-            uid: parse(USER_ID_ANNOTATION)?,
-            gid: parse(GROUP_ID_ANNOTATION)?,
-        })
-    }
 }
 
 /// `inner` lies strictly below `outer` (both normalized).

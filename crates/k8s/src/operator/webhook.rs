@@ -1,7 +1,7 @@
 //! The admission webhook's decision: an `AdmissionReview` for a Pod CREATE in, allowed /
 //! patched / denied out.
 //!
-//! A thin shell around the injection core ([`super::inject`]): the Pod becomes a template, the
+//! A thin shell around the injection core ([`crate::inject`]): the Pod becomes a template, the
 //! core injects, and the answer is the JSON Patch of the difference between the Pod as read and
 //! the Pod as injected (both through the same typed form, so a field the types do not know is
 //! never touched by the patch). Decisions:
@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::ResourceExt;
 use kube::core::admission::{AdmissionRequest, Operation};
 
-use super::inject::{INJECTED_ANNOTATION, Outcome, POD_FIELD_PREFIX, Settings, inject, matches};
-use super::resource::PodFilesystemSync;
+use crate::inject::{INJECTED_ANNOTATION, Outcome, POD_FIELD_PREFIX, Settings, inject, matches};
+use crate::resource::PodFilesystemSync;
 
 /// The label that asks for injection; the webhook configuration selects on it.
 pub const POD_LABEL: &str = "riotkit.org/volume-syncing-operator";

@@ -16,7 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use super::resource::PASSPHRASE_KEY;
+use crate::resource::PASSPHRASE_KEY;
 
 /// Bound of each API call made while a Pod waits for admission.
 const CALL_TIMEOUT: Duration = Duration::from_secs(4);

@@ -23,12 +23,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::inject::Settings;
-use super::resource::PodFilesystemSync;
 use super::server::{Handler, serve};
 use super::tls::{self, CertSlot, Source};
 use super::webhook::{Decision, decide, pod_name};
 use crate::cli::{NativeSidecars, OperatorArgs};
+use crate::inject::Settings;
+use crate::resource::PodFilesystemSync;
 use vso_core::error::{Error, Result};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
