@@ -1,6 +1,6 @@
 //! How a run ends, for a job and a replication alike: its [`Outcome`] and [`Report`] (what the
 //! summary line and the metrics show), the [`Retries`] with exponential backoff, and
-//! [`unless_aborted`] for checks a signal must be able to cut.
+//! `unless_aborted` for checks a signal must be able to cut.
 
 use std::time::Duration;
 

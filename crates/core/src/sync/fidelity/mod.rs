@@ -4,7 +4,7 @@
 //!
 //! # The manifest
 //! `.volume-syncing-operator.manifest` at the root of the remote path, so the internal-files
-//! rule ([`crate::sync::valves::safety::INTERNAL_FILES_FILTER`]) keeps it out of every sync, listing and
+//! rule ([`crate::remote::path::INTERNAL_FILTER`]) keeps it out of every sync, listing and
 //! valve: it never makes an empty remote look non-empty. It is written through exactly the
 //! remote the sync uses, so with encryption on its name and content (paths, modes, link
 //! targets) are encrypted by rclone crypt like the data. Format: JSON lines, sorted by path —
@@ -70,8 +70,8 @@
 //! empty tree then writes none, so the remote's manifest stays.
 //!
 //! # Layout
-//! [`format`] (the lines and their parser), [`walk`] (recording a volume), [`transport`]
-//! (writing and reading the manifest object) and [`apply`] (restoring from it).
+//! [`format`](mod@format) (the lines and their parser), [`walk`] (recording a volume), [`transport`]
+//! (writing and reading the manifest object) and [`apply`](mod@apply) (restoring from it).
 
 pub mod apply;
 pub mod format;

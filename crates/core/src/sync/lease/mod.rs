@@ -3,7 +3,7 @@
 //! side, a bounded wait while a writer holds it.
 //!
 //! # The lease object
-//! `<remote path>/.volume-syncing-operator.lease`, under [`crate::sync::valves::safety::INTERNAL_FILE_PREFIX`], so every
+//! `<remote path>/.volume-syncing-operator.lease`, under [`crate::remote::path::INTERNAL_PREFIX`], so every
 //! sync, listing, valve and restore already ignores it. It is read and written through exactly
 //! the remote the sync uses (through crypt when encryption is on): `rclone cat`, `rclone rcat`,
 //! `rclone deletefile`. It is JSON: the holder (host: `POD_NAME`, else `HOSTNAME`, else the

@@ -170,7 +170,7 @@ pub(super) fn is_live(expires: DateTime<Utc>, now: DateTime<Utc>, max_skew: Dura
 }
 
 /// Parses the bytes of a lease object; never panics (fuzzed). `Err` says why it is not a lease
-/// (not JSON, no holder, too long). The times are strings, judged later ([`Expiry`]): a lease
+/// (not JSON, no holder, too long). The times are strings, judged later (`Expiry`): a lease
 /// whose times do not parse is still a lease, whose holder is worth naming.
 pub fn parse_lease(bytes: &[u8]) -> Result<Record, String> {
     if bytes.len() > MAX_LEASE_BYTES {
