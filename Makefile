@@ -89,7 +89,7 @@ kube-apiserver:
 test: tools lint test-only
 
 test-only: tools kube-apiserver image test-packages
-	$(CARGO) test --all-targets --no-fail-fast
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## test-packages: Debian packages the tests run for real: PostgreSQL 15 (tests/fidelity.rs starts
 ## a server on a restored data directory) and libnss-wrapper (a user name for its uid 65312).
@@ -118,8 +118,9 @@ lint: lint-tools
 	@grep -q 'image: registry.example.com/volume-syncing-operator:0.1.0' target/operator-install-example.yaml && \
 	  ! grep -q 'volume-syncing-operator:dev' target/operator-install-example.yaml || \
 	  { echo "deploy/operator/overlays/example still deploys or injects volume-syncing-operator:dev" >&2; exit 1; }
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 
 lint-tools: $(LINT_TOOLS)
 
