@@ -199,7 +199,8 @@ fn the_getting_started_paths_point_at_real_things() {
 //   `--network host` on `docker run` (the test server listens on 127.0.0.1);
 // - `/var/lib/app` by a directory of the test;
 // - a long-running command (`--schedule` in the foreground) runs a few seconds and gets
-//   SIGTERM, as a stop would send, under `timeout --preserve-status`;
+//   one SIGTERM, as a stop would send (`timeout --foreground`: without it timeout signals its
+//   process group too, and a second SIGTERM means "stop now");
 // - `make demo` runs `scripts/demo.sh` (what it runs after building) with this test's binary
 //   and its own state directory (a nested `cargo build` would wait for this test's lock);
 //   `make image` is checked (the image must exist: `make test` builds it before the tests);
@@ -550,8 +551,9 @@ fn readme_path_1_shell_runs() {
         }
         let mut text = text.replace("/var/lib/app", "\"$PWD/var-lib-app\"");
         if text.starts_with("volume-syncing-operator ") && text.contains("--schedule") {
-            text =
-                format!("timeout --preserve-status -s TERM 15 {text} 2>&1 | tee -a scheduled.log");
+            text = format!(
+                "timeout --foreground --preserve-status -s TERM 15 {text} 2>&1 | tee -a scheduled.log"
+            );
         }
         Step::Run(text)
     });
