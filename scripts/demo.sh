@@ -5,7 +5,8 @@
 # non-zero.
 set -euo pipefail
 bin=${VSO_BINARY:-target/debug/volume-syncing-operator}
-state=.demo
+# VSO_DEMO_STATE: another state directory (tests/front_door.rs runs the demo in a temp dir).
+state=${VSO_DEMO_STATE:-.demo}
 rm -rf "$state"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

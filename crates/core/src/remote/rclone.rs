@@ -8,6 +8,12 @@
 //! - rclone logs JSON (`--use-json-log`) to stderr; each line becomes one of our log events
 //!   (target `rclone`) at the matching level, and the `stats` object of the last line is the
 //!   run's statistics. Output is streamed line by line, never buffered to the end.
+//! - Those statistics count the user's files only. rclone runs at `-v` at least, so it names
+//!   every object it copies or deletes (one line per change, none per unchanged file); what it
+//!   says about this program's own objects at the top of the path (the metadata manifest that
+//!   replication carries, [`crate::remote::path::INTERNAL_PREFIX`]) is subtracted and counted
+//!   apart ([`Stats::internal_files`]). No extra rclone call; at our verbosity 0 those per-object
+//!   lines are logged at debug, so the log reads as before.
 //! - The child inherits our environment (so `RCLONE_*` flags work) minus the variables we turn
 //!   into the config: secrets reach rclone only through the 0600 config file.
 //! - Probing (`first_line`) reads one line and then stops rclone: O(1) in the remote's size.
@@ -169,12 +175,60 @@ pub fn exit_meaning(code: i32) -> &'static str {
     }
 }
 
+/// These statistics without what rclone did to this program's own objects.
+fn without(mut stats: Stats, internal: &Internal) -> Stats {
+    stats.transfers = stats.transfers.saturating_sub(internal.transfers);
+    stats.bytes = stats.bytes.saturating_sub(internal.bytes);
+    stats.deletes = stats.deletes.saturating_sub(internal.deletes);
+    stats.internal_files = internal.transfers + internal.deletes;
+    stats
+}
+
+/// What rclone reported copying or deleting among this program's own objects during one run.
+#[derive(Debug, Default)]
+struct Internal {
+    transfers: u64,
+    bytes: u64,
+    deletes: u64,
+}
+
+impl Internal {
+    /// Counts `entry` when it is rclone's report of a copy or deletion (done, or skipped by
+    /// `--dry-run`, which rclone's statistics count too) of one of our objects at the top of
+    /// the path. Object names are relative to the path, so ours have no `/`.
+    fn count(&mut self, entry: &LogLine) -> bool {
+        let Some(object) = entry.object.as_deref() else {
+            return false;
+        };
+        if object.contains('/') || !object.starts_with(crate::remote::path::INTERNAL_PREFIX) {
+            return false;
+        }
+        let msg = entry.msg.trim();
+        let skipped = entry.skipped.as_deref();
+        let copied = (entry.level == "info"
+            && (msg.starts_with("Copied") || msg.starts_with("Multi-thread Copied")))
+            || skipped == Some("copy");
+        let deleted = (entry.level == "info" && msg == "Deleted") || skipped == Some("delete");
+        if copied {
+            self.transfers += 1;
+            self.bytes += entry.size.unwrap_or(0);
+        } else if deleted {
+            self.deletes += 1;
+        }
+        copied || deleted
+    }
+}
+
 #[derive(Deserialize)]
 struct LogLine {
     level: String,
     msg: String,
     object: Option<String>,
     stats: Option<Stats>,
+    /// The object's size, on rclone's lines about a copy.
+    size: Option<u64>,
+    /// The action `--dry-run` skipped (`copy`, `delete`, …).
+    skipped: Option<String>,
 }
 
 /// rclone's filter flags as environment variables (`RCLONE_EXCLUDE`, …). They are meant for the
@@ -294,16 +348,15 @@ impl Rclone {
             .map(OsString::from),
         );
         full.extend(TRANSFER_FLAGS.map(OsString::from));
-        match self.verbose {
-            0 => {}
-            1 => full.push("-v".into()),
-            _ => full.push("-vv".into()),
-        }
+        // -v at least: rclone then names each object it copies or deletes, which is how our
+        // own objects are told apart in the counts (see the module docs).
+        full.push(if self.verbose < 2 { "-v" } else { "-vv" }.into());
         full.extend(user_flags.iter().map(OsString::from));
         let mut child = self.spawn(&full, operation)?;
         let stderr = child.stderr.take().context("rclone stderr")?;
         let stdout = child.stdout.take().context("rclone stdout")?;
         let mut out = Streamer::new(stderr, stdout, Arc::clone(&self.scrubber));
+        out.info_as_debug = self.verbose == 0;
         let status = loop {
             tokio::select! {
                 reason = aborted(abort) => {
@@ -319,7 +372,7 @@ impl Rclone {
         if let Some(key) = out.unparsable_option.take() {
             return Err(unparsable_config(&key));
         }
-        let stats = out.stats.unwrap_or_default();
+        let stats = without(out.stats.unwrap_or_default(), &out.internal);
         if !status.success() {
             let code = status.code().unwrap_or(-1);
             return Err(Error::Rclone {
@@ -569,7 +622,13 @@ async fn collect_tail<R: AsyncRead + Unpin>(
 struct Streamer<E: AsyncRead + Unpin, O: AsyncRead + Unpin> {
     stderr: Option<Lines<BufReader<E>>>,
     stdout: Option<Lines<BufReader<O>>>,
+    /// The last statistics rclone reported, as it counts (our own objects included).
     stats: Option<Stats>,
+    /// rclone's copies and deletions of our own objects so far.
+    internal: Internal,
+    /// rclone's info lines (one per object copied or deleted) are logged at debug: rclone runs
+    /// at `-v` for them, the user did not ask for them.
+    info_as_debug: bool,
     causes: Causes,
     /// rclone could not parse this option of the config.
     unparsable_option: Option<String>,
@@ -582,6 +641,8 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
             stderr: Some(BufReader::new(stderr).lines()),
             stdout: Some(BufReader::new(stdout).lines()),
             stats: None,
+            internal: Internal::default(),
+            info_as_debug: false,
             causes: Causes::default(),
             unparsable_option: None,
             scrubber,
@@ -617,7 +678,7 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
         if let Some(key) = unparsable_option(line) {
             self.unparsable_option = Some(key);
         }
-        let Ok(entry) = serde_json::from_str::<LogLine>(line) else {
+        let Ok(mut entry) = serde_json::from_str::<LogLine>(line) else {
             if !line.trim().is_empty() {
                 tracing::info!(target: "rclone", "{line}");
             }
@@ -625,13 +686,14 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
         };
         let msg = entry.msg.trim();
         let object = entry.object.as_deref().unwrap_or("");
-        if let Some(stats) = entry.stats {
+        if let Some(stats) = entry.stats.take() {
+            let shown = without(stats.clone(), &self.internal);
             tracing::info!(
                 target: "rclone",
-                transferred_bytes = stats.bytes,
-                transferred_files = stats.transfers,
-                deleted_files = stats.deletes,
-                errors = stats.errors,
+                transferred_bytes = shown.bytes,
+                transferred_files = shown.transfers,
+                deleted_files = shown.deletes,
+                errors = shown.errors,
                 "progress: {msg}"
             );
             self.stats = Some(stats);
@@ -645,8 +707,10 @@ impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
             tracing::debug!(target: "rclone", object, "{msg}");
             return;
         }
+        self.internal.count(&entry);
         match entry.level.as_str() {
             "debug" => tracing::debug!(target: "rclone", object, "{msg}"),
+            "info" if self.info_as_debug => tracing::debug!(target: "rclone", object, "{msg}"),
             "info" | "notice" => tracing::info!(target: "rclone", object, "{msg}"),
             "warning" => tracing::warn!(target: "rclone", object, "{msg}"),
             _ => {
@@ -676,5 +740,25 @@ mod tests {
         s.handle(line);
         let stats = s.stats.unwrap();
         assert_eq!((stats.bytes, stats.transfers, stats.deletes), (6, 2, 1));
+    }
+
+    /// Lines as rclone 1.75 writes them at -v (and with --dry-run).
+    #[test]
+    fn our_own_objects_are_counted_apart() {
+        let mut s = Streamer::new(tokio::io::empty(), tokio::io::empty(), Arc::default());
+        for line in [
+            r#"{"level":"info","msg":"Copied (server-side copy)","size":3,"object":".volume-syncing-operator.manifest"}"#,
+            r#"{"level":"info","msg":"Copied (new)","size":2,"object":"a"}"#,
+            r#"{"level":"info","msg":"Copied (new)","size":4,"object":"sub/.volume-syncing-operator.manifest"}"#,
+            r#"{"level":"info","msg":"Deleted","object":".volume-syncing-operator.encrypted"}"#,
+            r#"{"level":"notice","msg":"Skipped copy as --dry-run is set (size 5)","skipped":"copy","size":5,"object":".volume-syncing-operator.manifest"}"#,
+            r#"{"level":"info","msg":"Updated modification time in destination","object":".volume-syncing-operator.manifest"}"#,
+            r#"{"level":"notice","msg":"x","stats":{"bytes":14,"deletes":1,"transfers":4,"checks":9}}"#,
+        ] {
+            s.handle(line);
+        }
+        let stats = without(s.stats.take().unwrap(), &s.internal);
+        assert_eq!((stats.transfers, stats.bytes, stats.deletes), (2, 6, 0));
+        assert_eq!(stats.internal_files, 3);
     }
 }

@@ -25,7 +25,8 @@
 //! 6. `rclone sync` (or `copy` with `-x`) from source to destination, retried as the other
 //!    commands' syncs are, within `--sync-timeout` per pair. rclone streams the data from one
 //!    endpoint to the other: nothing is staged on the local disk. The metadata manifest of a volume travels with it; the lease, key check
-//!    and upload record of each side stay that side's own.
+//!    and upload record of each side stay that side's own. The summary counts the user's files
+//!    only: the manifest, when it travelled, is `internal_files` (see [`crate::rclone`]).
 //!
 //! A pair whose source and destination overlap on the same remote (equal paths, or one inside
 //! the other) is refused before anything runs (exit 2, [`check_overlap`]): syncing `a/b` to `a`
@@ -361,6 +362,7 @@ impl Replication {
             transferred_files = stats.transfers,
             transferred_bytes = stats.bytes,
             deleted_files = stats.deletes,
+            internal_files = stats.internal_files,
             errors = report.errors(),
             dry_run = self.dry_run,
             "{message}"
@@ -496,6 +498,7 @@ impl Task for Replication {
             transferred_files = stats.transfers,
             transferred_bytes = stats.bytes,
             deleted_files = stats.deletes,
+            internal_files = stats.internal_files,
             dry_run = self.dry_run,
             next_run = next_run.map(|t| t.to_rfc3339()).unwrap_or_default(),
             "{message}"
