@@ -7,13 +7,11 @@
 //! The cases about writing outside LOCAL_DIR run both as the test's own user (root in CI) and
 //! as the unprivileged runner uid.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 const MANIFEST: &str = ".volume-syncing-operator.manifest";
 const MARKER: &str = ".volume-syncing-operator.restore-in-progress";

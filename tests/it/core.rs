@@ -5,15 +5,15 @@
 //! SIGTERM/SIGINT), secrets kept out of the output, pass-through of rclone flags and
 //! `RCLONE_*` variables, and empty directories through the `local` backend.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 /// Generous bound for things that normally take well under a second.
 const WAIT: Duration = Duration::from_secs(60);

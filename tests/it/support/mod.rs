@@ -6,8 +6,6 @@
 //! run as root, the binary runs as [`RUNNER_UID`] (nobody) and the sandbox's directories are
 //! chowned to it; as a normal user, everything runs as that user.
 
-#![allow(dead_code)] // each test crate uses a different part of this module
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};

@@ -6,8 +6,6 @@
 //! Tests that point the binary at a system directory ALWAYS pass `--dry-run` as well: the valve
 //! runs before rclone even in dry-run mode, so a broken valve still deletes nothing.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const MARKER: &str = ".volume-syncing-operator.restore-in-progress";
 const FORCE_UPLOAD_EMPTY: &str = "--force-even-if-remote-would-be-cleared";
