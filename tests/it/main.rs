@@ -21,6 +21,7 @@ mod encryption;
 mod fidelity;
 mod front_door;
 mod inject;
+mod inject_argv;
 mod lease;
 mod observability;
 mod operator;
