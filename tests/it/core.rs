@@ -882,13 +882,11 @@ fn interrupt_a_slow_upload(sig: Signal, sig_name: &str) {
 }
 
 #[test]
-fn private_config_is_removed_after_sigterm_mid_run() {
-    interrupt_a_slow_upload(Signal::SIGTERM, "SIGTERM");
-}
-
-#[test]
-fn private_config_is_removed_after_sigint_mid_run() {
-    interrupt_a_slow_upload(Signal::SIGINT, "SIGINT");
+fn private_config_is_removed_after_a_signal_mid_run() {
+    for_each_case(
+        [("SIGTERM", Signal::SIGTERM), ("SIGINT", Signal::SIGINT)],
+        |sig_name, sig| interrupt_a_slow_upload(sig, sig_name),
+    );
 }
 
 #[test]
