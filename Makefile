@@ -33,7 +33,7 @@ K8S_VERSION := 1.31.0
 K8S_CLASSIC_VERSION := 1.27.0
 K8S_CLASSIC := $(K8S_DIR)/deployment-classic-sidecar.yaml
 # The plain app manifests that `inject` turns into the ones above (sync.yaml is a custom
-# resource, checked by `inject` itself), the CRD, and the golden outputs of tests/inject.rs
+# resource, checked by `inject` itself), the CRD, and the golden outputs of tests/it/inject.rs
 # (cases named *classic* have no native sidecar and are also validated for 1.27).
 K8S_APP := $(filter-out $(K8S_DIR)/app/sync.yaml,$(wildcard $(K8S_DIR)/app/*.yaml))
 K8S_CRD := deploy/crd/podfilesystemsync.yaml
@@ -59,7 +59,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # configuration, since apt-utils is not installed"); apt's and dpkg's errors still show.
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
   apt-get install -y -qq --no-install-recommends
-# tests/container.rs runs this image.
+# tests/it/container.rs runs this image.
 export VSO_IMAGE := $(IMAGE)
 
 .PHONY: all build tools test test-only lint demo bench soak fuzz clean build-static image lint-tools busybox-static test-packages kube-apiserver \
@@ -74,7 +74,7 @@ tools: $(RCLONE_DEP)
 $(TOOLS)/bin/rclone: scripts/install-rclone.sh
 	scripts/install-rclone.sh $(RCLONE_VERSION) $(TOOLS)
 
-## kube-apiserver: a real kube-apiserver and etcd for tests/operator.rs, built once from Debian 12's
+## kube-apiserver: a real kube-apiserver and etcd for tests/it/operator.rs, built once from Debian 12's
 ## packages (see scripts/install-kube-apiserver.sh; 5-15 minutes, 3.7 GB while building) into a cache
 ## OUTSIDE the clone, keyed by version, so a fresh clone (CI) on the same machine reuses it; tools/bin
 ## gets links to it. The script returns at once when both are there.
@@ -91,13 +91,13 @@ test: tools lint test-only
 test-only: tools kube-apiserver image test-packages
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
-## test-packages: Debian packages the tests run for real: PostgreSQL 15 (tests/fidelity.rs starts
+## test-packages: Debian packages the tests run for real: PostgreSQL 15 (tests/it/fidelity.rs starts
 ## a server on a restored data directory) and libnss-wrapper (a user name for its uid 65312).
 PG_BIN := /usr/lib/postgresql/15/bin
 NSS_WRAPPER := /usr/lib/x86_64-linux-gnu/libnss_wrapper.so
 test-packages:
 	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -f $(NSS_WRAPPER) ]; then \
-	  echo "installing postgresql and libnss-wrapper (Debian) for tests/fidelity.rs" >&2; \
+	  echo "installing postgresql and libnss-wrapper (Debian) for tests/it/fidelity.rs" >&2; \
 	  $(SUDO) apt-get update -qq && \
 	  $(APT_INSTALL) postgresql libnss-wrapper >/dev/null; \
 	fi

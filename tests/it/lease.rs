@@ -2,14 +2,12 @@
 //! a real S3 server. Two uploaders racing, a holder killed by SIGKILL, a restore waiting for the
 //! final sync of a writer, the override, the lease hidden from every listing, and encryption.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const LEASE: &str = "bucket/app/.volume-syncing-operator.lease";
 const PASSPHRASE: &str = "correct horse battery staple 42";

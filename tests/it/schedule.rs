@@ -5,17 +5,15 @@
 //! remote, how the process exited), not speed. Slow syncs are made slow with rclone's
 //! `--bwlimit`, so a sync is reliably still running when a tick or a signal arrives.
 
-mod support;
-
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::*;
 
 const MIB: usize = 1024 * 1024;
 /// Long enough for any sync here, short enough that a hung test fails in reasonable time.
@@ -754,7 +752,7 @@ fn a_killed_instance_leaves_a_stale_pid_file_that_does_not_block_the_next() {
         .assert_code(2)
         .assert_contains("no process with pid");
     // …and a new instance takes it over. (The killed instance's lease of the remote path is
-    // still live; its expiry and takeover are tests/lease.rs's business.)
+    // still live; its expiry and takeover are tests/it/lease.rs's business.)
     let mut next = scheduled(
         &sandbox,
         &server,

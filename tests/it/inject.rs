@@ -4,11 +4,11 @@
 //! input, the committed CRD and the deploy/kubernetes manifests (the `inject` output of the
 //! plain manifests in deploy/kubernetes/app/).
 //!
-//! `REFRESH_GOLDEN=1 cargo test --test inject` rewrites every expected file from the current
+//! `REFRESH_GOLDEN=1 cargo test --test it inject::` rewrites every expected file from the current
 //! binary (review the diff); CI never sets it. `make lint` validates every expected.yaml with
 //! `kubernetes-validate --strict` (1.31; cases named `*classic*` also 1.27).
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::Write;

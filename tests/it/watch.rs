@@ -8,14 +8,12 @@
 //! Files are written by the test's own user (root in CI) with mode 0644 in directories of mode
 //! 0755: the binary (uid 65534 then) can read them, which is all an upload needs.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const MIB: usize = 1024 * 1024;
 /// Long enough for any sync here, short enough that a hung test fails in reasonable time.

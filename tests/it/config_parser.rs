@@ -7,7 +7,7 @@
 //! every kind (alone, surrounding, tripled, unclosed), comment characters, `=`, `:`,
 //! backslashes, non-ASCII text, line breaks, and long values.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

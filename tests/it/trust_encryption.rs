@@ -3,9 +3,7 @@
 //! text from the remote cannot forge a log line, and a panic still removes the private config.
 //! Real `rclone serve s3`; both ends compared byte for byte after every refusal.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const PASSPHRASE: &str = "correct horse battery staple 42";
 const REMOTE: &str = "bucket/app";

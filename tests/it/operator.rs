@@ -8,10 +8,8 @@
 //!
 //! The API server is 1.20, so the operator (with `--native-sidecars auto`) injects classic
 //! sidecars; 1.20 also prunes `restartPolicy` on init containers, so native sidecars cannot be
-//! observed here and are covered by the part-1 golden files (tests/inject.rs). Pods are never
+//! observed here and are covered by the part-1 golden files (tests/it/inject.rs). Pods are never
 //! scheduled (no scheduler, no kubelet): admission is what is tested.
-
-mod support;
 
 use std::fs;
 use std::io::Write;
@@ -20,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{Running, Sandbox, Vso};
 use serde_json::Value;
-use support::{Running, Sandbox, Vso};
 
 const OP_NS: &str = "volume-syncing-operator";
 const APP_NS: &str = "apps";
@@ -50,7 +48,7 @@ fn kubectl_binary() -> PathBuf {
             .map(|p| p.join("kubectl"))
             .find(|p| p.is_file())
     });
-    found.expect("kubectl not found on PATH: install it (Debian: kubernetes-client) to run tests/operator.rs")
+    found.expect("kubectl not found on PATH: install it (Debian: kubernetes-client) to run tests/it/operator.rs")
 }
 
 fn free_port() -> u16 {

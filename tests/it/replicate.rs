@@ -5,12 +5,10 @@
 //! The source is changed through its S3 API (rclone), never in the server's directory:
 //! `rclone serve s3` caches directory listings.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const SOURCE_SECRET: &str = "source-secret-key-0123456789-abcdef";
 

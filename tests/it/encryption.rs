@@ -3,7 +3,7 @@
 //! before anything changes (with and without the check object), and the passphrase never
 //! shows up in logs, error messages, or any rclone process's command line or environment.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const PASSPHRASE: &str = "correct horse battery staple 42";
 const SALT: &str = "pinch of himalayan salt 1987";
@@ -20,9 +20,9 @@ const WRONG_PASSPHRASE: &str = "incorrect donkey battery clip 17";
 const REMOTE: &str = "bucket/app";
 /// The check object's name inside the encrypted remote.
 const CHECK_OBJECT: &str = ".volume-syncing-operator.keycheck";
-/// The metadata manifest every successful upload writes (see tests/fidelity.rs).
+/// The metadata manifest every successful upload writes (see tests/it/fidelity.rs).
 const MANIFEST: &str = ".volume-syncing-operator.manifest";
-/// The plain marker of an encrypted path (tests/trust_encryption.rs): one plain name, no key.
+/// The plain marker of an encrypted path (tests/it/trust_encryption.rs): one plain name, no key.
 const ENCRYPTED_MARKER: &str = ".volume-syncing-operator.encrypted";
 
 /// Distinctive pieces of the sample tree's file and directory names.

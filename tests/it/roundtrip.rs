@@ -1,8 +1,6 @@
 //! Upload and restore through a real S3 server: the tree comes back byte-identical.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const BIG: usize = 1024 * 1024;
 

@@ -6,8 +6,6 @@
 //! Tests that point the binary at a system directory ALWAYS pass `--dry-run` as well: the valve
 //! runs before rclone even in dry-run mode, so a broken valve still deletes nothing.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const MARKER: &str = ".volume-syncing-operator.restore-in-progress";
 const FORCE_UPLOAD_EMPTY: &str = "--force-even-if-remote-would-be-cleared";
@@ -363,8 +361,9 @@ fn an_empty_source_is_not_refused_with_no_delete_and_the_remote_is_kept() {
 // ---------------------------------------------------------------------------------------------
 
 /// A restore into `target` (which resolves to a system directory) is refused, in dry-run mode
-/// too, and changes nothing at either end.
-fn assert_system_directory_refused(target: &Path, resolved: &Path) {
+/// too, and changes nothing at either end. `case` names the spelling in the messages.
+#[track_caller]
+fn assert_system_directory_refused(case: &str, target: &Path, resolved: &Path) {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     seed_remote(&sandbox, &server, "app", &remote_files());
@@ -378,38 +377,40 @@ fn assert_system_directory_refused(target: &Path, resolved: &Path) {
         assert_eq!(
             listing(resolved),
             local_before,
-            "{} changed",
+            "{case} {extra:?}: {} changed",
             resolved.display()
         );
-        assert!(!resolved.join(MARKER).exists());
-        assert_eq!(snapshot(&server.path(BUCKET)), remote_before);
+        assert!(
+            !resolved.join(MARKER).exists(),
+            "{case} {extra:?}: a restore marker in {}",
+            resolved.display()
+        );
+        assert_eq!(
+            snapshot(&server.path(BUCKET)),
+            remote_before,
+            "{case} {extra:?}: the remote changed"
+        );
     }
 }
 
+/// The same refusal for every spelling of a system directory that only lexical
+/// normalisation sees through (the cases below the table need more than a path).
 #[test]
-fn restore_into_the_root_directory_is_refused() {
-    assert_system_directory_refused(Path::new("/"), Path::new("/"));
-}
-
-#[test]
-fn restore_into_usr_dotdot_bin_is_refused() {
-    assert_system_directory_refused(Path::new("/usr/../bin"), Path::new("/bin"));
-}
-
-#[test]
-fn restore_into_usr_dotdot_bin_with_a_trailing_slash_is_refused() {
-    assert_system_directory_refused(Path::new("/usr/../bin/"), Path::new("/bin"));
-}
-
-#[test]
-fn restore_into_double_slash_usr_bin_is_refused() {
-    assert_system_directory_refused(Path::new("//usr/bin"), Path::new("/usr/bin"));
-}
-
-#[test]
-fn restore_into_etc_written_oddly_is_refused() {
-    assert_system_directory_refused(Path::new("/etc/./"), Path::new("/etc"));
-    assert_system_directory_refused(Path::new("/var//"), Path::new("/var"));
+fn restore_into_a_system_directory_is_refused() {
+    for_each_case(
+        [
+            ("the root directory", "/", "/"),
+            ("usr/../bin", "/usr/../bin", "/bin"),
+            ("usr/../bin with a trailing slash", "/usr/../bin/", "/bin"),
+            ("double slash usr/bin", "//usr/bin", "/usr/bin"),
+            ("etc written oddly", "/etc/./", "/etc"),
+            ("var written oddly", "/var//", "/var"),
+        ]
+        .map(|(case, target, resolved)| (case, (target, resolved))),
+        |case, (target, resolved)| {
+            assert_system_directory_refused(case, Path::new(target), Path::new(resolved))
+        },
+    );
 }
 
 #[test]
@@ -418,6 +419,7 @@ fn restore_into_bin_through_a_missing_directory_is_refused() {
     // lexical normalisation sees that this is /bin; create_dir_all would happily make it so.
     assert!(!Path::new("/bin/does-not-exist").exists());
     assert_system_directory_refused(
+        "usr/../bin through a missing directory",
         Path::new("/usr/../bin/does-not-exist/.."),
         Path::new("/bin"),
     );
@@ -429,10 +431,14 @@ fn restore_into_a_symlink_to_bin_is_refused() {
     let sandbox = Sandbox::new();
     let link = sandbox.path("looks-harmless");
     std::os::unix::fs::symlink("/bin", &link).unwrap();
-    assert_system_directory_refused(&link, Path::new("/bin"));
+    assert_system_directory_refused("a symlink to /bin", &link, Path::new("/bin"));
     // Also through a path that only reaches the link after `..`.
     let sub = sandbox.dir("sub");
-    assert_system_directory_refused(&sub.join("..").join("looks-harmless"), Path::new("/bin"));
+    assert_system_directory_refused(
+        "a symlink to /bin after ..",
+        &sub.join("..").join("looks-harmless"),
+        Path::new("/bin"),
+    );
     assert!(
         fs::symlink_metadata(&link)
             .unwrap()
@@ -818,43 +824,33 @@ fn if_local_empty_local_empty_remote_not_empty_restores() {
     assert!(!target.join(MARKER).exists());
 }
 
+/// A local directory with data is never restored into with --if-local-empty, whether the
+/// remote is empty or not.
 #[test]
-fn if_local_empty_local_not_empty_remote_empty_skips() {
-    let server = S3Server::start();
-    let sandbox = Sandbox::new();
-    let target = sandbox.tree("data", &as_refs(&local_files()));
+fn if_local_empty_local_not_empty_skips() {
+    for_each_case(
+        [("remote empty", false), ("remote not empty", true)],
+        |_, remote_has_files| {
+            let server = S3Server::start();
+            let sandbox = Sandbox::new();
+            if remote_has_files {
+                seed_remote(&sandbox, &server, "app", &remote_files());
+            }
+            let target = sandbox.tree("data", &as_refs(&local_files()));
 
-    let ends = Ends::capture(&target, &server.path(BUCKET));
-    let out = restore(
-        &sandbox,
-        &server,
-        "bucket/app",
-        &target,
-        &["--if-local-empty"],
+            let ends = Ends::capture(&target, &server.path(BUCKET));
+            let out = restore(
+                &sandbox,
+                &server,
+                "bucket/app",
+                &target,
+                &["--if-local-empty"],
+            );
+            assert_ok(&out);
+            out.assert_contains("skipped");
+            ends.assert_unchanged();
+        },
     );
-    assert_ok(&out);
-    out.assert_contains("skipped");
-    ends.assert_unchanged();
-}
-
-#[test]
-fn if_local_empty_local_not_empty_remote_not_empty_skips() {
-    let server = S3Server::start();
-    let sandbox = Sandbox::new();
-    seed_remote(&sandbox, &server, "app", &remote_files());
-    let target = sandbox.tree("data", &as_refs(&local_files()));
-
-    let ends = Ends::capture(&target, &server.path(BUCKET));
-    let out = restore(
-        &sandbox,
-        &server,
-        "bucket/app",
-        &target,
-        &["--if-local-empty"],
-    );
-    assert_ok(&out);
-    out.assert_contains("skipped");
-    ends.assert_unchanged();
 }
 
 #[test]

@@ -5,15 +5,15 @@
 //! SIGTERM/SIGINT), secrets kept out of the output, pass-through of rclone flags and
 //! `RCLONE_*` variables, and empty directories through the `local` backend.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 /// Generous bound for things that normally take well under a second.
 const WAIT: Duration = Duration::from_secs(60);
@@ -882,13 +882,11 @@ fn interrupt_a_slow_upload(sig: Signal, sig_name: &str) {
 }
 
 #[test]
-fn private_config_is_removed_after_sigterm_mid_run() {
-    interrupt_a_slow_upload(Signal::SIGTERM, "SIGTERM");
-}
-
-#[test]
-fn private_config_is_removed_after_sigint_mid_run() {
-    interrupt_a_slow_upload(Signal::SIGINT, "SIGINT");
+fn private_config_is_removed_after_a_signal_mid_run() {
+    for_each_case(
+        [("SIGTERM", Signal::SIGTERM), ("SIGINT", Signal::SIGINT)],
+        |sig_name, sig| interrupt_a_slow_upload(sig, sig_name),
+    );
 }
 
 #[test]

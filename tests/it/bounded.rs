@@ -5,8 +5,6 @@
 //! Times are asserted only where the bound is the feature ("an unreachable endpoint fails within
 //! 30 s" is checked as "under 60 s"), with the default settings a user gets.
 
-mod support;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -15,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A command of the table below: what it is, its arguments, its extra environment.
 type CommandCase = (

@@ -16,7 +16,7 @@
 //! cannot drift apart. It also probes the sidecar's liveness path and `/metrics` on the port
 //! the manifest names `metrics`, over the container network, as the kubelet and Prometheus do.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,9 +28,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    ACCESS_KEY, BUCKET, SECRET_KEY, Snapshot, files_only, random_bytes, snapshot,
+};
 use serde::Deserialize;
 use serde_yaml::Value;
-use support::{ACCESS_KEY, BUCKET, SECRET_KEY, Snapshot, files_only, random_bytes, snapshot};
 use vso_core::duration::parse_duration;
 
 /// The uid the image runs as (Dockerfile `USER`, manifests' `runAsUser`).

@@ -10,7 +10,7 @@
 //! pinned rclone, so the test needs nothing else. (`serve http` is read-only; `serve ftp`
 //! would do too but needs a user set up.)
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// The unprivileged uid of the issue (the container image's user).
 const UID: u32 = 65312;
@@ -136,7 +136,7 @@ fn upload(sandbox: &Sandbox, backend: &Backend, src: &Path, enc: bool, uid: Opti
 }
 
 /// Restores; as root with `--restore-setid-bits`, so that every row comes back (without it
-/// setuid/setgid bits are dropped: tests/trust_restore.rs).
+/// setuid/setgid bits are dropped: tests/it/trust_restore.rs).
 fn restore(
     sandbox: &Sandbox,
     backend: &Backend,

@@ -6,13 +6,11 @@
 //! Objects are planted through the server's S3 API (rclone), never in its directory:
 //! `rclone serve s3` caches directory listings.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(120);
 const LEASE: &str = "bucket/app/.volume-syncing-operator.lease";

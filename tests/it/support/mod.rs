@@ -6,8 +6,6 @@
 //! run as root, the binary runs as [`RUNNER_UID`] (nobody) and the sandbox's directories are
 //! chowned to it; as a normal user, everything runs as that user.
 
-#![allow(dead_code)] // each test crate uses a different part of this module
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -852,4 +850,37 @@ pub fn http_get(address: &str, path: &str) -> std::io::Result<HttpResponse> {
         headers,
         body: body.to_string(),
     })
+}
+
+/// Runs `check` for every case of a table (a name and the option that differs), each to the
+/// end even when an earlier one failed, then fails with every failed case's name and message.
+/// The name is also passed to `check`, for its own assertion messages; the panic messages of
+/// helpers that do not know the case (e.g. [`Output::assert_code`]) get it as a prefix here.
+#[track_caller]
+pub fn for_each_case<N: std::fmt::Display, C>(
+    cases: impl IntoIterator<Item = (N, C)>,
+    mut check: impl FnMut(&str, C),
+) {
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (name, case) in cases {
+        count += 1;
+        let name = name.to_string();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&name, case)));
+        if let Err(payload) = result {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(a panic without a message)".to_string());
+            failures.push(format!("case {name:?}: {message}"));
+        }
+    }
+    assert!(count > 0, "a table without cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

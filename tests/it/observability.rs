@@ -12,7 +12,7 @@
 //! (`serving /metrics, …  address=…`): no port race with other tests. Timings are generous; the
 //! tests wait for states, never for fixed times.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,10 +20,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
 use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::Value as Json;
-use support::*;
 
 /// Long enough for any state change here, short enough that a hung test fails in time.
 const LONG: Duration = Duration::from_secs(60);

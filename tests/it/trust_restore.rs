@@ -7,13 +7,11 @@
 //! The cases about writing outside LOCAL_DIR run both as the test's own user (root in CI) and
 //! as the unprivileged runner uid.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 const MANIFEST: &str = ".volume-syncing-operator.manifest";
 const MARKER: &str = ".volume-syncing-operator.restore-in-progress";
@@ -175,13 +173,14 @@ fn never_through_a_link(who: Runner) {
 }
 
 #[test]
-fn a_restore_never_writes_through_a_symlink_as_the_test_user() {
-    never_through_a_link(Runner::TestUser);
-}
-
-#[test]
-fn a_restore_never_writes_through_a_symlink_as_an_unprivileged_uid() {
-    never_through_a_link(Runner::Unprivileged);
+fn a_restore_never_writes_through_a_symlink() {
+    for_each_case(
+        [
+            ("as the test user", Runner::TestUser),
+            ("as an unprivileged uid", Runner::Unprivileged),
+        ],
+        |_, who| never_through_a_link(who),
+    );
 }
 
 /// Link names with rclone's glob characters are escaped: a link `[l]*` excludes only itself,

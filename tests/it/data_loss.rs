@@ -3,7 +3,7 @@
 //! real S3 server holding several buckets. A refused command must leave every bucket and the
 //! local tree byte-for-byte unchanged.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,11 +11,11 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use support::{
+use crate::support::{
     Output, S3Server, Sandbox, Vso, add_file, random_bytes, rclone_pids_with, spawn_upload,
     wait_until,
 };
+use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(60);
 const FORCE_UPLOAD_EMPTY: &str = "--force-even-if-remote-would-be-cleared";
