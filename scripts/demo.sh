@@ -5,7 +5,7 @@
 # non-zero.
 set -euo pipefail
 bin=${VSO_BINARY:-target/debug/volume-syncing-operator}
-# VSO_DEMO_STATE: another state directory (tests/front_door.rs runs the demo in a temp dir).
+# VSO_DEMO_STATE: another state directory (tests/it/front_door.rs runs the demo in a temp dir).
 state=${VSO_DEMO_STATE:-.demo}
 rm -rf "$state"
 

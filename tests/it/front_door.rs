@@ -212,12 +212,12 @@ fn the_getting_started_paths_point_at_real_things() {
 //   parses as Kubernetes objects, `-k DIR` renders with `kubectl kustomize`, `apply -f -`
 //   keeps what would be applied and checks it).
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use support::{ACCESS_KEY, S3Server, SECRET_KEY, Sandbox, Snapshot, Vso, files_only, snapshot};
+use crate::support::{
+    self, ACCESS_KEY, S3Server, SECRET_KEY, Sandbox, Snapshot, Vso, files_only, snapshot,
+};
 
 const IMAGE: &str = "volume-syncing-operator:dev";
 

@@ -12,10 +12,12 @@
 
 mod support;
 
+mod architecture;
 mod bounded;
 mod config_parser;
 mod container;
 mod core;
+mod counts;
 mod data_loss;
 mod encryption;
 mod fidelity;

@@ -4,7 +4,7 @@
 //!
 //! # Layers
 //! Lowest first; a module imports its own layer and the ones below (checked by
-//! `tests/architecture.rs`):
+//! `tests/it/architecture.rs`):
 //! - [`remote`] — rclone and the remote: the typed remote end and its internal objects
 //!   ([`remote::path`]), the private rclone.conf ([`remote::config`], [`remote::crypt`]), the
 //!   child process ([`remote::rclone`]); with [`error`], [`logging`] and [`duration`];
@@ -91,7 +91,7 @@ pub async fn run(command: Command, verbose: u8) -> Result<()> {
         Command::Interrupt(_) => unreachable!("handled above"),
     };
     // A test build panics here on request, with the secret on disk: the panic hook must remove
-    // it (tests/trust_secrets.rs). Release builds have no such switch.
+    // it (tests/it/trust_encryption.rs). Release builds have no such switch.
     #[cfg(debug_assertions)]
     if std::env::var_os("VOLUME_SYNCING_OPERATOR_TEST_PANIC").is_some() {
         panic!("deliberate panic for a test (VOLUME_SYNCING_OPERATOR_TEST_PANIC)");

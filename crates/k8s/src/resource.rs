@@ -251,7 +251,7 @@ pub fn crd_yaml() -> String {
     let crd = PodFilesystemSync::crd();
     let mut out = String::from(
         "# Generated from crates/k8s/src/resource.rs by `volume-syncing-operator crd`; do not edit.\n\
-         # Regenerate: REFRESH_GOLDEN=1 cargo test --test inject\n",
+         # Regenerate: REFRESH_GOLDEN=1 cargo test --test it inject::\n",
     );
     out.push_str(&serde_yaml::to_string(&crd).expect("the CRD serializes"));
     out

@@ -9,7 +9,7 @@
 //! - rclone's config parser (goconfig) trims white space around a value and strips surrounding
 //!   backticks or triple double quotes (failing on an unclosed opening one). A value it would
 //!   read differently from what was given is written between backticks, which it reads back
-//!   byte-identical (it takes everything up to the last backtick); `tests/config_parser.rs`
+//!   byte-identical (it takes everything up to the last backtick); `tests/it/config_parser.rs`
 //!   checks random values against the real parser. So no value is ever silently changed.
 //! - The rendered file lives in a fresh temp directory (0700) as `rclone.conf` (0600, created
 //!   exclusively) and is removed when [`ConfigFile`] is dropped, which happens on every exit

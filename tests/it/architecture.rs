@@ -235,7 +235,7 @@ fn core_layer(module: &str) -> usize {
         "cli" | "plan" | "" => 3,
         other => panic!(
             "crates/core/src: module {other} belongs to no layer; add it to the list in \
-             tests/architecture.rs (and to README, \"Source layout\")"
+             tests/it/architecture.rs (and to README, \"Source layout\")"
         ),
     }
 }

@@ -9,15 +9,13 @@
 //! `rclone serve s3`, each a first time and again with nothing changed; then a change upload
 //! and replicated; a replication's metrics; sync on change.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value as Json;
-use support::*;
 
 /// The files of the tree below (the empty directory is not a file; S3 keeps no directories).
 const USER_FILES: u64 = 4;
