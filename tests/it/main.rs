@@ -21,6 +21,8 @@ mod counts;
 mod data_loss;
 mod encryption;
 mod fidelity;
+// The README's commands include `inject` (the operator build's).
+#[cfg(feature = "operator")]
 mod front_door;
 mod inject;
 mod inject_argv;
