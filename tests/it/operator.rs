@@ -264,10 +264,18 @@ fn install(cluster: &Cluster, url: &str) {
         }
         if kind == "MutatingWebhookConfiguration" {
             for w in v["webhooks"].as_array_mut().unwrap() {
-                assert_eq!(w["failurePolicy"], "Fail");
-                assert_eq!(w["sideEffects"], "NoneOnDryRun");
+                // Pods: a labelled Pod never starts uninjected. Workloads: a check that changes
+                // nothing, so the operator being down must not block them.
+                let pods = w["name"] == "pods.volume-syncing-operator.riotkit.org";
+                let (policy, effects, reinvocation) = if pods {
+                    ("Fail", "NoneOnDryRun", "IfNeeded")
+                } else {
+                    ("Ignore", "None", "Never")
+                };
+                assert_eq!(w["failurePolicy"], policy, "{}", w["name"]);
+                assert_eq!(w["sideEffects"], effects, "{}", w["name"]);
                 assert!(w["timeoutSeconds"].as_i64().unwrap() <= 10);
-                assert_eq!(w["reinvocationPolicy"], "IfNeeded");
+                assert_eq!(w["reinvocationPolicy"], reinvocation, "{}", w["name"]);
                 w["clientConfig"] = serde_json::json!({ "url": url });
             }
         }
@@ -426,7 +434,7 @@ fn the_webhook_against_a_real_api_server() {
     assert!(err.contains("no PodFilesystemSync"), "{err}");
     assert!(!cluster.exists("pod", APP_NS, "lonely"));
 
-    // A template error is denied naming the Pod, the resource and the field.
+    // A template error is denied naming the Pod, the resource, the field and the missing key.
     let err = cluster
         .create(&pod("bad", labelled("broken")), &[])
         .unwrap_err();
@@ -435,6 +443,80 @@ fn the_webhook_against_a_real_api_server() {
         err.contains("PodFilesystemSync broken: spec.remotePath"),
         "{err}"
     );
+    assert!(err.contains("pod.labels.nope"), "{err}");
+
+    // The operator's namespace is excluded by the label its install sets (1.20 sets no
+    // kubernetes.io/metadata.name): a labelled Pod there is not sent to the webhook.
+    let mut own = pod("own-1", labelled("nothing-selects-this"));
+    own["metadata"]["namespace"] = OP_NS.into();
+    let stored = cluster.create(&own, &[]).unwrap();
+    assert_eq!(names(&stored["spec"]["containers"]), ["app"]);
+
+    // Workloads whose Pods would be injected: a rollout that would hang, replicas that would
+    // share a path, a per-Pod path on generated names are denied when applied, naming the rule
+    // and the fix; a safe one is created, and changing it into an unsafe one is denied.
+    let deployment = |name: &str, extra: Value| {
+        let mut d = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": APP_NS},
+            "spec": {
+                "selector": {"matchLabels": {"app": "plain"}},
+                "template": {
+                    "metadata": {"labels": labelled("plain")},
+                    "spec": pod("x", Value::Null)["spec"].clone(),
+                }
+            }
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            d["spec"][k] = v.clone();
+        }
+        d
+    };
+    let err = cluster
+        .create(&deployment("rolling", serde_json::json!({})), &[])
+        .unwrap_err();
+    assert!(err.contains("Deployment apps/rolling"), "{err}");
+    assert!(err.contains("rule overlapping-rollout"), "{err}");
+    assert!(err.contains("spec.strategy.type: Recreate"), "{err}");
+    assert!(!cluster.exists("deployment", APP_NS, "rolling"));
+    let err = cluster
+        .create(
+            &deployment(
+                "two",
+                serde_json::json!({"replicas": 2, "strategy": {"type": "Recreate"}}),
+            ),
+            &[],
+        )
+        .unwrap_err();
+    assert!(err.contains("rule shared-remote-path"), "{err}");
+    let recreate = deployment(
+        "recreate",
+        serde_json::json!({"strategy": {"type": "Recreate"}}),
+    );
+    cluster
+        .create(&recreate, &[])
+        .expect("a Recreate Deployment");
+    let no_surge = serde_json::json!({"strategy": {"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}});
+    cluster
+        .create(&deployment("no-surge", no_surge), &[])
+        .expect("a RollingUpdate without surge");
+    let mut rolling = recreate.clone();
+    rolling["spec"]["strategy"] = serde_json::json!({"type": "RollingUpdate"});
+    // kubectl replace: an UPDATE of the stored Deployment with a changed spec.
+    let update = cluster.kubectl(&["replace", "-f", "-"], Some(&rolling.to_string()));
+    let err = String::from_utf8_lossy(&update.stderr).into_owned();
+    assert!(
+        !update.status.success(),
+        "an update to RollingUpdate was admitted"
+    );
+    assert!(err.contains("rule overlapping-rollout"), "{err}");
+    // Unlabelled templates are not the operator's business.
+    let mut plain = deployment("unlabelled", serde_json::json!({}));
+    plain["spec"]["template"]["metadata"]["labels"] = serde_json::json!({"app": "plain"});
+    cluster
+        .create(&plain, &[])
+        .expect("an unlabelled Deployment");
 
     // Dry run: the answer is injected, but no Secret is created (sideEffects NoneOnDryRun).
     let dry = cluster

@@ -18,6 +18,7 @@
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_yaml::Value;
 
+use super::inject::workload::{Workload, check as check_workload};
 use super::inject::{InjectError, Outcome, POD_FIELD_PREFIX, Settings, inject};
 use super::resource::PodFilesystemSync;
 
@@ -198,6 +199,10 @@ fn inject_document(
         .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
         .map(str::to_string);
+    // What only the workload knows (replicas, rollout strategy) is read off the whole object.
+    let workload = serde_json::to_value(&doc)
+        .ok()
+        .and_then(|json| Workload::of(kind, &json));
     let mut slot = &mut doc;
     for key in path {
         slot = slot
@@ -237,6 +242,11 @@ fn inject_document(
         Outcome::Unchanged => return Ok(doc),
         Outcome::Injected(t) => t,
     };
+    // After the injection's own checks, so that an error of the resource is reported first.
+    if let Some(workload) = &workload {
+        check_workload(workload, &template, namespace.as_deref(), syncs)
+            .map_err(|e| located(e, &field))?;
+    }
     let new = serde_yaml::to_value(&*injected).map_err(|e| format!("{field}: {e}"))?;
     if path.is_empty() {
         for key in ["metadata", "spec"] {

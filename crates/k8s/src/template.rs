@@ -45,14 +45,36 @@ pub fn render(template: &str, pod: &PodContext) -> Result<String, String> {
         }
     };
     env.render_str(template, ctx).map_err(|e| {
-        // minijinja's Display names the kind and the template line; the detail says which key.
+        // minijinja's Display names the kind and the template line; the detail says which key
+        // (its `debug` feature).
         let mut msg = e.kind().to_string();
         if let Some(detail) = e.detail() {
             msg.push_str(": ");
             msg.push_str(detail);
         }
+        // minijinja's detail names the missing key (its `debug` feature); say what there is.
+        if e.kind() == minijinja::ErrorKind::UndefinedError {
+            let keys = known_keys(&msg, pod);
+            msg.push_str(&keys);
+        }
         format!("template {template:?}: {msg}")
     })
+}
+
+/// For the error `msg` of a missing key, the keys the map it reads has: " (pod.labels has: app)".
+fn known_keys(msg: &str, pod: &PodContext) -> String {
+    let (name, map) = if msg.contains("pod.labels") {
+        ("pod.labels", &pod.labels)
+    } else if msg.contains("pod.annotations") {
+        ("pod.annotations", &pod.annotations)
+    } else {
+        return " (the context has pod.name, pod.namespace, pod.labels, pod.annotations)".into();
+    };
+    if map.is_empty() {
+        return format!(" ({name} is empty)");
+    }
+    let keys: Vec<&str> = map.keys().map(String::as_str).take(20).collect();
+    format!(" ({name} has: {})", keys.join(", "))
 }
 
 #[cfg(test)]
@@ -87,6 +109,14 @@ mod tests {
     fn a_missing_key_is_an_error_not_an_empty_string() {
         let err = render("b/{{ pod.labels.missing }}/x", &pod()).unwrap_err();
         assert!(err.contains("undefined"), "{err}");
+        // The message names the key that is missing and those that are there.
+        assert!(err.contains("`pod.labels.missing`"), "{err}");
+        assert!(err.contains("pod.labels has: app"), "{err}");
+        let err = render("b/{{ pod.annotations['nope'] }}", &pod()).unwrap_err();
+        assert!(err.contains("pod.annotations['nope']"), "{err}");
+        assert!(err.contains("pod.annotations has: team"), "{err}");
+        let err = render("b/{{ nothing }}", &pod()).unwrap_err();
+        assert!(err.contains("`nothing`"), "{err}");
         assert!(render("b/{{ nothing }}", &pod()).is_err());
         assert!(render("b/{{ pod.labels.app", &pod()).is_err());
     }

@@ -228,6 +228,9 @@ fn base(pod: &PodInjection<'_>, plan: &Plan<'_>) -> Container {
         security_context: Some(security),
         resources: Some(resources),
         volume_mounts: Some(mounts),
+        // A failed restore or sync says why in `kubectl describe pod` and the Pod's status
+        // (lastState.terminated.message): the last lines of its log, whose last is the cause.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     }
 }

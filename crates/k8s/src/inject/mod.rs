@@ -12,7 +12,9 @@
 //! - `containers.rs`: plan + argv → the `Container`s, at their place in the Pod's spec;
 //!
 //! and `common.rs`, what the steps share (names, settings, errors, the Pod in progress): a
-//! leaf, so no step imports this file and no import cycle is possible.
+//! leaf, so no step imports this file and no import cycle is possible. `workload.rs` holds the
+//! rules only a workload can break (replicas, rollout strategy, generated Pod names), checked
+//! before its template is injected.
 //!
 //! Decisions:
 //! - The containers mount the app's volume exactly as the app container with the longest
@@ -30,6 +32,7 @@ mod argv;
 mod common;
 mod containers;
 mod validate;
+pub mod workload;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,7 +26,7 @@ use prometheus_client::registry::Registry;
 
 use super::server::{Handler, serve};
 use super::tls::{self, CertSlot, Source};
-use super::webhook::{Decision, decide, pod_name};
+use super::webhook::{Decision, decide, decide_workload, pod_name};
 use crate::cli::{NativeSidecars, OperatorArgs};
 use crate::inject::Settings;
 use crate::resource::PodFilesystemSync;
@@ -53,23 +54,22 @@ struct Webhook {
 
 impl Webhook {
     async fn answer(&self, body: &[u8]) -> Vec<u8> {
-        let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
+        // Read once as any kind to see which; a Pod is then read as a Pod.
+        let req: AdmissionRequest<DynamicObject> = match request(body) {
             Ok(r) => r,
-            Err(e) => {
+            Err(answer) => {
                 self.count("invalid");
-                return to_json(
-                    AdmissionResponse::invalid(format!("not an AdmissionReview: {e}"))
-                        .into_review(),
-                );
+                return answer;
             }
         };
-        let req: AdmissionRequest<Pod> = match review.try_into() {
+        if req.kind.kind != "Pod" {
+            return self.answer_workload(&req);
+        }
+        let req: AdmissionRequest<Pod> = match request(body) {
             Ok(r) => r,
-            Err(e) => {
+            Err(answer) => {
                 self.count("invalid");
-                return to_json(
-                    AdmissionResponse::invalid(format!("no request: {e}")).into_review(),
-                );
+                return answer;
             }
         };
         let response = AdmissionResponse::from(&req);
@@ -131,9 +131,47 @@ impl Webhook {
         to_json(response.into_review())
     }
 
+    /// A workload's CREATE or UPDATE: checked against the rules of its injected Pods. Before
+    /// the resources are loaded it is allowed (the check is the user's early warning; the
+    /// restore's bounded wait still guards the data).
+    fn answer_workload(&self, req: &AdmissionRequest<DynamicObject>) -> Vec<u8> {
+        let response = AdmissionResponse::from(req);
+        if !self.synced.load(Ordering::SeqCst) {
+            self.count("not_ready");
+            return to_json(response.into_review());
+        }
+        let syncs: Vec<PodFilesystemSync> =
+            self.store.state().iter().map(|s| (**s).clone()).collect();
+        let response = match decide_workload(req, &syncs) {
+            Decision::Deny(message) => {
+                self.count("denied");
+                tracing::info!(kind = %req.kind.kind, name = %req.name, "denied: {message}");
+                response.deny(message)
+            }
+            Decision::Allow | Decision::Patch { .. } => {
+                self.count("allowed");
+                response
+            }
+        };
+        to_json(response.into_review())
+    }
+
     fn count(&self, outcome: &'static str) {
         self.reviews.get_or_create(&OutcomeLabel { outcome }).inc();
     }
+}
+
+/// The request of an AdmissionReview `body`, or the answer that says why there is none.
+fn request<K>(body: &[u8]) -> std::result::Result<AdmissionRequest<K>, Vec<u8>>
+where
+    K: kube::Resource + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<K> = serde_json::from_slice(body).map_err(|e| {
+        to_json(AdmissionResponse::invalid(format!("not an AdmissionReview: {e}")).into_review())
+    })?;
+    review
+        .try_into()
+        .map_err(|e| to_json(AdmissionResponse::invalid(format!("no request: {e}")).into_review()))
 }
 
 fn to_json<T: serde::Serialize>(review: T) -> Vec<u8> {

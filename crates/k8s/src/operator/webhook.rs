@@ -1,5 +1,6 @@
-//! The admission webhook's decision: an `AdmissionReview` for a Pod CREATE in, allowed /
-//! patched / denied out.
+//! The admission webhook's decisions: an `AdmissionReview` for a Pod CREATE in, allowed /
+//! patched / denied out; and for a workload's CREATE or UPDATE, allowed or denied by the rules
+//! of [`crate::inject::workload`] (a rollout that would hang, replicas that would share a path).
 //!
 //! A thin shell around the injection core ([`crate::inject`]): the Pod becomes a template, the
 //! core injects, and the answer is the JSON Patch of the difference between the Pod as read and
@@ -11,6 +12,9 @@
 //!   message naming the Pod, the resource and the field: a Pod that asked for its volume must
 //!   not start without its restore, and is never admitted half-injected.
 //! - An already injected Pod (reinvocation) is allowed unchanged: the core is idempotent.
+//! - A workload is checked only when its Pod template carries [`POD_LABEL`]`: "true"`, and an
+//!   UPDATE only when its spec changed (or it is being deleted: never): the controllers' own
+//!   updates of a workload that broke a rule before the operator came must not be refused.
 //! - The generated encryption keys are an effect, not part of the decision: the decision lists
 //!   the Secrets the Pod needs and [`super::run`] gets or creates them (not on a dry run).
 
@@ -18,8 +22,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::ResourceExt;
+use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 
+use crate::inject::workload::{Workload, check as check_workload};
 use crate::inject::{INJECTED_ANNOTATION, Outcome, POD_FIELD_PREFIX, Settings, inject, matches};
 use crate::resource::PodFilesystemSync;
 
@@ -120,6 +126,55 @@ pub fn decide(
         }
     }
     Decision::Patch { patch, secrets }
+}
+
+/// Decides on a workload's CREATE or UPDATE (Deployment, ReplicaSet, StatefulSet, DaemonSet):
+/// allowed, or denied naming the rule that its Pods would break and the fix.
+pub fn decide_workload(
+    req: &AdmissionRequest<DynamicObject>,
+    syncs: &[PodFilesystemSync],
+) -> Decision {
+    let Some(object) = &req.object else {
+        return Decision::Allow;
+    };
+    let Ok(json) = serde_json::to_value(object) else {
+        return Decision::Allow;
+    };
+    let Some(workload) = Workload::of(&req.kind.kind, &json) else {
+        return Decision::Allow;
+    };
+    let unchanged_spec = || {
+        let old = req
+            .old_object
+            .as_ref()
+            .and_then(|o| serde_json::to_value(o).ok());
+        old.as_ref().and_then(|o| o.get("spec")) == json.get("spec")
+    };
+    let deleting = object.metadata.deletion_timestamp.is_some();
+    match req.operation {
+        Operation::Create => {}
+        Operation::Update if !deleting && !unchanged_spec() => {}
+        _ => return Decision::Allow,
+    }
+    let Some(template) = json
+        .pointer("/spec/template")
+        .and_then(|t| serde_json::from_value::<PodTemplateSpec>(t.clone()).ok())
+    else {
+        return Decision::Allow;
+    };
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    if labels.and_then(|l| l.get(POD_LABEL)).map(String::as_str) != Some("true") {
+        return Decision::Allow;
+    }
+    match check_workload(&workload, &template, req.namespace.as_deref(), syncs) {
+        Ok(()) => Decision::Allow,
+        Err(e) => Decision::Deny(format!(
+            "{} {}/{}: {e}",
+            workload.kind,
+            req.namespace.as_deref().unwrap_or(""),
+            req.name
+        )),
+    }
 }
 
 fn show_labels(labels: &BTreeMap<String, String>) -> String {

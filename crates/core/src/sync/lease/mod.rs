@@ -90,6 +90,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 /// The shortest TTL: renewals every TTL/3 must leave room for the settle delay and a retry.
 pub const MIN_TTL: Duration = Duration::from_secs(15);
 /// The reason given to a running rclone stopped because the lease was lost.
+/// Why a writer may never stop while a restore waits: the one case we know of, named in the
+/// restore's wait and its timeout (the restore cannot see the writer, only its lease).
+const WAITING_ON_US: &str = "If that writer is the Pod this one replaces and it waits for this \
+     Pod to become Ready (a Deployment's RollingUpdate starts the new Pod first), it will not \
+     stop: use strategy: Recreate";
 pub const LOST_REASON: &str = "the loss of the remote lease";
 
 /// Lease settings of an uploader.
@@ -618,13 +623,15 @@ impl Lease {
             let waited = start.elapsed();
             if waited >= wait {
                 return Err(Error::Other(anyhow::anyhow!(
-                    "a writer, {}, still holds the lease {} (expires {}) after waiting \
-                     --wait-for-writer {}; a restore now could miss its last sync. Stop that \
-                     writer (its final sync releases the lease), or wait longer",
+                    "a writer, {}, still holds the lease {} after waiting --wait-for-writer {}: \
+                     it is still running (it renewed the lease at {}; it expires {}), and a \
+                     restore now could miss its last sync. Stop that writer (its final sync \
+                     releases the lease), or wait longer. {WAITING_ON_US}",
                     record.holder,
                     self.display,
+                    format_duration(wait),
+                    untrusted(&record.renewed),
                     rfc3339(expires),
-                    format_duration(wait)
                 )));
             }
             if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -632,7 +639,7 @@ impl Lease {
                     holder = %record.holder,
                     expires = rfc3339(expires),
                     waited_seconds = waited.as_secs(),
-                    "waiting for the writer holding {} to finish (at most {} in all)",
+                    "waiting for the writer holding {} to finish (at most {} in all). {WAITING_ON_US}",
                     self.display,
                     format_duration(wait)
                 );
