@@ -73,7 +73,6 @@ use errors::{is_retryable, rclone_code, rclone_first};
 use record::{Expiry, MAX_LEASE_BYTES, add, is_live, parse_time, rfc3339};
 pub use record::{Holder, MAX_TTL, Record, parse_lease};
 
-/// The name of the lease object at the top of the remote path.
 /// The safety rule of a refusal because another writer holds the lease.
 pub const RULE: &str = "remote-in-use";
 pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
@@ -89,12 +88,12 @@ const ACQUIRE_ATTEMPTS: u32 = 3;
 const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 /// The shortest TTL: renewals every TTL/3 must leave room for the settle delay and a retry.
 pub const MIN_TTL: Duration = Duration::from_secs(15);
-/// The reason given to a running rclone stopped because the lease was lost.
 /// Why a writer may never stop while a restore waits: the one case we know of, named in the
 /// restore's wait and its timeout (the restore cannot see the writer, only its lease).
 const WAITING_ON_US: &str = "If that writer is the Pod this one replaces and it waits for this \
      Pod to become Ready (a Deployment's RollingUpdate starts the new Pod first), it will not \
      stop: use strategy: Recreate";
+/// The reason given to a running rclone stopped because the lease was lost.
 pub const LOST_REASON: &str = "the loss of the remote lease";
 
 /// Lease settings of an uploader.
