@@ -355,6 +355,22 @@ fn replication_refuses_overlapping_paths_on_the_same_remote() {
             .assert_contains("overlap on the same remote");
         ends.assert_unchanged(&format!("{src} -> {dst}"));
     }
+    // Two pairs whose destinations overlap: the second would overwrite or delete the first's.
+    for (other, says) in [
+        ("bucket/r", "is given twice"),
+        ("bucket/r/s", "overlap: one pair would delete or overwrite"),
+    ] {
+        replicate(
+            &sandbox,
+            &server,
+            "bucket/a",
+            "bucket/r",
+            &["-s", "bucket/a/b", "-d", other],
+        )
+        .assert_code(2)
+        .assert_contains(says);
+        ends.assert_unchanged(&format!("two pairs into bucket/r and {other}"));
+    }
     // A path that merely starts with the same letters does not overlap.
     replicate(&sandbox, &server, "bucket/a", "bucket/ab", &[]).assert_code(0);
     assert_eq!(

@@ -370,7 +370,8 @@ async fn build(
 }
 
 /// Refuses pairs whose source and destination overlap on the same remote
-/// ([`replicate::check_overlap`]).
+/// ([`replicate::check_overlap`]), and two pairs whose destinations overlap: one would delete
+/// or overwrite what the other wrote, and their leases (taken together) would be one object.
 fn check_overlaps(
     pairs: (&[String], &[String]),
     source: &config::Options,
@@ -378,6 +379,17 @@ fn check_overlaps(
 ) -> Result<()> {
     for (src, dst) in pairs.0.iter().zip(pairs.1) {
         replicate::check_overlap(source, remote, src, dst)?;
+    }
+    for (i, a) in pairs.1.iter().enumerate() {
+        if let Some(b) = pairs.1[i + 1..]
+            .iter()
+            .find(|b| replicate::paths_overlap(a, b))
+        {
+            return Err(Error::config(format!(
+                "-d/--dst {a} and -d/--dst {b} overlap: one pair would delete or overwrite what \
+                 the other replicated; give each pair a destination of its own"
+            )));
+        }
     }
     Ok(())
 }

@@ -12,9 +12,12 @@
 //!    synced only when its destination holds no file either, or with `-x` (nothing can be
 //!    deleted), else refused (exit 3, `empty-source`, override
 //!    `--force-even-if-destination-would-be-cleared`);
-//! 3. the lease of the destination path ([`crate::sync::lease`], one writer per path), taken for the
-//!    pair and released after it, so a restore from the replica waits for the pair rather than
-//!    for the whole process; its loss stops the transfer;
+//! 3. the lease of the destination path ([`crate::sync::lease`], one writer per path), taken
+//!    once the source passed 1 and 2, and released as soon as the pair ends; its loss stops
+//!    the transfer. Steps 1 to 3 run for all pairs at once before the first transfer: each
+//!    lease acquisition waits the settle delay, and together they wait it once per run, not
+//!    once per pair (a restore from a replica then waits at most for the pairs up to its
+//!    own). Two pairs whose destinations overlap are refused before anything runs (exit 2);
 //! 4. the `mass-delete` valve ([`crate::sync::valves::mass_delete`]): the source's file count against the
 //!    upload record at the destination (read once per pair and run: one small GET, since the
 //!    lease was released after the last run and another writer may have written it), refused
@@ -267,18 +270,58 @@ impl Replication {
             .await
     }
 
-    /// One pair: valves, lease, transfer with retries (within `--sync-timeout`), release.
-    async fn run_pair(&self, pair: &Pair, abort: &mut Abort) -> Report {
+    /// Checks every pair's source and takes its destination's lease, all pairs at once,
+    /// before the first transfer: each lease acquisition waits the settle delay, and together
+    /// they wait it once per run instead of once per pair. A pair's lease is taken only after
+    /// its source passed (a refused or misconfigured pair writes nothing at its destination).
+    async fn prepare_all(&self, abort: &Abort) -> Vec<Prepared> {
+        let mut preparations = Vec::new();
+        for pair in &self.pairs {
+            let mut abort = abort.clone();
+            preparations.push(async move {
+                let started = Instant::now();
+                // Subscribed before the lease is taken: a loss while earlier pairs run counts.
+                let lost = pair.lease.lost();
+                let prepare = async {
+                    let checked = self.check_source(pair, &mut abort).await?;
+                    if let SourceChecked::Go(_) = &checked {
+                        pair.lease.before_run(&mut abort, self.retries).await?;
+                    }
+                    Ok(checked)
+                };
+                // Within the pair's --sync-timeout, like the rest of the pair.
+                let checked = within_limit(self.sync_timeout, prepare)
+                    .await
+                    .unwrap_or_else(|| {
+                        let limit = self.sync_timeout.unwrap_or_default();
+                        Err(Retries::new(self.retries).timed_out(limit))
+                    });
+                Prepared {
+                    checked,
+                    took: started.elapsed(),
+                    lost,
+                }
+            });
+        }
+        join_all(preparations).await
+    }
+
+    /// One pair: the source check and lease ([`Self::prepare_all`]), the mass-delete valve,
+    /// the transfer with retries (within `--sync-timeout`), release.
+    async fn run_pair(&self, pair: &Pair, prepared: Prepared, abort: &mut Abort) -> Report {
+        let Prepared {
+            checked,
+            took: prepared_in,
+            mut lost,
+        } = prepared;
         let started = Instant::now();
         let mut retries = Retries::new(self.retries);
-        let mut lost = pair.lease.lost();
         let all = async {
             retries.attempts += 1;
-            let files = match self.check_source(pair, abort).await? {
+            let files = match checked? {
                 SourceChecked::Skip(why) => return Ok(Outcome::Skipped(why)),
                 SourceChecked::Go(files) => files,
             };
-            pair.lease.before_run(abort, self.retries).await?;
             // The lease was released after the last run: another writer may have written the
             // record since, so it is read again under the lease.
             pair.guard.forget();
@@ -312,13 +355,14 @@ impl Replication {
                 retries.attempts += 1;
             }
         };
-        let result = within_limit(self.sync_timeout, all)
+        let limit = self.sync_timeout.map(|l| l.saturating_sub(prepared_in));
+        let result = within_limit(limit, all)
             .await
             .unwrap_or_else(|| Err(retries.timed_out(self.sync_timeout.unwrap_or_default())));
         pair.lease.release().await;
         Report {
             result,
-            elapsed: started.elapsed(),
+            elapsed: prepared_in + started.elapsed(),
             attempts: retries.attempts,
             kind: "full",
             volume: Default::default(),
@@ -376,13 +420,15 @@ impl Replication {
         let mut tally = Tally::default();
         let mut failed: Vec<(usize, Error)> = Vec::new();
         let mut attempts = 0;
+        let mut prepared = self.prepare_all(abort).await.into_iter();
         for (index, pair) in self.pairs.iter().enumerate() {
+            let preparation = prepared.next().expect("one preparation per pair");
             if let Some(reason) = *abort.borrow() {
                 failed.push((index, Error::Interrupted(reason)));
                 tally.failed += self.pairs.len() - index;
                 break;
             }
-            let report = self.run_pair(pair, abort).await;
+            let report = self.run_pair(pair, preparation, abort).await;
             self.log_pair(index, pair, &report);
             attempts = attempts.max(report.attempts);
             match report.result {
@@ -396,6 +442,10 @@ impl Replication {
                     failed.push((index, e));
                 }
             }
+        }
+        // The pairs a signal left unrun still hold the leases taken for them.
+        for pair in &self.pairs {
+            pair.lease.release().await;
         }
         Report {
             result: self.combine(tally, total, failed),
@@ -558,6 +608,44 @@ pub fn check_overlap(source: &Options, destination: &Options, src: &str, dst: &s
         )));
     }
     Ok(())
+}
+
+/// A pair's source check and lease, taken before the first transfer.
+struct Prepared {
+    /// How the source check and the lease went.
+    checked: Result<SourceChecked>,
+    /// How long they took (part of the pair's duration).
+    took: Duration,
+    /// The lease's loss, watched from before it was taken.
+    lost: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Runs `futures` concurrently on this task and returns their outputs in order (the futures
+/// borrow the replication, so they cannot be spawned).
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 #[cfg(test)]
