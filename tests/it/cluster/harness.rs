@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -247,6 +247,38 @@ impl Cluster {
             ],
             None,
         );
+    }
+
+    /// A long-running kubectl (e.g. `get --watch -o json`), its stdout piped; the caller kills it.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Self::kubectl_cmd(&self.kubeconfig)
+            // No time limit for a watch (the last --request-timeout wins).
+            .arg("--request-timeout=0")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kubectl")
+    }
+
+    /// The Pods of `namespace` that `selector` (a label selector) picks.
+    pub fn pods(&self, namespace: &str, selector: &str) -> Vec<Value> {
+        self.json(&["get", "pods", "-n", namespace, "-l", selector])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The log of one container of a Pod.
+    #[track_caller]
+    pub fn logs(&self, namespace: &str, pod: &str, container: &str) -> String {
+        self.ok(&["logs", "-n", namespace, pod, "-c", container], None)
+    }
+
+    /// Deletes a case's namespace without waiting (its Pods' final syncs run in the background).
+    pub fn drop_namespace(&self, name: &str) {
+        self.ok(&["delete", "namespace", name, "--wait=false"], None);
     }
 
     pub fn fresh_namespace(&self, name: &str) {

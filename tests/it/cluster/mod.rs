@@ -9,7 +9,7 @@
 //! bridge address, and the data is checked there byte for byte.
 //!
 //! The cases share one cluster and run in order in one test (fail-closed scales the operator to
-//! zero, which no other case may see); each has its own
+//! zero, and burst deletes one of its Pods, which no other case may see); each has its own
 //! namespace and its own file under `cases/`. `CLUSTER_CASES=install,statefulset` runs only those
 //! (the names of [`CASES`]).
 //! The cluster is started here unless `make cluster-up` left a healthy one (then it is reused and
@@ -31,7 +31,15 @@ use harness::Cluster;
 use s3::S3;
 
 /// The cases, in the order they run (`CLUSTER_CASES` picks some of them).
-const CASES: [&str; 3] = ["install", "fail_closed", "statefulset"];
+const CASES: [&str; 7] = [
+    "install",
+    "fail_closed",
+    "statefulset",
+    "rollouts",
+    "automatic_encryption",
+    "replication",
+    "burst",
+];
 
 #[test]
 fn the_operator_in_a_real_cluster() {
@@ -62,6 +70,12 @@ fn the_operator_in_a_real_cluster() {
     run("install", &|| cases::install::run(&cluster));
     run("fail_closed", &|| cases::fail_closed::run(&cluster, &s3));
     run("statefulset", &|| cases::statefulset::run(&cluster, &s3));
+    run("rollouts", &|| cases::rollouts::run(&cluster, &s3));
+    run("automatic_encryption", &|| {
+        cases::automatic_encryption::run(&cluster, &s3)
+    });
+    run("replication", &|| cases::replication::run(&cluster));
+    run("burst", &|| cases::burst::run(&cluster, &s3));
     eprintln!(
         "cluster: cases passed: {} ({:.1?} since the test began)",
         timings.join(", "),

@@ -22,9 +22,18 @@ pub struct S3 {
 }
 
 impl S3 {
+    /// A server with the one bucket `bucket`.
     pub fn start(bridge: &str) -> S3 {
+        Self::serve(bridge, |dir| {
+            fs::create_dir_all(dir.join(BUCKET)).unwrap();
+        })
+    }
+
+    /// A server of a directory that `fill` prepares first: the server caches its listing of
+    /// the top (the buckets), so a bucket made on disk later is not seen.
+    pub fn serve(bridge: &str, fill: impl FnOnce(&Path)) -> S3 {
         let data = tempfile::tempdir().unwrap();
-        fs::create_dir_all(data.path().join(BUCKET)).unwrap();
+        fill(data.path());
         let mut child = Command::new(repo("tools/bin/rclone"))
             .args(["serve", "s3", "--addr", &format!("{bridge}:0")])
             .args(["--auth-key", &format!("{ACCESS_KEY},{SECRET_KEY}")])
