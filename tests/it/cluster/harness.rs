@@ -1,9 +1,10 @@
 //! The cluster under test: starting (or reusing) it, kubectl, waiting, and its clean-up.
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -249,17 +250,33 @@ impl Cluster {
         );
     }
 
-    /// A long-running kubectl (e.g. `get --watch -o json`), its stdout piped; the caller kills it.
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        Self::kubectl_cmd(&self.kubeconfig)
+    /// `kubectl get … --watch -o json` (`what` is what to get): every version of the objects,
+    /// as the API server sends them (deletions included), from now until [`Watch::stop`].
+    pub fn watch(&self, what: &[&str]) -> Watch {
+        let mut child = Self::kubectl_cmd(&self.kubeconfig)
             // No time limit for a watch (the last --request-timeout wins).
             .arg("--request-timeout=0")
-            .args(args)
+            .arg("get")
+            .args(what)
+            .args(["--watch", "-o", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("run kubectl")
+            .expect("run kubectl");
+        let stream = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for object in serde_json::Deserializer::from_reader(stream)
+                .into_iter::<Value>()
+                .map_while(Result::ok)
+            {
+                if tx.send(object).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch { child, rx }
     }
 
     /// The Pods of `namespace` that `selector` (a label selector) picks.
@@ -296,6 +313,28 @@ impl Cluster {
             Duration::from_secs(60),
             || self.exists("serviceaccount", name, "default").then_some(()),
         );
+    }
+}
+
+/// A running `kubectl get --watch` (see [`Cluster::watch`]); killed when dropped.
+pub struct Watch {
+    child: Child,
+    rx: mpsc::Receiver<Value>,
+}
+
+impl Watch {
+    /// Everything not taken yet, up to now.
+    pub fn stop(mut self) -> Vec<Value> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.rx.iter().collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

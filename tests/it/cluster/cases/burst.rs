@@ -8,7 +8,6 @@
 //! The injected containers request 5m CPU each (the node has 2 cores).
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -67,14 +66,7 @@ pub fn run(c: &Cluster, s3: &S3) {
     });
 
     // Every version of every Pod of the namespace, from before the first one exists.
-    let mut watch = c.spawn(&["get", "pods", "-n", ns, "--watch", "-o", "json"]);
-    let stream = BufReader::new(watch.stdout.take().unwrap());
-    let seen = std::thread::spawn(move || {
-        serde_json::Deserializer::from_reader(stream)
-            .into_iter::<Value>()
-            .map_while(Result::ok)
-            .collect::<Vec<Value>>()
-    });
+    let watch = c.watch(&["pods", "-n", ns]);
     let victims: Vec<String> = c
         .operator_pods()
         .iter()
@@ -179,9 +171,7 @@ pub fn run(c: &Cluster, s3: &S3) {
     );
     assert!(!operator.contains(victim), "{victim} was deleted");
 
-    let _ = watch.kill();
-    let _ = watch.wait();
-    let seen = seen.join().unwrap();
+    let seen = watch.stop();
     let mut pods: BTreeMap<String, usize> = BTreeMap::new();
     for p in &seen {
         let name = p["metadata"]["name"].as_str().unwrap_or("?").to_string();

@@ -1,30 +1,33 @@
 //! Case rollouts: a one-replica Deployment (`strategy: Recreate`) of injected Pods whose app
-//! appends a numbered line every second to /data/log.txt, rolled out three times in a row
-//! (`kubectl patch` of an annotation in the Pod template). The sidecar syncs only on its final
-//! sync (schedule 1 h), so every line that survives a rollout went through the old Pod's final
-//! sync and the new Pod's restore. After each rollout: the bucket's copy after the final sync
-//! ends with the old app's last line (its termination message: what it had written when it
-//! got SIGTERM), the new Pod's app found exactly that copy at start (its file begins with those
-//! bytes) and continued the numbering from it; in the end the file is 1, 2, 3 … without a gap.
+//! appends a numbered line every second to /data/log.txt (an emptyDir: it dies with the Pod),
+//! rolled out three times in a row (`kubectl patch` of an annotation in the Pod template). The
+//! sidecar syncs only on its final sync (schedule 1 h), so every line that survives a rollout
+//! went through the old Pod's final sync and the new Pod's restore. The app also appends each
+//! line to a witness file of its own on the node (a hostPath the injected containers do not
+//! see), so the test knows every line each Pod wrote, up to its SIGTERM. After each rollout the
+//! new Pod's restored file is, byte for byte, everything written before (the previous restore
+//! plus the old Pod's witness), the bucket's copy begins with it, and the app continued the
+//! numbering from its last line: no line lost, none repeated.
 
 use std::fs;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::harness::{BUCKET, Cluster, INJECT_LABEL};
+use crate::cluster::harness::{BUCKET, Cluster, INJECT_LABEL, state_dir};
 use crate::cluster::objects::{app_pod, container_state, sync_resource};
 use crate::cluster::s3::S3;
 
 const ROLLOUTS: usize = 3;
 
-/// The app: continues from the restored file's last number; on SIGTERM it stops at once and
-/// leaves its last line as its termination message (the kubelet keeps it in the Pod's status).
-const SCRIPT: &str = "f=/data/log.txt; \
-    trap 'tail -n 1 $f > /dev/termination-log; exit 0' TERM; \
+/// The app: continues from the restored file's last number, writes each line to the volume
+/// and to its witness file (one `tee`: SIGTERM goes to the shell, which runs its trap only
+/// after the pipeline, so a line is in both or in neither); on SIGTERM it stops at once.
+const SCRIPT: &str = "f=/data/log.txt; trap 'exit 0' TERM; \
     n=0; if [ -s $f ]; then n=$(tail -n 1 $f | cut -d ' ' -f 1); fi; \
     echo \"start $n\"; \
-    while true; do n=$((n + 1)); echo \"$n $HOSTNAME\" >> $f; sleep 1 & wait $!; done";
+    while true; do n=$((n + 1)); echo \"$n $HOSTNAME\" | tee -a $f /witness/$HOSTNAME >/dev/null; \
+    sleep 1 & wait $!; done";
 
 /// The numbers of the lines `N pod-name`, checking each has that form.
 fn numbers(log: &[u8]) -> Vec<u64> {
@@ -69,7 +72,20 @@ pub fn run(c: &Cluster, s3: &S3) {
     c.apply(&resource);
     let bucket_log = s3.path(&remote).join("log.txt");
     let labels = json!({"app": "roll", INJECT_LABEL: "true"});
-    let template = app_pod(ns, "unused", labels.clone(), SCRIPT);
+    // The witness files, on the node, writable by the Pods' user (hostPath gets no fsGroup).
+    let witness = state_dir().join("witness").join(ns);
+    fs::create_dir_all(&witness).unwrap();
+    nix::unistd::chown(&witness, Some(65312.into()), Some(65312.into())).unwrap();
+    let mut template = app_pod(ns, "unused", labels.clone(), SCRIPT);
+    template["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "witness", "mountPath": "/witness"}));
+    template["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "witness",
+        "hostPath": {"path": witness.to_str().unwrap(), "type": "Directory"}}));
     c.apply(&json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "roll", "namespace": ns},
@@ -87,6 +103,8 @@ pub fn run(c: &Cluster, s3: &S3) {
     );
     let first = pod["metadata"]["name"].as_str().unwrap().to_string();
     assert_eq!(first_log_line(c, ns, &first), "start 0");
+    // Every line written so far by the Pods that are gone: what the next restore must bring.
+    let mut expected: Vec<u8> = Vec::new();
     for round in 1..=ROLLOUTS {
         // A few lines of this Pod's own.
         std::thread::sleep(Duration::from_secs(3));
@@ -107,45 +125,8 @@ pub fn run(c: &Cluster, s3: &S3) {
             ],
             None,
         );
-        // The old Pod stays (terminating) until both its containers ended: then the final sync
-        // is done and the bucket holds what the new Pod will restore.
-        let (last_line, copy) = c.wait_for(
-            &format!("rollout {round}: the old Pod {old}'s app and sidecar ended"),
-            ns,
-            Duration::from_secs(90),
-            || {
-                let out = c.kubectl(&["get", "pod", "-n", ns, &old, "-o", "json"], None);
-                assert!(
-                    out.status.success(),
-                    "rollout {round}: {old} disappeared before its containers were seen ended \
-                     (polled every 0.5 s): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let p: Value = serde_json::from_slice(&out.stdout).unwrap();
-                let app = &container_state(&p, "app")?["state"]["terminated"];
-                let sidecar = &container_state(&p, "volume-syncing-sidecar")?["state"];
-                if !(app.is_object() && sidecar["terminated"].is_object()) {
-                    return None;
-                }
-                assert_eq!(
-                    sidecar["terminated"]["exitCode"], 0,
-                    "rollout {round}: the final sync of {old} failed: {sidecar:#}"
-                );
-                let line = app["message"].as_str().unwrap_or("").to_string();
-                Some((line, fs::read(&bucket_log).expect("log.txt in the bucket")))
-            },
-        );
-        eprintln!(
-            "cluster: rollout {round}: {old}'s final sync done {:.0?} after the patch",
-            patched.elapsed()
-        );
-        assert!(
-            !last_line.is_empty() && copy.ends_with(last_line.as_bytes()),
-            "rollout {round}: the bucket's copy after {old}'s final sync does not end with the \
-             app's last line {last_line:?}: lines were lost; the copy ends with {:?}",
-            String::from_utf8_lossy(&copy[copy.len().saturating_sub(80)..])
-        );
-        let restored = *numbers(&copy).last().unwrap();
+        // Recreate: the new Pod is created once the old one is gone, i.e. after its final sync
+        // and after its app stopped writing.
         pod = c.wait_for(
             &format!("rollout {round}: the new Pod restored and Running"),
             ns,
@@ -153,15 +134,26 @@ pub fn run(c: &Cluster, s3: &S3) {
             || live_pod(c, ns, &old_uid),
         );
         let new = pod["metadata"]["name"].as_str().unwrap().to_string();
+        let wrote = fs::read(witness.join(&old)).expect("the old Pod's witness file");
+        assert!(!wrote.is_empty(), "rollout {round}: {old} wrote nothing");
+        expected.extend_from_slice(&wrote);
+        let last = *numbers(&expected).last().unwrap();
         eprintln!(
             "cluster: rollout {round}: {new} restored and Running {:.0?} after the patch \
-             ({restored} lines)",
+             ({last} lines)",
             patched.elapsed()
         );
         assert_eq!(
             first_log_line(c, ns, &new),
-            format!("start {restored}"),
-            "rollout {round}: the new app did not start from the restored line"
+            format!("start {last}"),
+            "rollout {round}: the new app did not start from the old one's last line \
+             {:?}: lines were lost or repeated",
+            String::from_utf8_lossy(&wrote).lines().last()
+        );
+        let copy = fs::read(&bucket_log).expect("log.txt in the bucket");
+        assert!(
+            copy.starts_with(&expected),
+            "rollout {round}: the bucket's copy after {old}'s final sync lacks lines it wrote"
         );
         let now = c
             .ok(
@@ -180,8 +172,15 @@ pub fn run(c: &Cluster, s3: &S3) {
             )
             .into_bytes();
         assert!(
-            now.starts_with(&copy),
-            "rollout {round}: {new}'s file does not begin with the bucket's copy byte for byte"
+            now.starts_with(&expected),
+            "rollout {round}: {new}'s file does not begin, byte for byte, with every line \
+             written before"
+        );
+        assert!(
+            String::from_utf8_lossy(&now[expected.len()..])
+                .lines()
+                .all(|l| l.ends_with(&format!(" {new}"))),
+            "rollout {round}: after the restored lines, only {new}'s own"
         );
         let all = numbers(&now);
         assert_eq!(
@@ -190,7 +189,7 @@ pub fn run(c: &Cluster, s3: &S3) {
             "rollout {round}: the numbering has a gap or a repeat"
         );
         assert!(
-            all.len() as u64 > restored,
+            all.len() as u64 > last,
             "rollout {round}: {new} appends nothing"
         );
     }
