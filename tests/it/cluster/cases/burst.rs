@@ -86,10 +86,11 @@ pub fn run(c: &Cluster, s3: &S3) {
                 &["delete", "pod", "-n", OP_NS, victim, "--wait=false"],
                 None,
             );
-            // Still there (terminating: grace period), with the moment of its deletion.
-            c.json(&["get", "pod", "-n", OP_NS, victim])["metadata"]["deletionTimestamp"]
-                .as_str()
-                .map(time)
+            // Still there (terminating: grace period). Its deletionTimestamp is the end of the
+            // grace period: the deletion was that many seconds earlier.
+            let meta = &c.json(&["get", "pod", "-n", OP_NS, victim])["metadata"];
+            let grace = meta["deletionGracePeriodSeconds"].as_i64()?;
+            Some(time(meta["deletionTimestamp"].as_str()?) - chrono::Duration::seconds(grace))
         });
         c.create(&replicaset).expect("the ReplicaSet is created");
         deleting.join().unwrap()
