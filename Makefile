@@ -86,7 +86,7 @@ kube-apiserver:
 	mkdir -p $(TOOLS)/bin
 	ln -sf $(KUBE_CACHE)/bin/kube-apiserver $(KUBE_CACHE)/bin/etcd $(TOOLS)/bin/
 
-## kubernetes: the rest of a single-node Kubernetes 1.20.2 for tests/it/cluster.rs (kubelet with
+## kubernetes: the rest of a single-node Kubernetes 1.20.2 for tests/it/cluster/ (kubelet with
 ## dockershim, kube-controller-manager, kube-scheduler, the static pause program), built from the
 ## same Debian 12 sources into the same cache as kube-apiserver, only what is missing (10-15 minutes
 ## on a loaded 2-core machine the first time, 4.5 GB while building; seconds afterwards). The
@@ -98,8 +98,8 @@ kubernetes: kube-apiserver
 ## scheduler, kubelet on the local Docker engine), the operator installed with kubectl apply -k
 ## and Ready; state, logs and the admin kubeconfig in target/cluster/. cluster-down stops it and
 ## restores the machine (no kubelet, no k8s_ containers, sysctls, dirs, cgroups, iptables chains).
-## cluster-test: tests/it/cluster.rs against it, then cluster-down whatever happened.
-## CLUSTER_CASES=install,fail_closed runs only those cases (see tests/it/cluster.rs).
+## cluster-test: tests/it/cluster/ against it, then cluster-down whatever happened.
+## CLUSTER_CASES=install,fail_closed runs only those cases (see tests/it/cluster/mod.rs).
 cluster-up: kubernetes image
 	scripts/cluster/up.sh
 
@@ -113,7 +113,7 @@ cluster-test: kubernetes image
 ## test: lint, then every test (unit and integration, real rclone and S3 server)
 test: tools lint test-only
 
-## tests/it/cluster.rs (a real single-node cluster, see cluster-test) is one of the targets: it starts
+## tests/it/cluster/ (a real single-node cluster, see cluster-test) is one of the targets: it starts
 ## the cluster and stops it when it ends; should its process die before, the cluster-down below
 ## cleans up (unless a cluster was already up before: a developer's `make cluster-up`).
 test-only: tools kube-apiserver kubernetes image test-packages

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the rest of a single-node Kubernetes 1.20.2 for the cluster tests (tests/it/cluster.rs,
+# Builds the rest of a single-node Kubernetes 1.20.2 for the cluster tests (tests/it/cluster/,
 # scripts/cluster/) into DIR/bin, next to the kube-apiserver and etcd of
 # scripts/install-kube-apiserver.sh (which this script runs first, and which returns at once when
 # they are there): kubelet, kube-controller-manager, kube-scheduler, and `pause`, the static
