@@ -1,7 +1,9 @@
-//! Case burst: a ReplicaSet of 20 labelled Pods created at the moment one of the two operator
-//! replicas is deleted (`kubectl delete pod`, concurrently with `kubectl create`). Admissions
-//! that meet the dying replica are refused (failurePolicy Fail) and the ReplicaSet controller
-//! retries them. Every Pod object the API ever showed (a `kubectl get pods --watch` from before
+//! Case burst: a StatefulSet of 20 labelled Pods (`podManagementPolicy: Parallel`: all created
+//! at once) created at the moment one of the two operator replicas is deleted (`kubectl delete
+//! pod`, concurrently with `kubectl create`). Admissions that meet the dying replica are refused
+//! (failurePolicy Fail) and the StatefulSet controller retries them. (A StatefulSet, not a
+//! ReplicaSet: a per-Pod `{{ pod.name }}` path with a restore on generated Pod names is refused
+//! by the workload rule `unstable-pod-name`.) Every Pod object the API ever showed (a `kubectl get pods --watch` from before
 //! the create to the end: every version of every Pod) carries the restore init container, the
 //! sidecar and the injection record: none ran, or even existed, uninjected; in the end all 20
 //! run, injected, each with its own remote path, and the operator is back to two Ready replicas.
@@ -55,11 +57,13 @@ pub fn run(c: &Cluster, s3: &S3) {
         labels.clone(),
         "trap 'exit 0' TERM; sleep 3600 & wait",
     );
-    let replicaset = json!({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+    let statefulset = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "burst", "namespace": ns},
         "spec": {
             "replicas": REPLICAS,
+            "serviceName": "burst",
+            "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": {"app": "burst"}},
             "template": {"metadata": {"labels": labels}, "spec": template["spec"]},
         }
@@ -92,7 +96,7 @@ pub fn run(c: &Cluster, s3: &S3) {
             let grace = meta["deletionGracePeriodSeconds"].as_i64()?;
             Some(time(meta["deletionTimestamp"].as_str()?) - chrono::Duration::seconds(grace))
         });
-        c.create(&replicaset).expect("the ReplicaSet is created");
+        c.create(&statefulset).expect("the StatefulSet is created");
         deleting.join().unwrap()
     });
     let running = c.wait_for(
@@ -203,7 +207,7 @@ pub fn run(c: &Cluster, s3: &S3) {
         .sum();
     eprintln!(
         "cluster: burst: {} Pod objects, {} versions watched, all injected; {refused} creations \
-         refused and retried by the ReplicaSet controller",
+         refused and retried by the StatefulSet controller",
         pods.len(),
         seen.len()
     );

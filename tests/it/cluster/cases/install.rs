@@ -1,5 +1,6 @@
 //! Case install: the install of `kubectl apply -k` (done by up.sh): two replicas Ready on the node, one
-//! TLS Secret, the caBundle written by the operator, and no privilege beyond deploy/operator's
+//! TLS Secret, the caBundle written by the operator (into both webhooks), the namespace
+//! excluded by its own label, and no privilege beyond deploy/operator's
 //! RBAC.
 
 use serde_json::Value;
@@ -45,11 +46,22 @@ pub fn run(c: &Cluster) {
         "mutatingwebhookconfiguration",
         "volume-syncing-operator",
     ]);
-    let bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
-        .as_str()
-        .unwrap_or("");
-    assert!(!bundle.is_empty(), "no caBundle written");
-    assert_eq!(bundle, tls["data"]["ca.crt"].as_str().unwrap());
+    // Both webhooks (Pods, workloads) call the operator with its CA.
+    let webhooks = config["webhooks"].as_array().unwrap();
+    assert_eq!(webhooks.len(), 2, "{config}");
+    for webhook in webhooks {
+        let bundle = webhook["clientConfig"]["caBundle"].as_str().unwrap_or("");
+        assert!(!bundle.is_empty(), "no caBundle written: {webhook}");
+        assert_eq!(bundle, tls["data"]["ca.crt"].as_str().unwrap());
+    }
+    // 1.20 sets no kubernetes.io/metadata.name label: the operator's namespace is excluded by
+    // the label its install sets (issue 26, finding 2).
+    let namespace = c.json(&["get", "namespace", OP_NS]);
+    assert_eq!(
+        namespace["metadata"]["labels"]["riotkit.org/volume-syncing-operator-exclude"], "true",
+        "{namespace}"
+    );
+    assert!(namespace["metadata"]["labels"]["kubernetes.io/metadata.name"].is_null());
     // Both replicas serve that one certificate: each logged that it uses the Secret.
     // No binding gives the operator's service account anything beyond deploy/operator's RBAC.
     let sa = format!("system:serviceaccount:{OP_NS}:volume-syncing-operator");

@@ -7,7 +7,8 @@
 //! see), so the test knows every line each Pod wrote, up to its SIGTERM. After each rollout the
 //! new Pod's restored file is, byte for byte, everything written before (the previous restore
 //! plus the old Pod's witness), the bucket's copy begins with it, and the app continued the
-//! numbering from its last line: no line lost, none repeated.
+//! numbering from its last line: no line lost, none repeated. The same Deployment with the
+//! default strategy (RollingUpdate) is refused when applied, naming `strategy: Recreate`.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -86,15 +87,28 @@ pub fn run(c: &Cluster, s3: &S3) {
         .unwrap()
         .push(json!({"name": "witness",
         "hostPath": {"path": witness.to_str().unwrap(), "type": "Directory"}}));
-    c.apply(&json!({
+    let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "roll", "namespace": ns},
         "spec": {
-            "replicas": 1, "strategy": {"type": "Recreate"},
+            "replicas": 1,
             "selector": {"matchLabels": {"app": "roll"}},
             "template": {"metadata": {"labels": labels}, "spec": template["spec"]},
         }
-    }));
+    });
+    // The default strategy (RollingUpdate, 25 % surge) would start each new Pod before the old
+    // one stops, and its restore would wait for the old Pod's lease for ever: the operator
+    // refuses the Deployment when it is applied, naming the rule and the fix (issue 26, 1).
+    let err = c.create(&deployment).unwrap_err();
+    for says in ["rule overlapping-rollout", "spec.strategy.type: Recreate"] {
+        assert!(err.contains(says), "{err}");
+    }
+    assert!(
+        !c.exists("deployment", ns, "roll"),
+        "a refused Deployment was stored"
+    );
+    deployment["spec"]["strategy"] = json!({"type": "Recreate"});
+    c.apply(&deployment);
     let mut pod = c.wait_for(
         "the first Pod Running with its sidecar",
         ns,
