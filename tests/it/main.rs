@@ -23,6 +23,7 @@ mod counts;
 mod data_loss;
 mod encryption;
 mod fidelity;
+mod first_run;
 // The README's commands include `inject` (the operator build's).
 #[cfg(feature = "operator")]
 mod front_door;

@@ -201,6 +201,16 @@ pub struct RemoteToLocalArgs {
     #[arg(long)]
     pub if_local_empty: bool,
 
+    /// Skip the restore (exit 0, with a log line) when the remote path was never uploaded to by
+    /// sync-to-remote: it holds neither the metadata manifest nor the upload record that every
+    /// upload leaves.
+    ///
+    /// The first Pod ever to use a path then starts with its own data, and every later start
+    /// restores (PodFilesystemSync restoreRemoteOnFirstRun: false). Files found there anyway
+    /// are not restored, and a warning says so.
+    #[arg(long)]
+    pub skip_if_never_uploaded: bool,
+
     /// Restore even though the remote holds objects beneath paths that are symlinks in the
     /// local directory (safety rule 'link-conflict'): those objects are skipped, with a warning
     /// naming the links.

@@ -119,6 +119,7 @@ pub async fn restore(args: RemoteToLocalArgs, verbose: u8) -> Result<Plan> {
     let overrides = Overrides {
         restore: args.force_delete_local_dir,
         if_local_empty: args.if_local_empty,
+        skip_if_never_uploaded: args.skip_if_never_uploaded,
         skip_objects_under_links: args.skip_objects_under_links,
         restore_setid_bits: args.restore_setid_bits,
         ..Overrides::default()

@@ -131,7 +131,9 @@ pub struct SyncOptions {
     /// Which directions run: toRemote (the sidecar), fromRemote (the restore).
     #[serde(default)]
     pub allowed_directories: AllowedDirectories,
-    /// Restore the volume from the remote before the app starts (the init container).
+    /// Restore the volume from the remote even on the first start of a remote path (true), or
+    /// only once an upload has written that path (false: the first Pod ever to use it keeps
+    /// its own data; decided at run time by the restore, per remote path).
     #[serde(default = "default_true")]
     pub restore_remote_on_first_run: bool,
 }

@@ -61,6 +61,9 @@ fn restore(plan: &Plan<'_>, r: &Restore) -> Vec<String> {
     if r.force {
         args.push(FORCE_RESTORE.into());
     }
+    if r.skip_if_never_uploaded {
+        args.push("--skip-if-never-uploaded".into());
+    }
     args
 }
 

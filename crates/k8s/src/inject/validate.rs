@@ -40,7 +40,7 @@ pub(super) struct Plan<'a> {
     pub data_mount: VolumeMount,
     /// `remotePath` rendered over the Pod and accepted by the sync commands' own rule.
     pub remote: String,
-    /// The restore init container, when `fromRemote` and `restoreRemoteOnFirstRun` ask for it.
+    /// The restore init container, when `fromRemote` asks for it.
     pub restore: Option<Restore>,
     /// The sync sidecar, when `toRemote` asks for it.
     pub sidecar: Option<Sidecar>,
@@ -63,6 +63,9 @@ pub(super) struct Restore {
     pub clean_up: bool,
     /// `cleanUp.forceLocal`: override the valve that protects local data.
     pub force: bool,
+    /// `restoreRemoteOnFirstRun: false`: skip the restore of a path no upload ever wrote (the
+    /// first Pod of a remote path keeps its own data; every later start restores).
+    pub skip_if_never_uploaded: bool,
 }
 
 /// The sidecar (`sync-to-remote`).
@@ -142,12 +145,14 @@ pub(super) fn plan<'a>(
         ));
     }
 
-    let restore = opts.allowed_directories.from_remote && opts.restore_remote_on_first_run;
+    // restoreRemoteOnFirstRun is decided at run time, per remote path: the restore skips a path
+    // that no upload ever wrote (--skip-if-never-uploaded), so later starts still restore.
+    let restore = opts.allowed_directories.from_remote;
     let upload = opts.allowed_directories.to_remote;
     if !restore && !upload {
         return Err(err(
             "spec.syncOptions.allowedDirectories",
-            "neither the restore (fromRemote and restoreRemoteOnFirstRun) nor the sidecar \
+            "neither the restore (fromRemote) nor the sidecar \
              (toRemote) is enabled: nothing to inject"
                 .into(),
         ));
@@ -195,6 +200,7 @@ pub(super) fn plan<'a>(
         restore: restore.then_some(Restore {
             clean_up: opts.clean_up.local,
             force: opts.clean_up.force_local,
+            skip_if_never_uploaded: !opts.restore_remote_on_first_run,
         }),
         sidecar: upload.then(|| Sidecar {
             trigger,

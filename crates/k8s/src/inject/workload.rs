@@ -110,7 +110,7 @@ pub fn check(
             continue;
         }
         let opts = &sync.spec.sync_options;
-        let restores = opts.allowed_directories.from_remote && opts.restore_remote_on_first_run;
+        let restores = opts.allowed_directories.from_remote;
         let writes = opts.allowed_directories.to_remote;
         // A template that does not render is the injection's error to report, not this one's.
         let Ok(remote) = render(&sync.spec.remote_path, &ctx) else {
@@ -209,7 +209,10 @@ mod tests {
     fn each_rule_with_the_shapes_that_break_it_and_those_that_do_not() {
         let fixed = sync("b/app", json!({}));
         let per_pod = sync("b/{{ pod.name }}", json!({}));
-        let no_restore = sync("b/app", json!({"restoreRemoteOnFirstRun": false}));
+        let no_restore = sync(
+            "b/app",
+            json!({"allowedDirectories": {"fromRemote": false}}),
+        );
         let rule = Some;
         let cases: [(&str, Value, &PodFilesystemSync, Option<&str>); 16] = [
             // The default strategy (RollingUpdate, 25 % surge) overlaps, also at one replica.

@@ -66,6 +66,8 @@ pub struct Overrides {
     pub upload_partial: bool,
     pub restore: bool,
     pub if_local_empty: bool,
+    /// `--skip-if-never-uploaded`: a restore of a path no upload ever wrote is skipped.
+    pub skip_if_never_uploaded: bool,
     /// The upload's `mass-delete` threshold in percent (`None`, or 100: off).
     pub max_delete_percent: Option<u8>,
     /// `--skip-objects-under-links`: the `link-conflict` rule warns instead of refusing.

@@ -1,11 +1,13 @@
 //! The restore half of a [`Job`]: the valves of a restore (emptiness, links, the bucket and the
 //! remote path), the data sync into the volume, and the metadata manifest applied after it.
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use anyhow::Context;
 
 use crate::error::{Error, Result};
+use crate::remote::path::Internal;
 use crate::remote::rclone::Abort;
 use crate::sync::fidelity;
 use crate::sync::outcome::{Outcome, VolumeSummary, unless_aborted};
@@ -14,6 +16,46 @@ use crate::sync::valves::safety::{self, RESTORE_MARKER, RestoreDecision};
 use super::{Job, filter_file, rules_file};
 
 impl Job {
+    /// Whether an upload ever wrote to the remote path: every upload leaves the metadata
+    /// manifest or the upload record at its top. Listed without the user's filters (which could
+    /// hide them); a path that does not exist was never uploaded to.
+    async fn ever_uploaded(&self) -> Result<bool> {
+        let mut args: Vec<OsString> = ["lsf", "--files-only", "--max-depth", "1"]
+            .map(OsString::from)
+            .to_vec();
+        for object in [Internal::Manifest, Internal::UploadRecord] {
+            args.push("--include".into());
+            args.push(format!("/{}", object.name()).into());
+        }
+        args.push(self.remote.data().into());
+        let single = self.rclone.for_single_objects();
+        match single.first_line(&args, "lsf (ever uploaded)").await {
+            Ok(line) => Ok(line.is_some()),
+            Err(Error::Rclone { code: 3, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `--skip-if-never-uploaded` on a path no upload wrote: nothing is restored; files found
+    /// there anyway (put by other means) are counted in a warning, not silently left behind.
+    async fn never_uploaded(&self) -> Result<Outcome> {
+        let shown = self.remote.shown();
+        if safety::remote_has_entries(&self.rclone, self.remote.data())
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                "{shown} holds files but was never uploaded to by sync-to-remote (no metadata \
+                 manifest, no upload record): they are not restored (--skip-if-never-uploaded), \
+                 and this volume's first upload will replace them"
+            );
+        }
+        Ok(Outcome::Skipped(format!(
+            "--skip-if-never-uploaded: {shown} was never uploaded to (no metadata manifest, no \
+             upload record), so this first start keeps its own data"
+        )))
+    }
+
     pub(super) async fn restore(
         &self,
         abort: &mut Abort,
@@ -39,6 +81,11 @@ impl Job {
         };
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, false, self.dry_run)).await?;
+        }
+        // After the key check: through a wrong key our objects' names would not decrypt, and
+        // the path would look as if it had never been uploaded to.
+        if o.skip_if_never_uploaded && !unless_aborted(abort, self.ever_uploaded()).await? {
+            return unless_aborted(abort, self.never_uploaded()).await;
         }
         if check_remote {
             unless_aborted(
