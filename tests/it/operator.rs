@@ -313,6 +313,8 @@ fn start_operator(sandbox: &Sandbox, cluster: &Cluster, port: u16) -> Running {
         .env("KUBECONFIG", &cluster.operator_kubeconfig)
         .args(["operator", "--namespace", OP_NS, "--cert-host", "127.0.0.1"])
         .arg(format!("--listen=127.0.0.1:{port}"))
+        // Long, so that the drain after SIGTERM is seen whatever the load; a second signal ends it.
+        .arg("--shutdown-delay=1m")
         .spawn();
     operator.wait_for_output("cache synced; ready", 1, Duration::from_secs(60));
     operator
@@ -589,9 +591,24 @@ fn the_webhook_against_a_real_api_server() {
     let output = operator.output_so_far();
     assert!(!output.contains(passphrase), "the passphrase was logged");
 
-    // The operator stopped: labelled Pods are refused (failurePolicy Fail), others created.
+    // SIGTERM: the operator drains, still answering admissions (a Pod the API server sends it
+    // now is injected, not refused) while /readyz fails; a second SIGTERM stops it at once.
     operator.signal(nix::sys::signal::Signal::SIGTERM);
-    operator.wait_output(Duration::from_secs(30)).assert_code(0);
+    operator.wait_for_output("still answering admissions", 1, Duration::from_secs(30));
+    let stored = cluster
+        .create(&pod("draining-1", labelled("plain")), &[])
+        .expect("a Pod admitted while the operator drains");
+    assert_eq!(
+        names(&stored["spec"]["containers"]),
+        ["app", "volume-syncing-sidecar"]
+    );
+    operator.signal(nix::sys::signal::Signal::SIGTERM);
+    operator
+        .wait_output(Duration::from_secs(30))
+        .assert_code(0)
+        .assert_contains("SIGTERM again: stopping now");
+
+    // The operator stopped: labelled Pods are refused (failurePolicy Fail), others created.
     let err = cluster
         .create(&pod("down-1", labelled("plain")), &[])
         .unwrap_err();

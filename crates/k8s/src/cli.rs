@@ -92,6 +92,26 @@ pub struct OperatorArgs {
     /// The image of the injected containers when a resource sets none.
     #[arg(long, env = "VSO_IMAGE", value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
+
+    /// After SIGTERM, keep answering admissions this long with /readyz failing, so requests
+    /// the API server sent before it saw this replica go are not dropped; a second signal
+    /// stops at once. 0: stop at once. At most 1m.
+    #[arg(
+        long,
+        env = "VSO_SHUTDOWN_DELAY",
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = parse_shutdown_delay
+    )]
+    pub shutdown_delay: std::time::Duration,
+}
+
+fn parse_shutdown_delay(s: &str) -> Result<std::time::Duration, String> {
+    let d = vso_core::duration::parse_duration(s)?;
+    if d > std::time::Duration::from_secs(60) {
+        return Err(format!("{s} is longer than the bound of 1m"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,8 @@ struct Webhook {
     client: kube::Client,
     store: Store<PodFilesystemSync>,
     synced: AtomicBool,
+    /// After SIGTERM: still answering, no longer ready.
+    draining: AtomicBool,
     settings: Settings,
     registry: Registry,
     reviews: Family<OutcomeLabel, Counter>,
@@ -187,7 +189,7 @@ impl Handler for Webhook {
     }
 
     fn ready(&self) -> bool {
-        self.synced.load(Ordering::SeqCst)
+        self.synced.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
     }
 
     fn metrics(&self) -> String {
@@ -304,6 +306,7 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
         client: client.clone(),
         store: store.clone(),
         synced: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         settings: Settings {
             native_sidecars,
             default_image: args.image.clone(),
@@ -325,9 +328,25 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
             );
         }
     });
+    let signal = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    if args.shutdown_delay.is_zero() {
+        tracing::info!("{signal}: stopping");
+        return Ok(());
+    }
+    // The API server may still send admissions here until it sees the endpoint go: answer
+    // them (with failurePolicy Fail a dropped one refuses its Pod), unready, for a while.
+    webhook.draining.store(true, Ordering::SeqCst);
+    tracing::info!(
+        "{signal}: still answering admissions for {} (--shutdown-delay), then stopping",
+        vso_core::duration::format_duration(args.shutdown_delay)
+    );
     tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = tokio::time::sleep(args.shutdown_delay) => tracing::info!("stopping"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM again: stopping now"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping now"),
     }
     Ok(())
 }
