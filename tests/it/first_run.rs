@@ -11,6 +11,17 @@ use crate::support::*;
 
 const PASSPHRASE: &str = "first-run-passphrase-0123456789";
 
+/// The binary against the test server, with `env` (the encryption settings, when any).
+fn vso(sandbox: &Sandbox, server: &S3Server, env: &[(&str, &str)]) -> Vso {
+    let mut vso = Vso::s3(sandbox, server);
+    vso.envs(
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    vso
+}
+
 fn restore(
     sandbox: &Sandbox,
     server: &S3Server,
@@ -18,28 +29,22 @@ fn restore(
     env: &[(&str, &str)],
     extra: &[&str],
 ) -> Output {
-    let mut vso = Vso::s3(sandbox, server);
-    for (k, v) in env {
-        vso.env(k, v);
-    }
-    vso.args([
-        "remote-to-local-sync",
-        "--if-local-empty",
-        "-s",
-        "bucket/app",
-        "-d",
-    ])
-    .arg(dst)
-    .args(extra)
-    .run()
+    vso(sandbox, server, env)
+        .args([
+            "remote-to-local-sync",
+            "--if-local-empty",
+            "-s",
+            "bucket/app",
+            "-d",
+        ])
+        .arg(dst)
+        .args(extra)
+        .run()
 }
 
 fn upload(sandbox: &Sandbox, server: &S3Server, src: &Path, env: &[(&str, &str)]) -> Output {
-    let mut vso = Vso::s3(sandbox, server);
-    for (k, v) in env {
-        vso.env(k, v);
-    }
-    vso.args(["sync-to-remote", "-s"])
+    vso(sandbox, server, env)
+        .args(["sync-to-remote", "-s"])
         .arg(src)
         .args(["-d", "bucket/app"])
         .run()
