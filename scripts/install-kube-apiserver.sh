@@ -50,7 +50,7 @@ dpkg-deb -x etcd-server_*.deb root
 etcd=root/usr/bin/etcd
 head -c 4 "$etcd" | grep -q 'ELF' || { echo "install-kube-apiserver: no etcd binary in etcd-server" >&2; exit 1; }
 install -m 0755 "$etcd" "$dir/bin/etcd.tmp" && mv "$dir/bin/etcd.tmp" "$dir/bin/etcd"
-"$dir/bin/etcd" --version | head -1 >&2
+"$dir/bin/etcd" --version | sed -n 1p >&2
 if [ -x "$dir/bin/kube-apiserver" ]; then
   exit 0
 fi

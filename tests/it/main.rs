@@ -36,6 +36,7 @@ mod replicate;
 mod roundtrip;
 mod safety;
 mod schedule;
+mod termination_message;
 mod trust_encryption;
 mod trust_restore;
 mod trust_writer;

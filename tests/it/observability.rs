@@ -47,7 +47,7 @@ const ONE_TRANSFER: [&str; 2] = ["--transfers", "1"];
 const PREFIX: &str = "volume_syncing_operator_";
 
 /// Every metric family the binary exports, with its OpenMetrics type.
-const FAMILIES: [(&str, &str); 9] = [
+const FAMILIES: [(&str, &str); 13] = [
     ("syncs", "counter"),
     ("sync_duration_seconds", "histogram"),
     ("last_success_timestamp_seconds", "gauge"),
@@ -57,6 +57,10 @@ const FAMILIES: [(&str, &str); 9] = [
     ("transferred_files", "counter"),
     ("deleted_files", "counter"),
     ("refusals", "counter"),
+    ("last_sync_timestamp_seconds", "gauge"),
+    ("last_sync_duration_seconds", "gauge"),
+    ("last_sync_transferred_bytes", "gauge"),
+    ("last_sync_result", "gauge"),
 ];
 
 /// The fields of every "sync finished" summary line.

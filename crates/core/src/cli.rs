@@ -336,6 +336,14 @@ pub struct CommonArgs {
     #[arg(long, value_parser = parse_up_to_a_year, value_name = "DURATION")]
     pub sync_timeout: Option<Duration>,
 
+    /// When the process ends, write the summary of its last sync here: a JSON document of at
+    /// most 4 KiB (result, safety rule, message, end time, duration, bytes, last success).
+    ///
+    /// Made for a Kubernetes container's terminationMessagePath (`/dev/termination-log`), where
+    /// the operator reads it into the PodFilesystemSync's status.
+    #[arg(long, env = "VSO_TERMINATION_MESSAGE_PATH", value_name = "FILE")]
+    pub termination_message_path: Option<PathBuf>,
+
     #[command(flatten)]
     pub schedule: ScheduleArgs,
 

@@ -84,7 +84,8 @@ pub async fn run(command: Command, verbose: u8) -> Result<()> {
         Command::RemoteToRemoteSync(args) => {
             let plan = plan::replicate(args, verbose).await?;
             replicate::keep_leases(&plan.replication);
-            let result = supervise(plan.replication, None, plan.long_running, signals).await;
+            let end = plan.termination_message.as_deref();
+            let result = supervise(plan.replication, None, plan.long_running, end, signals).await;
             drop(plan.config);
             return result;
         }
@@ -102,7 +103,8 @@ pub async fn run(command: Command, verbose: u8) -> Result<()> {
     if let Some(lease) = &lease {
         tokio::spawn(Arc::clone(lease).keep());
     }
-    let result = supervise(plan.job, lease.clone(), plan.long_running, signals).await;
+    let end = plan.termination_message.as_deref();
+    let result = supervise(plan.job, lease.clone(), plan.long_running, end, signals).await;
     // After the last sync, on every path that gets here (so short of SIGKILL).
     if let Some(lease) = &lease {
         lease.release().await;
@@ -111,15 +113,17 @@ pub async fn run(command: Command, verbose: u8) -> Result<()> {
     result
 }
 
-/// Runs the task once, or in the long-running mode until a signal.
+/// Runs the task once, or in the long-running mode until a signal; then writes the summary of
+/// the last sync to `termination_message`, when given.
 async fn supervise<T: Task>(
     task: T,
     lease: Option<Arc<lease::Lease>>,
     long_running: Option<plan::LongRunningPlan>,
+    termination_message: Option<&std::path::Path>,
     signals: Signals,
 ) -> Result<()> {
     match long_running {
-        None => supervisor::run_once(&task, lease.as_deref(), signals).await,
+        None => supervisor::run_once(&task, lease.as_deref(), signals, termination_message).await,
         Some(long) => {
             let metrics = Arc::new(Metrics::new(
                 long.max_consecutive_failures,
@@ -135,6 +139,7 @@ async fn supervise<T: Task>(
                 pid_path: &long.pid_path,
                 metrics,
                 lease,
+                termination_message,
             };
             supervisor::run_long(Arc::new(task), mode, signals).await
         }

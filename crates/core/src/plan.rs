@@ -34,6 +34,8 @@ pub struct Plan {
     pub config: ConfigFile,
     /// What the run does with the lease of the remote path ([`crate::sync::lease`]).
     pub lease: lease::Role,
+    /// `--termination-message-path`: where the summary of the last sync goes at the end.
+    pub termination_message: Option<PathBuf>,
 }
 
 /// How the long-running mode triggers syncs and reports on them.
@@ -344,6 +346,7 @@ async fn build(
     };
 
     let long_running = long_running_plan(&common, schedule, watch);
+    let termination_message = common.termination_message_path.clone();
     let mass_delete_percent = overrides.max_delete_percent.unwrap_or(100);
     let job = Job {
         direction,
@@ -367,6 +370,7 @@ async fn build(
         long_running,
         config,
         lease: lease::Role::None,
+        termination_message,
     })
 }
 
@@ -415,6 +419,8 @@ pub struct ReplicationPlan {
     pub replication: Replication,
     pub long_running: Option<LongRunningPlan>,
     pub config: ConfigFile,
+    /// `--termination-message-path`: where the summary of the last run goes at the end.
+    pub termination_message: Option<PathBuf>,
 }
 
 /// Builds the plan for remote-to-remote-sync. The config holds `[remote]` (the destinations,
@@ -575,6 +581,7 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
         });
     }
     let long_running = long_running_plan(&common, schedule, None);
+    let termination_message = common.termination_message_path.clone();
     Ok(ReplicationPlan {
         replication: Replication {
             pairs,
@@ -588,5 +595,6 @@ pub async fn replicate(args: RemoteToRemoteArgs, verbose: u8) -> Result<Replicat
         },
         long_running,
         config,
+        termination_message,
     })
 }

@@ -104,6 +104,31 @@ pub struct OperatorArgs {
         value_parser = parse_shutdown_delay
     )]
     pub shutdown_delay: std::time::Duration,
+
+    /// How often the leader reads the injected Pods' sidecars and writes each
+    /// PodFilesystemSync's status (and its events). 0: no status (no Lease, no Pod watch).
+    /// At most 1h.
+    #[arg(
+        long,
+        env = "VSO_STATUS_INTERVAL",
+        value_name = "DURATION",
+        default_value = "15s",
+        value_parser = parse_status_interval
+    )]
+    pub status_interval: std::time::Duration,
+
+    /// This replica's name in the leader election (the Lease
+    /// `volume-syncing-operator-status` in --namespace); default: the host name (the Pod's name).
+    #[arg(long, env = "VSO_IDENTITY", value_name = "NAME")]
+    pub identity: Option<String>,
+}
+
+fn parse_status_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = vso_core::duration::parse_duration(s)?;
+    if d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s} is longer than the bound of 1h"));
+    }
+    Ok(d)
 }
 
 fn parse_shutdown_delay(s: &str) -> Result<std::time::Duration, String> {

@@ -6,7 +6,8 @@
 //! [`vso_core::daemon::schedule`] and [`vso_core::duration`]) so the generated command lines are
 //! the ones the binary accepts; the core does not depend on this crate, so it cannot import it.
 //!
-//! - [`resource`]: the CRD types, the single source of the generated CRD YAML;
+//! - [`resource`]: the CRD types, the single source of the generated CRD YAML; [`status`], its
+//!   status (written by the operator only);
 //! - [`template`]: `remotePath` / `env` templates over the Pod (sandboxed minijinja);
 //! - [`inject`]: the pure injection core (typed Pod template in, typed Pod template out), in
 //!   three steps per resource: spec → validated plan → argv → containers;
@@ -24,6 +25,7 @@ pub mod inject;
 pub mod manifest;
 pub mod operator;
 pub mod resource;
+pub mod status;
 pub mod template;
 
 use std::io::{Read, Write};

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
+
+pub use crate::status::PodFilesystemSyncStatus;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +28,16 @@ use serde::{Deserialize, Serialize};
     kind = "PodFilesystemSync",
     namespaced,
     shortname = "pfss",
-    doc = "Keeps a directory of the matching Pods in sync with an rclone remote."
+    doc = "Keeps a directory of the matching Pods in sync with an rclone remote.",
+    status = "PodFilesystemSyncStatus",
+    printcolumn = r#"{"name":"Last Sync","type":"string","format":"date-time","jsonPath":".status.lastSyncTime"}"#,
+    printcolumn = r#"{"name":"Next Sync","type":"string","format":"date-time","jsonPath":".status.nextSyncTime"}"#,
+    printcolumn = r#"{"name":"Result","type":"string","jsonPath":".status.lastSyncResult"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.pods"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Bytes","type":"integer","priority":1,"jsonPath":".status.lastTransferredBytes"}"#,
+    printcolumn = r#"{"name":"Rule","type":"string","priority":1,"jsonPath":".status.lastSyncRule"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodFilesystemSyncSpec {

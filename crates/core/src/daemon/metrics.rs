@@ -28,9 +28,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::daemon::summary::Summary;
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
-use crate::sync::outcome::Outcome;
+use crate::sync::outcome::{Outcome, result_label};
 
 /// The values of the `direction` label of `syncs_total`: the commands that sync.
 const DIRECTIONS: [&str; 3] = ["upload", "restore", "replicate"];
@@ -48,8 +49,10 @@ const REASONS: [&str; 4] = [
 
 /// The safety rules (README, "Safety valves"; `Error::Refused::rule` in `safety`,
 /// `mass_delete`, `lease` and `crypt`).
-const RULES: [&str; 8] = [
+const RULES: [&str; 10] = [
     "empty-source",
+    "link-conflict",
+    "encrypted-remote",
     "mass-delete",
     "restore-in-progress",
     "system-directory",
@@ -68,6 +71,21 @@ struct SyncLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabels {
     rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+    rule: &'static str,
+}
+
+/// Every `(result, rule)` of `last_sync_result`: a refusal by each rule, the other results
+/// without one.
+fn result_series() -> impl Iterator<Item = ResultLabels> {
+    RESULTS.into_iter().flat_map(|result| {
+        let rules: &[&'static str] = if result == "refused" { &RULES } else { &[""] };
+        rules.iter().map(move |&rule| ResultLabels { result, rule })
+    })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,6 +124,63 @@ pub struct Metrics {
     times: Mutex<Times>,
     running_sync_age: Gauge<f64, AtomicU64>,
     unhealthy: Family<ReasonLabels, Gauge>,
+    last_sync: LastSyncGauges,
+    /// The summary of the last finished sync ([`crate::daemon::summary`]).
+    last_summary: Mutex<Option<Summary>>,
+    last_success_at: Mutex<Option<SystemTime>>,
+}
+
+/// The last finished sync, whatever its result: what the operator reads into the status.
+#[derive(Debug, Default)]
+struct LastSyncGauges {
+    at: Gauge<f64, AtomicU64>,
+    duration: Gauge<f64, AtomicU64>,
+    bytes: Gauge,
+    result: Family<ResultLabels, Gauge>,
+}
+
+impl LastSyncGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "last_sync_timestamp",
+            "Unix time the last finished sync ended, whatever its result",
+            Unit::Seconds,
+            self.at.clone(),
+        );
+        registry.register_with_unit(
+            "last_sync_duration",
+            "Duration of the last finished sync",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        registry.register(
+            "last_sync_transferred_bytes",
+            "Bytes transferred by the last finished sync",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "last_sync_result",
+            "1 for the result (and the refusing rule) of the last finished sync, else 0",
+            self.result.clone(),
+        );
+        for labels in result_series() {
+            drop(self.result.get_or_create(&labels));
+        }
+    }
+
+    fn set(&self, summary: &Summary, result: &'static str, rule: &'static str) {
+        self.at.set(unix_now());
+        self.duration.set(summary.duration_seconds);
+        self.bytes
+            .set(i64::try_from(summary.transferred_bytes).unwrap_or(i64::MAX));
+        for labels in result_series() {
+            self.result.get_or_create(&labels).set(0);
+        }
+        // A rule not in RULES still gets its series.
+        self.result
+            .get_or_create(&ResultLabels { result, rule })
+            .set(1);
+    }
 }
 
 impl Metrics {
@@ -203,6 +278,8 @@ impl Metrics {
         for rule in RULES {
             drop(refusals.get_or_create(&RuleLabels { rule }));
         }
+        let last_sync = LastSyncGauges::default();
+        last_sync.register(&mut registry);
         Metrics {
             registry,
             syncs,
@@ -227,7 +304,18 @@ impl Metrics {
             }),
             running_sync_age,
             unhealthy,
+            last_sync,
+            last_summary: Mutex::new(None),
+            last_success_at: Mutex::new(None),
         }
+    }
+
+    /// The summary of the last finished sync, if one finished.
+    pub fn last_summary(&self) -> Option<Summary> {
+        self.last_summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn times(&self) -> std::sync::MutexGuard<'_, Times> {
@@ -276,6 +364,23 @@ impl Metrics {
         }
         self.consecutive_failures_gauge
             .set(i64::from(self.consecutive_failures.load(Ordering::Relaxed)));
+        let summary = {
+            let mut last_success = self
+                .last_success_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let summary = Summary::of(direction, result, elapsed, *last_success);
+            if result_label(result) == "success" {
+                *last_success = Some(SystemTime::now());
+            }
+            summary
+        };
+        let rule = match result {
+            Err(Error::Refused { rule, .. }) => *rule,
+            _ => "",
+        };
+        self.last_sync.set(&summary, result_label(result), rule);
+        *self.last_summary.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
     }
 
     pub fn set_next_sync(&self, at: DateTime<Local>) {

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::pidfile::PidFile;
 use crate::daemon::schedule::Schedule;
+use crate::daemon::summary::Summary;
 use crate::daemon::watch::{Changes, TreeWatcher, WatchSettings};
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
@@ -102,11 +103,13 @@ async fn lease_lost(lost: &mut Option<watch::Receiver<Option<String>>>) -> Strin
     std::future::pending().await
 }
 
-/// Runs the task once; a signal stops rclone and the run fails as interrupted.
+/// Runs the task once; a signal stops rclone and the run fails as interrupted. The summary of
+/// the run goes to `termination_message`, when given.
 pub async fn run_once<T: Task>(
     task: &T,
     lease: Option<&Lease>,
     mut signals: Signals,
+    termination_message: Option<&Path>,
 ) -> Result<()> {
     let (abort_tx, mut abort_rx) = watch::channel(None);
     let plan = SyncPlan::Full("one-shot run".into());
@@ -131,6 +134,9 @@ pub async fn run_once<T: Task>(
         lease.release().await;
     }
     task.log_summary(&report, None, true);
+    if let Some(path) = termination_message {
+        Summary::of(task.direction(), &report.result, report.elapsed, None).write(path);
+    }
     report.result.map(|_| ())
 }
 
@@ -143,6 +149,8 @@ pub struct LongRunning<'a> {
     pub metrics: Arc<Metrics>,
     /// The lease of an uploader.
     pub lease: Option<Arc<Lease>>,
+    /// Where the summary of the last sync goes at the end (`--termination-message-path`).
+    pub termination_message: Option<&'a Path>,
 }
 
 /// The sync in progress: its task, and the changes it is bringing over (put back on failure).
@@ -372,6 +380,12 @@ pub async fn run_long<T: Task>(
         Ok(()) => 0,
         Err(e) => e.exit_code(),
     };
+    if let (Some(path), Some(summary)) = (
+        state.mode.termination_message,
+        state.mode.metrics.last_summary(),
+    ) {
+        summary.write(path);
+    }
     pid_file.finish(code);
     result
 }

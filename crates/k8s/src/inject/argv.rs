@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::common::{BINARY_PATH, GRACE_MARGIN_SECONDS};
+use super::common::{BINARY_PATH, GRACE_MARGIN_SECONDS, TERMINATION_MESSAGE_PATH};
 use super::validate::{Plan, Restore, Sidecar, Trigger};
 use vso_core::duration::format_duration;
 use vso_core::sync::valves::safety::{FORCE_RESTORE, FORCE_UPLOAD_EMPTY};
@@ -64,7 +64,17 @@ fn restore(plan: &Plan<'_>, r: &Restore) -> Vec<String> {
     if r.skip_if_never_uploaded {
         args.push("--skip-if-never-uploaded".into());
     }
+    args.extend(termination_message());
     args
+}
+
+/// The summary of the last sync becomes the container's termination message, which the
+/// operator reads into the resource's status.
+fn termination_message() -> [String; 2] {
+    [
+        "--termination-message-path".into(),
+        TERMINATION_MESSAGE_PATH.into(),
+    ]
 }
 
 fn sidecar(plan: &Plan<'_>, s: &Sidecar) -> Vec<String> {
@@ -101,6 +111,7 @@ fn sidecar(plan: &Plan<'_>, s: &Sidecar) -> Vec<String> {
     if s.force {
         args.push(FORCE_UPLOAD_EMPTY.into());
     }
+    args.extend(termination_message());
     args
 }
 

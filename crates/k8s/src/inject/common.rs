@@ -14,6 +14,9 @@ use crate::template::PodContext;
 
 /// Records on an injected Pod what was injected; its presence makes injection a no-op.
 pub const INJECTED_ANNOTATION: &str = "riotkit.org/volume-syncing-injected";
+/// Pod label `"true"` on every injected Pod: the operator watches only these
+/// (`--status-interval`), by a label selector the API server applies.
+pub const INJECTED_LABEL: &str = "riotkit.org/volume-syncing-injected";
 /// Pod annotation: the uid of the injected containers (wins over `permissions.uid`).
 pub const USER_ID_ANNOTATION: &str = "riotkit.org/volume-user-id";
 /// Pod annotation: the gid of the injected containers (wins over `permissions.gid`).
@@ -26,6 +29,9 @@ pub const SIDECAR_CONTAINER: &str = "volume-syncing-sidecar";
 /// files) on a read-only root file system.
 pub const TMP_VOLUME: &str = "volume-syncing-tmp";
 pub(super) const TMP_PATH: &str = "/tmp";
+/// The injected containers' terminationMessagePath: the binary writes the summary of its last
+/// sync there (`--termination-message-path`), the operator reads it from the Pod's status.
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// The binary inside the image (the preStop hook runs it).
 pub(super) const BINARY_PATH: &str = "/usr/local/bin/volume-syncing-operator";
 /// Kubernetes' default terminationGracePeriodSeconds.

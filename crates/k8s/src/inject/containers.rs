@@ -20,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::argv::Argv;
-use super::common::{InjectError, PodInjection, TMP_PATH, TMP_VOLUME, field_err, pod_err};
+use super::common::{
+    InjectError, PodInjection, TERMINATION_MESSAGE_PATH, TMP_PATH, TMP_VOLUME, field_err, pod_err,
+};
 use super::validate::Plan;
 use crate::resource::Placement;
 
@@ -228,8 +230,10 @@ fn base(pod: &PodInjection<'_>, plan: &Plan<'_>) -> Container {
         security_context: Some(security),
         resources: Some(resources),
         volume_mounts: Some(mounts),
-        // A failed restore or sync says why in `kubectl describe pod` and the Pod's status
-        // (lastState.terminated.message): the last lines of its log, whose last is the cause.
+        // The binary writes the summary of its last sync (JSON, with the cause of a failure)
+        // to the termination message; should it die before writing one, a failure still says
+        // why in `kubectl describe pod`: the last lines of its log, whose last is the cause.
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     }

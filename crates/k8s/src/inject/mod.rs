@@ -42,14 +42,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::resource::PodFilesystemSync;
 use super::template::PodContext;
 use common::{DEFAULT_GRACE_SECONDS, GRACE_MARGIN_SECONDS, Ids, PodInjection, field_err, pod_err};
 pub use common::{
-    GROUP_ID_ANNOTATION, INJECTED_ANNOTATION, InjectError, POD_FIELD_PREFIX, RESTORE_CONTAINER,
-    SIDECAR_CONTAINER, Settings, TMP_VOLUME, USER_ID_ANNOTATION,
+    GROUP_ID_ANNOTATION, INJECTED_ANNOTATION, INJECTED_LABEL, InjectError, POD_FIELD_PREFIX,
+    RESTORE_CONTAINER, SIDECAR_CONTAINER, Settings, TMP_VOLUME, USER_ID_ANNOTATION,
 };
 use containers::Added;
 
@@ -63,13 +63,44 @@ pub enum Outcome {
 }
 
 /// The value of [`INJECTED_ANNOTATION`].
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Record {
     resources: Vec<String>,
     init_containers: Vec<String>,
     containers: Vec<String>,
     volumes: Vec<String>,
+}
+
+/// The names of the injected containers of one resource in a Pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectedNames {
+    pub restore: String,
+    pub sidecar: String,
+    /// The name of the sidecar's metrics port.
+    pub metrics_port: String,
+}
+
+/// The containers injected for the resource `sync` into a Pod with these annotations, read
+/// from [`INJECTED_ANNOTATION`]; None when it was not injected for it.
+pub fn injected_names(annotations: &BTreeMap<String, String>, sync: &str) -> Option<InjectedNames> {
+    let record: Record = serde_json::from_str(annotations.get(INJECTED_ANNOTATION)?).ok()?;
+    let i = record.resources.iter().position(|r| r == sync)?;
+    let suffix = suffix(i);
+    Some(InjectedNames {
+        restore: format!("{RESTORE_CONTAINER}{suffix}"),
+        sidecar: format!("{SIDECAR_CONTAINER}{suffix}"),
+        metrics_port: format!("metrics{suffix}"),
+    })
+}
+
+/// The suffix of the names of the `i`th resource's containers: `""`, `-2`, `-3`, …
+fn suffix(i: usize) -> String {
+    if i == 0 {
+        String::new()
+    } else {
+        format!("-{}", i + 1)
+    }
 }
 
 /// Whether `sync` applies to a Pod with `labels` in `namespace` (None: unknown, as for a
@@ -212,11 +243,7 @@ pub fn inject(
     let mut grace = None::<u64>;
     let mut first_metrics_port = None;
     for (i, sync) in matching.iter().enumerate() {
-        let suffix = if i == 0 {
-            String::new()
-        } else {
-            format!("-{}", i + 1)
-        };
+        let suffix = suffix(i);
         let added = pod.inject_one(sync, &suffix)?;
         record.resources.push(sync.name_any());
         record.init_containers.extend(added.init_containers);
@@ -257,6 +284,9 @@ pub fn inject(
     );
     let mut meta = meta;
     meta.annotations = Some(out_annotations);
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(INJECTED_LABEL.into(), "true".into());
     Ok(Outcome::Injected(Box::new(PodTemplateSpec {
         metadata: Some(meta),
         spec: Some(spec),

@@ -5,10 +5,12 @@
 //! - [`webhook`]: AdmissionReview → injection core → JSON Patch;
 //! - [`keys`]: the generated encryption passphrases (`automaticEncryption`), one Secret per key;
 //! - [`tls`]: the CA and serving certificate (generated and shared through a Secret, or mounted);
-//! - [`server`]: HTTPS (admission, `/healthz`, `/readyz`, `/metrics`).
+//! - [`server`]: HTTPS (admission, `/healthz`, `/readyz`, `/metrics`);
+//! - [`status`]: the resources' status, from the injected Pods' sidecars (the elected leader).
 
 pub mod keys;
 pub mod run;
 pub mod server;
+pub mod status;
 pub mod tls;
 pub mod webhook;

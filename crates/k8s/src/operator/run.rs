@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::server::{Handler, serve};
+use super::status::{self, StatusMetrics};
 use super::tls::{self, CertSlot, Source};
 use super::webhook::{Decision, decide, decide_workload, pod_name};
 use crate::cli::{NativeSidecars, OperatorArgs};
@@ -302,6 +303,21 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
         "1 when the PodFilesystemSync cache is synced",
         ready_gauge.clone(),
     );
+    if args.status_interval.is_zero() {
+        tracing::info!("--status-interval 0: no status is written");
+    } else {
+        let metrics = StatusMetrics::default();
+        metrics.register(&mut registry);
+        let identity = args.identity.clone().unwrap_or_else(host_name);
+        status::spawn(
+            client.clone(),
+            store.clone(),
+            &args.namespace,
+            &identity,
+            args.status_interval,
+            metrics,
+        );
+    }
     let webhook = Arc::new(Webhook {
         client: client.clone(),
         store: store.clone(),
@@ -349,6 +365,16 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping now"),
     }
     Ok(())
+}
+
+/// This replica's default identity in the election: the host name, which in a Pod is its name.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("operator-{}", std::process::id()))
 }
 
 #[cfg(test)]
