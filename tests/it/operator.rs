@@ -619,3 +619,216 @@ fn the_webhook_against_a_real_api_server() {
         .unwrap();
     assert_eq!(names(&stored["spec"]["containers"]), ["app"]);
 }
+
+/// The kubelet's part, played by the test: the Pod runs at 127.0.0.1 with its containers in
+/// `sidecar` state (a JSON ContainerState), written to the status subresource.
+fn set_pod_status(cluster: &Cluster, name: &str, sidecar: Value) {
+    let running = serde_json::json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+    let status = |name: &str, state: &Value| {
+        serde_json::json!({"name": name, "image": "i", "imageID": "", "ready": true,
+            "restartCount": 0, "state": state})
+    };
+    let patch = serde_json::json!({"status": {
+        "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+        "containerStatuses": [status("app", &running), status("volume-syncing-sidecar", &sidecar)],
+    }});
+    cluster.ok(
+        &[
+            "patch",
+            "pod",
+            "-n",
+            APP_NS,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    );
+}
+
+/// Waits for the resource's status to satisfy `cond`; the last one seen and the writer's log
+/// when it does not.
+fn wait_status(
+    cluster: &Cluster,
+    writer: &mut Running,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = cluster.json(&["get", "pfss", "-n", APP_NS, name])["status"].clone();
+        if cond(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 90s; status: {status:#}\nthe writer's log:\n{}",
+            writer.output_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The status (issue 27): two operator replicas elect one writer through the Lease; the writer
+/// reads a real sidecar's /metrics at the Pod's address and writes the status the printer
+/// columns show; a Pod's final sync, left as its termination message by the real binary, shows
+/// after the Pod is gone; when the writer dies, the other replica takes over.
+#[test]
+fn the_status_of_a_real_sidecar_through_a_real_api_server() {
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start(&sandbox);
+    let (port_a, port_b) = (free_port(), free_port());
+    install(&cluster, &format!("https://127.0.0.1:{port_a}/mutate"));
+    cluster.ok(&["create", "namespace", APP_NS], None);
+    let replica = |port: u16, identity: &str| {
+        let mut operator = Vso::new(&sandbox)
+            .env("KUBECONFIG", &cluster.operator_kubeconfig)
+            .args(["operator", "--namespace", OP_NS, "--cert-host", "127.0.0.1"])
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .args([
+                "--status-interval=1s",
+                "--shutdown-delay=0s",
+                "--identity",
+                identity,
+            ])
+            .spawn();
+        operator.wait_for_output("cache synced; ready", 1, Duration::from_secs(60));
+        operator
+    };
+    let mut a = replica(port_a, "replica-a");
+    a.wait_for_output("leading: this replica writes", 1, Duration::from_secs(30));
+    let mut b = replica(port_b, "replica-b");
+
+    // A real sidecar, on the port the resource names.
+    let server = crate::support::S3Server::start();
+    let metrics = free_port();
+    let src = sandbox.tree("src", &[("a.txt", b"hello\n")]);
+    let left = sandbox.path("termination-log");
+    let mut sidecar = crate::support::spawn_upload(
+        &sandbox,
+        &server,
+        &src,
+        &[
+            "--schedule",
+            "@every 1h",
+            "--metrics-address",
+            &format!("127.0.0.1:{metrics}"),
+            "--termination-message-path",
+            left.to_str().unwrap(),
+        ],
+        &[],
+    );
+    sidecar.wait_for_output("sync finished", 1, Duration::from_secs(60));
+    cluster
+        .create(
+            &sync("st", "st", serde_json::json!({"metricsPort": metrics})),
+            &[],
+        )
+        .unwrap();
+    let stored = cluster.create(&pod("st-0", labelled("st")), &[]).unwrap();
+    assert_eq!(
+        stored["metadata"]["labels"]["riotkit.org/volume-syncing-injected"], "true",
+        "the operator watches injected Pods by this label"
+    );
+    let before = wait_status(&cluster, &mut a, "st", "no sync yet: Ready False", |s| {
+        s["conditions"][0]["reason"] == "NoSuccessfulSync"
+    });
+    assert_eq!(before["pods"], 0, "{before:#}");
+    set_pod_status(&cluster, "st-0", serde_json::json!({"running": {}}));
+    let status = wait_status(
+        &cluster,
+        &mut a,
+        "st",
+        "the sidecar's sync, Ready True",
+        |s| s["lastSyncResult"] == "success" && s["conditions"][0]["status"] == "True",
+    );
+    assert_eq!(status["pods"], 1, "{status:#}");
+    assert_eq!(status["lastTransferredBytes"], 6, "{status:#}");
+    assert_eq!(status["lastSyncPod"], "st-0", "{status:#}");
+    assert_eq!(status["podStatuses"][0]["name"], "st-0", "{status:#}");
+    assert!(status["nextSyncTime"].is_string(), "{status:#}");
+    assert_eq!(status["observedGeneration"], 1, "{status:#}");
+    let table = cluster.ok(&["get", "pfss", "-n", APP_NS, "-o", "wide"], None);
+    for column in [
+        "LAST SYNC",
+        "NEXT SYNC",
+        "RESULT",
+        "PODS",
+        "READY",
+        "AGE",
+        "BYTES",
+        "RULE",
+    ] {
+        assert!(table.contains(column), "no {column} in\n{table}");
+    }
+    let row = table.lines().nth(1).unwrap_or("");
+    for cell in ["st ", "success", " 1 ", "True", " 6 "] {
+        assert!(row.contains(cell), "no {cell:?} in {row:?}");
+    }
+    let lease = cluster.json(&[
+        "get",
+        "lease",
+        "-n",
+        OP_NS,
+        "volume-syncing-operator-status",
+    ]);
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    assert!(
+        !b.output_so_far().contains("leading: this replica"),
+        "two writers"
+    );
+
+    // The Pod stops: its final sync, left in the termination message, shows after it is gone.
+    crate::support::add_file(&src, "last.txt", b"the final sync\n");
+    sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    sidecar.wait_output(Duration::from_secs(60)).assert_code(0);
+    let summary: Value = serde_json::from_str(&fs::read_to_string(&left).unwrap()).unwrap();
+    set_pod_status(
+        &cluster,
+        "st-0",
+        serde_json::json!({"terminated": {"exitCode": 0,
+            "message": serde_json::to_string(&summary).unwrap()}}),
+    );
+    cluster.ok(
+        &["delete", "pod", "-n", APP_NS, "st-0", "--wait=false"],
+        None,
+    );
+    let status = wait_status(
+        &cluster,
+        &mut a,
+        "st",
+        "the final sync of the gone Pod",
+        |s| s["lastSyncTime"] == summary["finished"] && s["pods"] == 0,
+    );
+    assert_eq!(status["lastTransferredBytes"], 15, "{status:#}");
+    assert_eq!(status["lastSyncPod"], "st-0", "{status:#}");
+    assert_eq!(status["conditions"][0]["status"], "True", "{status:#}");
+
+    // The writer dies: the other replica takes the Lease once it expires and writes on.
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = a.wait_output(Duration::from_secs(30));
+    b.wait_for_output("leading: this replica writes", 1, Duration::from_secs(60));
+    cluster.ok(
+        &[
+            "patch",
+            "pfss",
+            "-n",
+            APP_NS,
+            "st",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"syncOptions":{"schedule":"@every 2h"}}}"#,
+        ],
+        None,
+    );
+    wait_status(&cluster, &mut b, "st", "the new leader's status", |s| {
+        s["observedGeneration"] == 2
+    });
+    let output = b.output_so_far();
+    assert!(!output.contains("cannot write the status"), "{output}");
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    b.wait_output(Duration::from_secs(30)).assert_code(0);
+}

@@ -123,8 +123,16 @@ pub struct OperatorArgs {
     pub identity: Option<String>,
 }
 
+/// A duration, or `0` / `0s` for none (the core's parser wants a positive one).
+fn zero_or_duration(s: &str) -> Result<std::time::Duration, String> {
+    if matches!(s.trim(), "0" | "0s") {
+        return Ok(std::time::Duration::ZERO);
+    }
+    vso_core::duration::parse_duration(s)
+}
+
 fn parse_status_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = vso_core::duration::parse_duration(s)?;
+    let d = zero_or_duration(s)?;
     if d > std::time::Duration::from_secs(3600) {
         return Err(format!("{s} is longer than the bound of 1h"));
     }
@@ -132,7 +140,7 @@ fn parse_status_interval(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_shutdown_delay(s: &str) -> Result<std::time::Duration, String> {
-    let d = vso_core::duration::parse_duration(s)?;
+    let d = zero_or_duration(s)?;
     if d > std::time::Duration::from_secs(60) {
         return Err(format!("{s} is longer than the bound of 1m"));
     }

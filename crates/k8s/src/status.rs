@@ -127,7 +127,6 @@ pub struct Condition {
     /// A CamelCase word: why.
     pub reason: String,
     /// The detail, for humans.
-    #[serde(default)]
     pub message: String,
     /// When status last changed.
     pub last_transition_time: String,

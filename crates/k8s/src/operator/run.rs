@@ -336,13 +336,13 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
     tokio::spawn(tls::maintain(client, source, slot));
     let ready = Arc::clone(&webhook);
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.synced.store(true, Ordering::SeqCst);
-            tracing::info!(
-                resources = store.state().len(),
-                "PodFilesystemSync cache synced; ready"
-            );
-        }
+        // Not one wait: the status writer waits on the same store (see status::ready).
+        status::ready(&store).await;
+        ready.synced.store(true, Ordering::SeqCst);
+        tracing::info!(
+            resources = store.state().len(),
+            "PodFilesystemSync cache synced; ready"
+        );
     });
     let signal = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",

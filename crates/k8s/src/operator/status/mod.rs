@@ -136,8 +136,13 @@ pub fn spawn(
         metrics,
     };
     tokio::spawn(async move {
-        let _ = rounds.syncs.wait_until_ready().await;
-        let _ = rounds.pods.wait_until_ready().await;
+        ready(&rounds.syncs).await;
+        ready(&rounds.pods).await;
+        tracing::info!(
+            pods = rounds.pods.state().len(),
+            "injected Pods watched; the leader writes the status every {}",
+            vso_core::duration::format_duration(interval)
+        );
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,6 +154,20 @@ pub fn spawn(
             }
         }
     });
+}
+
+/// Waits until `store` has its first full list. The store's readiness wakes only the task that
+/// polled it last (kube-runtime's one-shot channel), and the webhook waits on the same
+/// PodFilesystemSync store: so poll again every second rather than wait once, forever.
+pub async fn ready<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    while tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
 }
 
 /// The summaries in a container's status: its current and its last termination.

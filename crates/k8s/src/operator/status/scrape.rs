@@ -94,9 +94,12 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// One sample: its labels and value.
+type Sample<'a> = (BTreeMap<&'a str, &'a str>, f64);
+
 /// Reads the series of [`Scrape`] from OpenMetrics text.
 pub fn parse(text: &str) -> Result<Scrape, String> {
-    let mut values: BTreeMap<&str, Vec<(BTreeMap<&str, &str>, f64)>> = BTreeMap::new();
+    let mut values: BTreeMap<&str, Vec<Sample<'_>>> = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(PREFIX) else {
             continue;
