@@ -21,6 +21,7 @@ use serde_yaml::Value;
 use super::inject::workload::{Workload, check as check_workload};
 use super::inject::{InjectError, Outcome, POD_FIELD_PREFIX, Settings, inject};
 use super::resource::PodFilesystemSync;
+use super::resource::suggest::explain;
 
 /// Kinds with a pod template, and where it is.
 fn template_path(kind: &str) -> Option<&'static [&'static str]> {
@@ -102,10 +103,10 @@ pub fn read_syncs(text: &str, source: &str) -> Result<Vec<PodFilesystemSync>, St
             ));
         }
         let sync: PodFilesystemSync = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
             format!(
-                "{where_} (PodFilesystemSync): {}: does not match the schema: {}",
-                e.path(),
-                e.inner()
+                "{where_} (PodFilesystemSync): {path}: does not match the schema: {}",
+                explain(&path, &e.inner().to_string())
             )
         })?;
         if sync.metadata.name.as_deref().unwrap_or("").is_empty() {
