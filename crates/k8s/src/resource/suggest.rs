@@ -1,4 +1,5 @@
-//! "Did you mean …?" for an unknown field of a `PodFilesystemSync`.
+//! "Did you mean …?" for an unknown field of a `PodFilesystemSync`, and [`read`], which every
+//! reader of a resource (`inject`, the operator's cache) goes through to get its errors so.
 //!
 //! Unknown fields stay an error (`deny_unknown_fields`); this only makes the error useful. The
 //! known fields are read off the generated CRD schema (the one source of truth, legacy
@@ -97,8 +98,9 @@ fn leaf(path: &str) -> &str {
 }
 
 /// The known field nearest to the unknown `name` under `parent` (a path such as `spec` or
-/// `spec.syncOptions`; indices allowed), in its canonical spelling.
-pub fn suggestion(parent: &str, name: &str) -> Option<String> {
+/// `spec.syncOptions`; indices allowed), in its canonical spelling. `expected` are fields the
+/// reader named at that level (for a level the schema leaves open, as `automaticEncryption`).
+pub fn suggestion(parent: &str, name: &str, expected: &[&str]) -> Option<String> {
     let parent = without_indices(parent);
     let paths = known_paths();
     let prefix = if parent.is_empty() {
@@ -109,7 +111,8 @@ pub fn suggestion(parent: &str, name: &str) -> Option<String> {
     let siblings = paths
         .iter()
         .filter_map(|p| p.strip_prefix(&prefix))
-        .filter(|rest| !rest.contains('.') && !rest.contains('['));
+        .filter(|rest| !rest.contains('.') && !rest.contains('['))
+        .chain(expected.iter().copied());
     let here = nearest(name, siblings).map(|s| (distance(name, s), format!("{prefix}{s}")));
     // Anywhere in the same top-level object: a misspelt spec field is no status field.
     let top = parent.split(['.', '[']).next().unwrap_or("");
@@ -132,6 +135,18 @@ pub fn suggestion(parent: &str, name: &str) -> Option<String> {
     Some(canonical)
 }
 
+/// Reads one resource (a YAML document, an object from the API server): the normalized
+/// resource, or `PATH: does not match the schema: MESSAGE` with the suggestion.
+pub fn read<'de, D: serde::Deserializer<'de>>(document: D) -> Result<PodFilesystemSync, String> {
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = e.path().to_string();
+        format!(
+            "{path}: does not match the schema: {}",
+            explain(&path, &e.inner().to_string())
+        )
+    })
+}
+
 /// A deserialization error at `path` with `message`, with "did you mean …?" added to an
 /// unknown field's message when a known field is near.
 pub fn explain(path: &str, message: &str) -> String {
@@ -151,7 +166,12 @@ pub fn explain(path: &str, message: &str) -> String {
         None if path == name => "",
         _ => path,
     };
-    match suggestion(parent, name) {
+    // serde lists the fields of the level: "expected one of `a`, `b`" / "expected `a` or `b`".
+    let expected: Vec<&str> = message
+        .split_once("expected ")
+        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    match suggestion(parent, name, &expected) {
         Some(s) => format!("{message}; did you mean {s}?"),
         None => message.to_string(),
     }
@@ -179,33 +199,33 @@ mod tests {
     #[test]
     fn a_misspelt_field_gets_its_nearest_known_field() {
         assert_eq!(
-            suggestion("spec", "syncOption").as_deref(),
+            suggestion("spec", "syncOption", &[]).as_deref(),
             Some("spec.syncOptions")
         );
         // A legacy spelling is suggested in its canonical form.
         assert_eq!(
-            suggestion("spec", "shedule").as_deref(),
+            suggestion("spec", "shedule", &[]).as_deref(),
             Some("spec.syncOptions.schedule")
         );
         assert_eq!(
-            suggestion("spec.syncOptions", "Schedule").as_deref(),
+            suggestion("spec.syncOptions", "Schedule", &[]).as_deref(),
             Some("spec.syncOptions.schedule")
         );
         // A field at the wrong level is found where it lives.
         assert_eq!(
-            suggestion("spec", "maxOneSyncPerMinutes").as_deref(),
+            suggestion("spec", "maxOneSyncPerMinutes", &[]).as_deref(),
             Some("spec.syncOptions.maxOneSyncPerMinutes")
         );
         assert_eq!(
-            suggestion("spec.envFromSecret[2]", "reff").as_deref(),
+            suggestion("spec.envFromSecret[2]", "reff", &[]).as_deref(),
             Some("spec.envFromSecret[].ref")
         );
         // Only fields of the same top-level object (spec, not status).
         assert!(known_paths().iter().any(|p| p.starts_with("status.")));
-        assert_eq!(suggestion("spec", "lastSyncTime"), None);
+        assert_eq!(suggestion("spec", "lastSyncTime", &[]), None);
         // Nothing near: no guess.
-        assert_eq!(suggestion("spec", "debug"), None);
-        assert_eq!(suggestion("spec", "x"), None);
+        assert_eq!(suggestion("spec", "debug", &[]), None);
+        assert_eq!(suggestion("spec", "x", &[]), None);
     }
 
     #[test]
@@ -218,5 +238,11 @@ mod tests {
         assert_eq!(explain("spec.localPath", "invalid type"), "invalid type");
         let own = "unknown field `matchLabel`, did you mean spec.podSelector.matchLabels?";
         assert_eq!(explain("spec.podSelector", own), own);
+        // A level the schema leaves open: the fields serde names there.
+        let m = "unknown field `secretname`, expected `enabled` or `secretName`";
+        assert_eq!(
+            explain("spec.automaticEncryption.secretname", m),
+            format!("{m}; did you mean spec.automaticEncryption.secretName?")
+        );
     }
 }
