@@ -1,6 +1,8 @@
 //! `inject` and the generated files, with the real binary: the golden cases under
 //! tests/golden/<case>/ (input.yaml + sync.yaml [+ args] → expected.yaml, or exit 2 with
-//! expected-error.txt and nothing on stdout), injecting twice equals injecting once, stdin
+//! expected-error.txt and nothing on stdout), a resource written for the original operator
+//! injects exactly as its canonical spelling (canonical.yaml beside sync.yaml gives the same
+//! expected.yaml), injecting twice equals injecting once, stdin
 //! input, the committed CRD and the deploy/kubernetes manifests (the `inject` output of the
 //! plain manifests in deploy/kubernetes/app/).
 //!
@@ -143,6 +145,45 @@ fn golden_cases() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A case with canonical.yaml (the resource of sync.yaml in this project's own spelling, where
+/// sync.yaml is written as for the original operator): both give the same output, so the
+/// legacy spellings are normalized to exactly what they mean.
+#[test]
+fn legacy_spellings_inject_as_their_canonical_form() {
+    let mut checked = 0;
+    for case in cases() {
+        let canonical = case.dir.join("canonical.yaml");
+        if !canonical.exists() {
+            continue;
+        }
+        let legacy = fs::read_to_string(case.dir.join("sync.yaml")).unwrap();
+        assert_ne!(
+            legacy,
+            fs::read_to_string(&canonical).unwrap(),
+            "{}: the two spellings are the same file",
+            case.name
+        );
+        let mut args = case.args.clone();
+        args[4] = "canonical.yaml".into();
+        let out = vso(&case.dir, &args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            case.name,
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stdout),
+            fs::read_to_string(case.dir.join("expected.yaml")).unwrap(),
+            "{}: the canonical spelling injects differently from sync.yaml",
+            case.name
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "the cases with canonical.yaml are missing");
 }
 
 /// Injecting into an injected manifest changes nothing (the annotation records the injection).

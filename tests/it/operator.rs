@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use crate::support::{Running, Sandbox, Vso};
 use serde_json::Value;
 
+// Resources written for the original Go operator, against the same API server.
+mod legacy;
+
 const OP_NS: &str = "volume-syncing-operator";
 const APP_NS: &str = "apps";
 const ADMIN_TOKEN: &str = "admin-token-for-tests";

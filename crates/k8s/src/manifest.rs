@@ -21,6 +21,7 @@ use serde_yaml::Value;
 use super::inject::workload::{Workload, check as check_workload};
 use super::inject::{InjectError, Outcome, POD_FIELD_PREFIX, Settings, inject};
 use super::resource::PodFilesystemSync;
+use super::resource::suggest::read;
 
 /// Kinds with a pod template, and where it is.
 fn template_path(kind: &str) -> Option<&'static [&'static str]> {
@@ -101,13 +102,7 @@ pub fn read_syncs(text: &str, source: &str) -> Result<Vec<PodFilesystemSync>, St
                  found kind {kind:?}, apiVersion {api_version:?}"
             ));
         }
-        let sync: PodFilesystemSync = serde_path_to_error::deserialize(value).map_err(|e| {
-            format!(
-                "{where_} (PodFilesystemSync): {}: does not match the schema: {}",
-                e.path(),
-                e.inner()
-            )
-        })?;
+        let sync = read(value).map_err(|e| format!("{where_} (PodFilesystemSync): {e}"))?;
         if sync.metadata.name.as_deref().unwrap_or("").is_empty() {
             return Err(format!(
                 "{where_} (PodFilesystemSync): metadata.name is missing"

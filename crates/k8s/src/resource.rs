@@ -8,6 +8,13 @@
 //!
 //! Defaults live in serde (`#[serde(default = …)]`), which schemars also writes into the
 //! schema, so the API server and `inject` (offline, no API server) apply the same values.
+//!
+//! Resources written for the original Go operator are accepted as written: the spec is read
+//! through the raw forms of the `legacy` module, which also take the original's spellings and
+//! normalize them, so every reader (`inject`, the webhook's cache) sees only the canonical types
+//! below and serializing writes the canonical form; the `shapes` module has the field-level
+//! readers and the schema of those spellings. An unknown field is still an error; [`suggest`]
+//! names the nearest known one.
 
 use std::collections::BTreeMap;
 
@@ -19,9 +26,15 @@ pub use crate::status::PodFilesystemSyncStatus;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod legacy;
+mod shapes;
+pub mod suggest;
+
 /// What to sync, where, and how: turned into a restore init container and a sync sidecar in
 /// every Pod the selector matches.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+// (Not a doc comment, which would go into the CRD.) Read through the `legacy` module's raw
+// form, the canonical fields plus the original operator's spellings; the schema lists both.
+#[derive(CustomResource, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "riotkit.org",
     version = "v1alpha1",
@@ -40,8 +53,11 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Rule","type":"string","priority":1,"jsonPath":".status.lastSyncRule"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = shapes::spec_schema)]
 pub struct PodFilesystemSyncSpec {
-    /// The Pods (by their labels) that get the containers; in the same namespace.
+    /// The Pods (by their labels) that get the containers; in the same namespace. Also a plain
+    /// map of labels (the original operator's short form), meaning matchLabels.
+    #[schemars(schema_with = "shapes::pod_selector_schema")]
     pub pod_selector: LabelSelector,
     /// The directory inside the app's volume, as the app's containers see it (absolute).
     pub local_path: String,
@@ -60,8 +76,10 @@ pub struct PodFilesystemSyncSpec {
     /// Secrets whose keys become environment variables of both containers (e.g. REMOTE_*).
     #[serde(default)]
     pub env_from_secret: Vec<SecretReference>,
-    /// End-to-end encryption with the passphrase from a Secret.
+    /// End-to-end encryption with the passphrase from a Secret; `true` is short for
+    /// `{enabled: true}`.
     #[serde(default)]
+    #[schemars(schema_with = "shapes::automatic_encryption_schema")]
     pub automatic_encryption: AutomaticEncryption,
     /// The container image of both containers (default: the injector's setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,8 +138,10 @@ pub enum Placement {
 }
 
 /// How and when the sidecar syncs, and what may be deleted.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+// Read as part of the spec (through the `legacy` module's raw form), never on its own.
+#[derive(Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = shapes::sync_options_schema)]
 pub struct SyncOptions {
     /// scheduler: on `schedule`; fsnotify: on file changes.
     #[serde(default)]
@@ -129,8 +149,10 @@ pub struct SyncOptions {
     /// With method scheduler: `@every 5m`, cron, @hourly …
     #[serde(default = "default_schedule")]
     pub schedule: String,
-    /// With method fsnotify: at most one sync per this many minutes (default: no limit).
+    /// With method fsnotify: at most one sync per this many minutes (default: no limit); a
+    /// number, or a string of digits as the original operator wrote it ("15").
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "shapes::minutes_schema")]
     pub max_one_sync_per_minutes: Option<u32>,
     /// The uid/gid both containers run as (Pod annotations riotkit.org/volume-user-id and
     /// riotkit.org/volume-group-id win).
@@ -172,13 +194,24 @@ pub enum SyncMethod {
     Fsnotify,
 }
 
-/// The uid and gid of the containers.
+/// The uid and gid of the containers: numbers, or strings of digits as the original operator
+/// wrote them ("1001").
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Permissions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shapes::id"
+    )]
+    #[schemars(schema_with = "shapes::id_schema")]
     pub uid: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shapes::id"
+    )]
+    #[schemars(schema_with = "shapes::id_schema")]
     pub gid: Option<i64>,
 }
 
@@ -246,12 +279,53 @@ pub struct SecretReference {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutomaticEncryption {
-    /// Encrypt; requires secretName.
+    /// Encrypt.
     #[serde(default)]
     pub enabled: bool,
-    /// The Secret holding the passphrase under the key ENCRYPTION_PASSPHRASE.
+    /// The Secret holding the passphrase under the key ENCRYPTION_PASSPHRASE (default: the
+    /// resource's name followed by `-remote-sync`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+}
+
+/// Suffix of the default Secret of `automaticEncryption` (after the resource's name).
+const DEFAULT_SECRET_SUFFIX: &str = "-remote-sync";
+
+/// The Secret of the passphrase when `automaticEncryption` names none: `<resource>-remote-sync`.
+pub fn default_secret_name(resource: &str) -> Result<String, String> {
+    if resource.is_empty() {
+        return Err("no secretName, and the resource has no name to derive one from".into());
+    }
+    let name = format!("{resource}{DEFAULT_SECRET_SUFFIX}");
+    // A Secret's name is a DNS subdomain (at most 253 characters).
+    if name.len() > 253 {
+        return Err(format!(
+            "no secretName, and the default {name:?} is longer than a Secret's name may be \
+             (253): set secretName"
+        ));
+    }
+    Ok(name)
+}
+
+impl PodFilesystemSync {
+    /// With encryption enabled, the Secret of its passphrase: `secretName`, or the default
+    /// ([`default_secret_name`]); an error (for `spec.automaticEncryption.secretName`) when
+    /// `secretName` is blank or the default would not be a valid Secret name.
+    pub fn encryption_secret(&self) -> Option<Result<String, String>> {
+        let encryption = &self.spec.automatic_encryption;
+        if !encryption.enabled {
+            return None;
+        }
+        Some(match encryption.secret_name.as_deref() {
+            Some(name) if name.trim().is_empty() => Err(
+                "is empty: name the Secret holding the passphrase, or leave secretName out \
+                     for the default"
+                    .into(),
+            ),
+            Some(name) => Ok(name.to_string()),
+            None => default_secret_name(self.metadata.name.as_deref().unwrap_or("")),
+        })
+    }
 }
 
 /// The key of the encryption passphrase in `automaticEncryption.secretName` (the same name as

@@ -6,6 +6,13 @@
 //! `$(VSO_POD_NAME)` / `$(VSO_POD_NAMESPACE)`, which the kubelet expands in args and env from
 //! variables the injector defines with the downward API. Labels and annotations are known.
 //!
+//! The same values are also there under the spellings of the original Go operator, whose
+//! templates were rendered over the Go `Pod` struct (`pod.ObjectMeta.Annotations["subdir"]`, and
+//! through Go's embedding `pod.Name`, `pod.Namespace`, `pod.Labels`, `pod.Annotations`), and
+//! under the Kubernetes JSON names (`pod.metadata.labels`, …). They are aliases in the context,
+//! not a rewriting of the template text: a template means what it says, and an error names the
+//! spelling it used.
+//!
 //! Decisions: a missing key is an error, never an empty string (an empty segment would merge
 //! the data of different pods into one remote path); rendering runs with a fuel bound, no
 //! loader and no includes, so a template cannot loop or read anything; the rendered remote path
@@ -36,12 +43,33 @@ pub fn render(template: &str, pod: &PodContext) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
+    let labels = Value::from_pairs(pod.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let annotations = Value::from_pairs(
+        pod.annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    // Go's field names: ObjectMeta's, and the same promoted onto the Pod by embedding.
+    let go_meta = minijinja::context! {
+        Name => POD_NAME_REF,
+        Namespace => POD_NAMESPACE_REF,
+        Labels => labels.clone(),
+        Annotations => annotations.clone(),
+    };
     let ctx = minijinja::context! {
         pod => minijinja::context! {
             name => POD_NAME_REF,
             namespace => POD_NAMESPACE_REF,
-            labels => Value::from_pairs(pod.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            annotations => Value::from_pairs(pod.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            labels => labels.clone(),
+            annotations => annotations.clone(),
+            metadata => minijinja::context! {
+                name => POD_NAME_REF,
+                namespace => POD_NAMESPACE_REF,
+                labels => labels.clone(),
+                annotations => annotations.clone(),
+            },
+            ObjectMeta => go_meta.clone(),
+            ..go_meta
         }
     };
     env.render_str(template, ctx).map_err(|e| {
@@ -61,14 +89,40 @@ pub fn render(template: &str, pod: &PodContext) -> Result<String, String> {
     })
 }
 
-/// For the error `msg` of a missing key, the keys the map it reads has: " (pod.labels has: app)".
+/// The spellings of the two maps (longest first: `pod.Labels` is no part of
+/// `pod.ObjectMeta.Labels`, but the order keeps it so for any future spelling).
+const MAPS: [(&str, bool); 8] = [
+    ("pod.ObjectMeta.Annotations", false),
+    ("pod.metadata.annotations", false),
+    ("pod.ObjectMeta.Labels", true),
+    ("pod.metadata.labels", true),
+    ("pod.Annotations", false),
+    ("pod.annotations", false),
+    ("pod.Labels", true),
+    ("pod.labels", true),
+];
+
+/// For the error `msg` of a missing key, the keys the map it reads has, in the spelling the
+/// template used: " (pod.labels has: app)".
 fn known_keys(msg: &str, pod: &PodContext) -> String {
-    let (name, map) = if msg.contains("pod.labels") {
-        ("pod.labels", &pod.labels)
-    } else if msg.contains("pod.annotations") {
-        ("pod.annotations", &pod.annotations)
+    let found = MAPS.iter().find(|(name, _)| {
+        msg.match_indices(name).any(|(at, _)| {
+            matches!(
+                msg[at + name.len()..].chars().next(),
+                Some('.' | '[' | '`' | ' ')
+            )
+        })
+    });
+    let Some(&(name, is_labels)) = found else {
+        return " (the context has pod.name, pod.namespace, pod.labels, pod.annotations; also \
+                spelt pod.metadata.name … and, as the original operator did, pod.ObjectMeta.Name \
+                … or pod.Name …)"
+            .into();
+    };
+    let map = if is_labels {
+        &pod.labels
     } else {
-        return " (the context has pod.name, pod.namespace, pod.labels, pod.annotations)".into();
+        &pod.annotations
     };
     if map.is_empty() {
         return format!(" ({name} is empty)");
@@ -119,6 +173,49 @@ mod tests {
         assert!(err.contains("`nothing`"), "{err}");
         assert!(render("b/{{ nothing }}", &pod()).is_err());
         assert!(render("b/{{ pod.labels.app", &pod()).is_err());
+    }
+
+    #[test]
+    fn the_original_operators_and_kubernetes_spellings_are_aliases() {
+        let canonical = render(
+            "b/{{ pod.namespace }}/{{ pod.name }}/{{ pod.labels.app }}/{{ pod.annotations['team'] }}",
+            &pod(),
+        )
+        .unwrap();
+        for template in [
+            // The original's README: Go field names of the Pod struct.
+            r#"b/{{ pod.ObjectMeta.Namespace }}/{{ pod.ObjectMeta.Name }}/{{ pod.ObjectMeta.Labels["app"] }}/{{ pod.ObjectMeta.Annotations["team"] }}"#,
+            // Go's embedding promotes ObjectMeta's fields onto the Pod.
+            r#"b/{{ pod.Namespace }}/{{ pod.Name }}/{{ pod.Labels.app }}/{{ pod.Annotations["team"] }}"#,
+            // The Kubernetes JSON names.
+            "b/{{ pod.metadata.namespace }}/{{ pod.metadata.name }}/{{ pod.metadata.labels.app }}/{{ pod.metadata.annotations['team'] }}",
+        ] {
+            assert_eq!(render(template, &pod()).unwrap(), canonical, "{template}");
+        }
+    }
+
+    #[test]
+    fn a_missing_key_names_the_spelling_used() {
+        for (template, map, has) in [
+            (
+                r#"b/{{ pod.ObjectMeta.Annotations["subdir"] }}"#,
+                "pod.ObjectMeta.Annotations",
+                "team",
+            ),
+            (
+                "b/{{ pod.metadata.labels.release }}",
+                "pod.metadata.labels",
+                "app",
+            ),
+            ("b/{{ pod.Labels.release }}", "pod.Labels", "app"),
+            ("b/{{ pod.Annotations.release }}", "pod.Annotations", "team"),
+        ] {
+            let err = render(template, &pod()).unwrap_err();
+            assert!(err.contains("undefined"), "{err}");
+            assert!(err.contains(&format!("{map} has: {has}")), "{err}");
+        }
+        let err = render("b/{{ pod.ObjectMeta.Uid }}", &pod()).unwrap_err();
+        assert!(err.contains("pod.ObjectMeta.Name"), "{err}");
     }
 
     #[test]

@@ -267,18 +267,8 @@ fn env(
         }
     }
     env.extend(user_env);
-    let encryption = &s.automatic_encryption;
-    if encryption.enabled {
-        let secret = encryption
-            .secret_name
-            .as_deref()
-            .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| {
-                err(
-                    "spec.automaticEncryption.secretName",
-                    "encryption is enabled but no Secret holding the passphrase is named".into(),
-                )
-            })?;
+    if let Some(secret) = sync.encryption_secret() {
+        let secret = secret.map_err(|m| err("spec.automaticEncryption.secretName", m))?;
         if s.env.contains_key(PASSPHRASE_KEY) {
             return Err(err(
                 &format!("spec.env.{PASSPHRASE_KEY}"),

@@ -3,7 +3,8 @@
 //! Start-up, in order, each step bounded and failing loudly: the API client (in-cluster or
 //! KUBECONFIG), the cluster version (native or classic sidecars), the listener, the certificate
 //! (generated into the Secret and the caBundle, or from files), then the PodFilesystemSync
-//! cache (a kube-runtime reflector over all namespaces). Until the cache has synced, /readyz
+//! cache (a kube-runtime reflector over all namespaces, of the objects as stored: each is read
+//! by [`super::cache`], so one that cannot be read does not stop the others). Until the cache has synced, /readyz
 //! fails and admissions are denied (never answered from an empty cache, which would deny every
 //! labelled Pod as unmatched — or worse, admit it uninjected). SIGTERM/SIGINT end it.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, ApiResource};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::runtime::reflector::{self, Store};
@@ -24,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::cache;
 use super::server::{Handler, serve};
 use super::status::{self, StatusMetrics};
 use super::tls::{self, CertSlot, Source};
@@ -45,7 +47,7 @@ struct OutcomeLabel {
 
 struct Webhook {
     client: kube::Client,
-    store: Store<PodFilesystemSync>,
+    store: Store<DynamicObject>,
     synced: AtomicBool,
     /// After SIGTERM: still answering, no longer ready.
     draining: AtomicBool,
@@ -88,9 +90,18 @@ impl Webhook {
                     .into_review(),
             );
         }
-        let syncs: Vec<PodFilesystemSync> =
-            self.store.state().iter().map(|s| (**s).clone()).collect();
-        let response = match decide(&req, &syncs, &self.settings) {
+        let resources = cache::read_all(self.store.state());
+        let namespace = req.namespace.clone().unwrap_or_default();
+        // A resource of the namespace that cannot be read may be one that selects this Pod: what
+        // would be decided without it is not trusted (only an Allow, which needs no resource).
+        let decision = match decide(&req, &resources.readable, &self.settings) {
+            Decision::Allow => Decision::Allow,
+            other => match resources.refusal(&namespace, &who) {
+                Some(message) => Decision::Deny(message),
+                None => other,
+            },
+        };
+        let response = match decision {
             Decision::Allow => {
                 self.count("allowed");
                 response
@@ -143,8 +154,7 @@ impl Webhook {
             self.count("not_ready");
             return to_json(response.into_review());
         }
-        let syncs: Vec<PodFilesystemSync> =
-            self.store.state().iter().map(|s| (**s).clone()).collect();
+        let syncs = cache::read_all(self.store.state()).readable;
         let response = match decide_workload(req, &syncs) {
             Decision::Deny(message) => {
                 self.count("denied");
@@ -276,16 +286,29 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
         .map_err(|e| Error::Other(anyhow::anyhow!("TLS: {e}")))?;
     let slot = CertSlot::new(key);
 
-    let (store, writer) = reflector::store();
-    let api: Api<PodFilesystemSync> = Api::all(client.clone());
+    let resource = ApiResource::erase::<PodFilesystemSync>(&());
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+    let store = writer.as_reader();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .touched_objects();
     tokio::spawn(async move {
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
-            if let Err(e) = event {
-                tracing::warn!("PodFilesystemSync watch: {e}");
+            match event {
+                // Said when it changes; admissions it refuses say it again.
+                Ok(object) => {
+                    if let Err(e) = cache::read_one(&object) {
+                        tracing::warn!(
+                            namespace = object.metadata.namespace.as_deref().unwrap_or(""),
+                            name = object.metadata.name.as_deref().unwrap_or(""),
+                            "PodFilesystemSync cannot be read; labelled Pods of its namespace are \
+                             refused until it is fixed: {e}"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("PodFilesystemSync watch: {e}"),
             }
         }
     });

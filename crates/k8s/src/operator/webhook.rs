@@ -116,13 +116,11 @@ pub fn decide(
     let mut secrets: Vec<String> = Vec::new();
     for sync in syncs {
         let applies = matches!(matches(sync, namespace.as_deref(), &labels), Ok(true));
-        let enc = &sync.spec.automatic_encryption;
         if applies
-            && enc.enabled
-            && let Some(name) = enc.secret_name.as_deref()
-            && !secrets.iter().any(|s| s == name)
+            && let Some(Ok(name)) = sync.encryption_secret()
+            && !secrets.contains(&name)
         {
-            secrets.push(name.to_string());
+            secrets.push(name);
         }
     }
     Decision::Patch { patch, secrets }

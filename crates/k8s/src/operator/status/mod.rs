@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DynamicObject;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -39,6 +40,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use vso_core::daemon::summary::{Summary, parse_time};
 
+use super::cache;
 use crate::inject::{INJECTED_LABEL, InjectedNames, injected_names};
 use crate::resource::PodFilesystemSync;
 use crate::status::PodFilesystemSyncStatus;
@@ -93,7 +95,7 @@ type LeftBy = HashMap<(String, String, String), (Left, Option<Instant>)>;
 /// Starts the Pod watch, the election and the rounds.
 pub fn spawn(
     client: kube::Client,
-    syncs: Store<PodFilesystemSync>,
+    syncs: Store<DynamicObject>,
     namespace: &str,
     identity: &str,
     interval: Duration,
@@ -279,7 +281,7 @@ fn metrics_address(pod: &Pod, names: &InjectedNames) -> Option<SocketAddr> {
 
 struct Rounds {
     client: kube::Client,
-    syncs: Store<PodFilesystemSync>,
+    syncs: Store<DynamicObject>,
     pods: Store<Pod>,
     left: Arc<Mutex<LeftBy>>,
     recorder: Recorder,
@@ -288,7 +290,9 @@ struct Rounds {
 
 impl Rounds {
     async fn round(&self) {
-        let syncs = self.syncs.state();
+        // Read as the webhook reads them; one that cannot be read gets no status (the webhook
+        // and the operator's log say why).
+        let syncs = cache::read_all(self.syncs.state()).readable;
         let updates = syncs.iter().map(|sync| self.update(sync));
         futures::future::join_all(updates).await;
     }
