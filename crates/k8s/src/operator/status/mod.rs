@@ -136,6 +136,7 @@ pub fn spawn(
         left,
         recorder,
         metrics,
+        written: Mutex::default(),
     };
     tokio::spawn(async move {
         ready(&rounds.syncs).await;
@@ -153,6 +154,9 @@ pub fn spawn(
             rounds.metrics.leader.set(i64::from(leading));
             if leading {
                 rounds.round().await;
+            } else {
+                // Another replica may write meanwhile: start from the cluster's status next time.
+                rounds.written().clear();
             }
         }
     });
@@ -286,13 +290,26 @@ struct Rounds {
     left: Arc<Mutex<LeftBy>>,
     recorder: Recorder,
     metrics: StatusMetrics,
+    /// What this replica wrote during its current leadership, by the resource's uid: the
+    /// cache may not show a write yet at the next round, and computing from the older status
+    /// would publish the same event twice.
+    written: Mutex<HashMap<String, PodFilesystemSyncStatus>>,
 }
 
 impl Rounds {
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodFilesystemSyncStatus>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn round(&self) {
         // Read as the webhook reads them; one that cannot be read gets no status (the webhook
         // and the operator's log say why).
         let syncs = cache::read_all(self.syncs.state()).readable;
+        let uids: std::collections::HashSet<&str> = syncs
+            .iter()
+            .filter_map(|s| s.metadata.uid.as_deref())
+            .collect();
+        self.written().retain(|uid, _| uids.contains(uid.as_str()));
         let updates = syncs.iter().map(|sync| self.update(sync));
         futures::future::join_all(updates).await;
     }
@@ -337,7 +354,13 @@ impl Rounds {
             .filter(|((ns, r, _), _)| *ns == namespace && *r == name)
             .map(|(_, (l, _))| l.clone())
             .collect();
-        let previous = sync.status.clone().unwrap_or_default();
+        let uid = sync.metadata.uid.clone().unwrap_or_default();
+        let previous = self
+            .written()
+            .get(&uid)
+            .cloned()
+            .or_else(|| sync.status.clone())
+            .unwrap_or_default();
         let (status, notes) = compute::compute(
             &previous,
             sync.metadata.generation,
@@ -357,6 +380,7 @@ impl Rounds {
                 tracing::warn!(resource = %format!("{namespace}/{name}"), "cannot write the status: {e}");
                 return;
             }
+            self.written().insert(uid, status);
         }
         for note in notes {
             self.publish(sync, &note).await;
