@@ -784,6 +784,68 @@ fn the_status_of_a_real_sidecar_through_a_real_api_server() {
         "two writers"
     );
 
+    // A second writer of the same remote path is refused (the lease): Ready False with the
+    // sidecar's rule, and one Warning event naming the Pod, however many rounds see it.
+    let metrics_2 = free_port();
+    let mut refused = crate::support::spawn_upload(
+        &sandbox,
+        &server,
+        &src,
+        &[
+            "--schedule",
+            "@every 1h",
+            "--metrics-address",
+            &format!("127.0.0.1:{metrics_2}"),
+            "--pid-path",
+            sandbox.path("second.pid").to_str().unwrap(),
+        ],
+        &[],
+    );
+    refused.wait_for_output(
+        "the schedule goes on after a failed sync",
+        1,
+        Duration::from_secs(60),
+    );
+    cluster
+        .create(
+            &sync("rf", "rf", serde_json::json!({"metricsPort": metrics_2})),
+            &[],
+        )
+        .unwrap();
+    cluster.create(&pod("rf-0", labelled("rf")), &[]).unwrap();
+    set_pod_status(&cluster, "rf-0", serde_json::json!({"running": {}}));
+    let status = wait_status(&cluster, &mut a, "rf", "the refusal, Ready False", |s| {
+        s["lastSyncResult"] == "refused" && s["conditions"][0]["status"] == "False"
+    });
+    assert_eq!(status["lastSyncRule"], "remote-in-use", "{status:#}");
+    assert_eq!(
+        status["conditions"][0]["reason"], "RemoteInUse",
+        "{status:#}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let events = cluster.json(&["get", "events.v1.events.k8s.io", "-n", APP_NS]);
+    let ours: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["regarding"]["name"] == "rf")
+        .collect();
+    assert_eq!(ours.len(), 1, "one event for one refusal: {ours:#?}");
+    assert_eq!(ours[0]["reason"], "SyncRefused");
+    assert_eq!(ours[0]["type"], "Warning");
+    assert!(
+        ours[0]["series"].is_null(),
+        "published again: {:#}",
+        ours[0]
+    );
+    let note = ours[0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("pod rf-0") && note.contains("remote-in-use"),
+        "{note}"
+    );
+    refused.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = refused.wait_output(Duration::from_secs(30));
+
     // The Pod stops: its final sync, left in the termination message, shows after it is gone.
     crate::support::add_file(&src, "last.txt", b"the final sync\n");
     sidecar.signal(nix::sys::signal::Signal::SIGTERM);
