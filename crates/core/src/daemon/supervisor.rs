@@ -237,12 +237,17 @@ impl<T: Task> Loop<'_, T> {
         }
     }
 
-    /// /healthz is 503 while the uploader does not hold the lease.
+    /// /healthz is 503 (`remote-in-use`) while another writer holds the lease of the remote path.
     fn record_lease(&self, report: &Report) {
         if let Some(lease) = &self.mode.lease {
             let waiting = match &report.result {
                 _ if lease.may_upload() => None,
-                Err(e) => Some(format!("the lease of the remote path is not held: {e}")),
+                Err(e @ Error::Refused { rule, .. }) if *rule == lease::RULE => {
+                    Some(format!("the lease of the remote path is not held: {e}"))
+                }
+                // Another writer is not the cause (a wrong key, a dead remote: the lease could
+                // not even be read): the failure counts for consecutive-failures instead.
+                Err(_) => None,
                 Ok(_) => Some("the lease of the remote path is not held".into()),
             };
             self.mode.metrics.set_lease_wait(waiting);
