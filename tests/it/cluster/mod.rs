@@ -31,9 +31,10 @@ use harness::Cluster;
 use s3::S3;
 
 /// The cases, in the order they run (`CLUSTER_CASES` picks some of them).
-const CASES: [&str; 7] = [
+const CASES: [&str; 8] = [
     "install",
     "fail_closed",
+    "status",
     "statefulset",
     "rollouts",
     "automatic_encryption",
@@ -69,6 +70,7 @@ fn the_operator_in_a_real_cluster() {
     };
     run("install", &|| cases::install::run(&cluster));
     run("fail_closed", &|| cases::fail_closed::run(&cluster, &s3));
+    run("status", &|| cases::status::run(&cluster, &s3));
     run("statefulset", &|| cases::statefulset::run(&cluster, &s3));
     run("rollouts", &|| cases::rollouts::run(&cluster, &s3));
     run("automatic_encryption", &|| {

@@ -7,3 +7,4 @@ pub mod install;
 pub mod replication;
 pub mod rollouts;
 pub mod statefulset;
+pub mod status;

@@ -263,7 +263,11 @@ pub fn compute(
         });
     }
 
-    let (ready, reason, message) = if let Some((_, rule)) = unhealthy.first() {
+    // The most telling rule of any Pod is the reason (each Pod's list is in that order).
+    let worst = unhealthy
+        .iter()
+        .min_by_key(|(_, rule)| super::scrape::rule_rank(rule));
+    let (ready, reason, message) = if let Some((_, rule)) = worst {
         let all: Vec<String> = unhealthy.iter().map(|(p, r)| format!("{p}: {r}")).collect();
         (
             "False",
@@ -570,6 +574,22 @@ mod tests {
             ("Unknown", "ScrapeFailed")
         );
         assert!(ready.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn the_reason_is_the_most_telling_rule_of_any_pod() {
+        let mut wrong_key = scrape(1_100, "failure", "");
+        wrong_key.unhealthy = vec!["remote-in-use".into()];
+        let mut failing = wrong_key.clone();
+        failing.unhealthy = vec!["consecutive-failures".into(), "remote-in-use".into()];
+        let (s, _) = compute(
+            &PodFilesystemSyncStatus::default(),
+            None,
+            &[live("a", wrong_key), live("b", failing)],
+            &[],
+            now(),
+        );
+        assert_eq!(s.condition("Ready").unwrap().reason, "ConsecutiveFailures");
     }
 
     #[test]

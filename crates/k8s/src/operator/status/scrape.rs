@@ -94,6 +94,25 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The sidecar's health rules, most telling first (its own order, README "Metrics and
+/// health"): a wrong key or a dead remote fails every sync, and the lease, which every sync
+/// reads first, is then not held either; `consecutive-failures` says what happens,
+/// `remote-in-use` would point at another writer.
+const RULES_BY_RANK: [&str; 4] = [
+    "consecutive-failures",
+    "no-recent-success",
+    "sync-running-too-long",
+    "remote-in-use",
+];
+
+/// The rank of a health rule in [`RULES_BY_RANK`]; an unknown one (a newer sidecar's) last.
+pub fn rule_rank(rule: &str) -> usize {
+    RULES_BY_RANK
+        .iter()
+        .position(|r| *r == rule)
+        .unwrap_or(RULES_BY_RANK.len())
+}
+
 /// One sample: its labels and value.
 type Sample<'a> = (BTreeMap<&'a str, &'a str>, f64);
 
@@ -148,10 +167,12 @@ pub fn parse(text: &str) -> Result<Scrape, String> {
             l.get("rule").unwrap_or(&"").to_string(),
         )
     });
-    let unhealthy = on("unhealthy")
+    let mut unhealthy: Vec<String> = on("unhealthy")
         .iter()
         .filter_map(|l| l.get("reason").map(|r| r.to_string()))
         .collect();
+    // The exposition lists a family's series in no fixed order (a hash map's).
+    unhealthy.sort_by_key(|r| (rule_rank(r), r.clone()));
     let clamp = |x: Option<f64>| x.unwrap_or(0.0).max(0.0);
     Ok(Scrape {
         last_sync: clamp(Some(last_sync)),
@@ -224,6 +245,23 @@ mod tests {
         assert_eq!(s.last_sync, 5.0);
         assert_eq!(s.consecutive_failures, 0);
         assert_eq!(s.next_sync, 0.0);
+    }
+
+    #[test]
+    fn the_unhealthy_rules_come_most_telling_first() {
+        // As a sidecar with a wrong key exposes them (the family in hash-map order).
+        let s = parse(
+            "volume_syncing_operator_last_sync_timestamp_seconds 5\n\
+             volume_syncing_operator_unhealthy{reason=\"no-recent-success\"} 0\n\
+             volume_syncing_operator_unhealthy{reason=\"remote-in-use\"} 1\n\
+             volume_syncing_operator_unhealthy{reason=\"some-future-rule\"} 1\n\
+             volume_syncing_operator_unhealthy{reason=\"consecutive-failures\"} 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.unhealthy,
+            ["consecutive-failures", "remote-in-use", "some-future-rule"]
+        );
     }
 
     #[test]
