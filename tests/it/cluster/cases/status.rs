@@ -266,10 +266,9 @@ pub fn run(c: &Cluster, s3: &S3) {
         },
     );
     // Every sync reads the lease of the remote path first: with the wrong key that read fails,
-    // and the sidecar reports `remote-in-use` (no lease held) from the first failure, before
-    // its `consecutive-failures` rule (3 in a row) fires.
+    // which is the failure itself, not another writer (never `RemoteInUse`).
     assert!(
-        ["RemoteInUse", "LastSyncFailed", "ConsecutiveFailures"].contains(&first_reason.as_str()),
+        ["LastSyncFailed", "ConsecutiveFailures"].contains(&first_reason.as_str()),
         "Ready False for a failed sync, not {first_reason:?}"
     );
     // Then the sidecar's own rule: 3 failures in a row (--max-consecutive-failures).
@@ -292,6 +291,10 @@ pub fn run(c: &Cluster, s3: &S3) {
          {seen:?}",
         condition(&failing, "Ready").1,
         sidecar_up.elapsed()
+    );
+    assert!(
+        !seen.iter().any(|(_, reason)| reason == "RemoteInUse"),
+        "a wrong key is not another writer: {seen:?}"
     );
     assert_eq!(failing["lastSyncResult"], "failure", "{failing:#}");
     assert_eq!(failing["lastSyncPod"], a, "{failing:#}");
