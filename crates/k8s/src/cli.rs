@@ -123,28 +123,25 @@ pub struct OperatorArgs {
     pub identity: Option<String>,
 }
 
-/// A duration, or `0` / `0s` for none (the core's parser wants a positive one).
-fn zero_or_duration(s: &str) -> Result<std::time::Duration, String> {
+/// A duration up to `max` (named `bound` in the error), or `0` / `0s` for none (the core's
+/// parser wants a positive one).
+fn zero_or_duration(s: &str, max: u64, bound: &str) -> Result<std::time::Duration, String> {
     if matches!(s.trim(), "0" | "0s") {
         return Ok(std::time::Duration::ZERO);
     }
-    vso_core::duration::parse_duration(s)
+    let d = vso_core::duration::parse_duration(s)?;
+    if d > std::time::Duration::from_secs(max) {
+        return Err(format!("{s} is longer than the bound of {bound}"));
+    }
+    Ok(d)
 }
 
 fn parse_status_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = zero_or_duration(s)?;
-    if d > std::time::Duration::from_secs(3600) {
-        return Err(format!("{s} is longer than the bound of 1h"));
-    }
-    Ok(d)
+    zero_or_duration(s, 3600, "1h")
 }
 
 fn parse_shutdown_delay(s: &str) -> Result<std::time::Duration, String> {
-    let d = zero_or_duration(s)?;
-    if d > std::time::Duration::from_secs(60) {
-        return Err(format!("{s} is longer than the bound of 1m"));
-    }
-    Ok(d)
+    zero_or_duration(s, 60, "1m")
 }
 
 #[derive(Debug, Args)]

@@ -64,7 +64,7 @@ pub enum Outcome {
 
 /// The value of [`INJECTED_ANNOTATION`].
 #[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 struct Record {
     resources: Vec<String>,
     init_containers: Vec<String>,
@@ -81,17 +81,40 @@ pub struct InjectedNames {
     pub metrics_port: String,
 }
 
-/// The containers injected for the resource `sync` into a Pod with these annotations, read
-/// from [`INJECTED_ANNOTATION`]; None when it was not injected for it.
+/// Every resource injected into a Pod with these annotations, with the names of its
+/// containers, read from [`INJECTED_ANNOTATION`] (at most 64: the record is the Pod's, anyone
+/// who may edit the Pod may edit it); empty when there is none or it does not parse.
+pub fn injected_resources(annotations: &BTreeMap<String, String>) -> Vec<(String, InjectedNames)> {
+    let Some(record) = annotations
+        .get(INJECTED_ANNOTATION)
+        .and_then(|r| serde_json::from_str::<Record>(r).ok())
+    else {
+        return Vec::new();
+    };
+    record
+        .resources
+        .into_iter()
+        .take(64)
+        .enumerate()
+        .map(|(i, resource)| {
+            let suffix = suffix(i);
+            let names = InjectedNames {
+                restore: format!("{RESTORE_CONTAINER}{suffix}"),
+                sidecar: format!("{SIDECAR_CONTAINER}{suffix}"),
+                metrics_port: format!("metrics{suffix}"),
+            };
+            (resource, names)
+        })
+        .collect()
+}
+
+/// The containers injected for the resource `sync` into a Pod with these annotations; None
+/// when it was not injected for it.
 pub fn injected_names(annotations: &BTreeMap<String, String>, sync: &str) -> Option<InjectedNames> {
-    let record: Record = serde_json::from_str(annotations.get(INJECTED_ANNOTATION)?).ok()?;
-    let i = record.resources.iter().position(|r| r == sync)?;
-    let suffix = suffix(i);
-    Some(InjectedNames {
-        restore: format!("{RESTORE_CONTAINER}{suffix}"),
-        sidecar: format!("{SIDECAR_CONTAINER}{suffix}"),
-        metrics_port: format!("metrics{suffix}"),
-    })
+    injected_resources(annotations)
+        .into_iter()
+        .find(|(r, _)| r == sync)
+        .map(|(_, names)| names)
 }
 
 /// The suffix of the names of the `i`th resource's containers: `""`, `-2`, `-3`, …

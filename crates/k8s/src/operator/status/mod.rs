@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 use vso_core::daemon::summary::{Summary, parse_time};
 
 use super::cache;
-use crate::inject::{INJECTED_LABEL, InjectedNames, injected_names};
+use crate::inject::{INJECTED_LABEL, InjectedNames, injected_names, injected_resources};
 use crate::resource::PodFilesystemSync;
 use crate::status::PodFilesystemSyncStatus;
 use compute::{Left, LivePod, Note};
@@ -211,13 +211,7 @@ fn read_left(left: &Mutex<LeftBy>, pod: &Pod, gone: bool) {
         .collect();
     let mut left = left.lock().unwrap_or_else(|p| p.into_inner());
     left.retain(|_, (_, gone_at)| gone_at.is_none_or(|at| at.elapsed() < KEEP_LEFT));
-    let Some(resources) = resources_of(annotations) else {
-        return;
-    };
-    for resource in resources {
-        let Some(names) = injected_names(annotations, &resource) else {
-            continue;
-        };
+    for (resource, names) in injected_resources(annotations) {
         let entry = left
             .entry((namespace.clone(), resource, name.clone()))
             .or_insert_with(|| {
@@ -230,31 +224,22 @@ fn read_left(left: &Mutex<LeftBy>, pod: &Pod, gone: bool) {
                 )
             });
         // A summary stays once seen: a restarted container's older one must not replace it.
-        if let Some(s) = newest_left(&statuses, &names.sidecar) {
-            entry.0.sidecar = Some(s);
-        }
-        if let Some(s) = newest_left(&statuses, &names.restore) {
-            entry.0.restore = Some(s);
-        }
+        keep_newest(&mut entry.0.sidecar, newest_left(&statuses, &names.sidecar));
+        keep_newest(&mut entry.0.restore, newest_left(&statuses, &names.restore));
         if gone {
             entry.1 = Some(Instant::now());
         }
     }
 }
 
-/// The resources named in the Pod's injection record.
-fn resources_of(annotations: &std::collections::BTreeMap<String, String>) -> Option<Vec<String>> {
-    let record: serde_json::Value =
-        serde_json::from_str(annotations.get(crate::inject::INJECTED_ANNOTATION)?).ok()?;
-    Some(
-        record
-            .get("resources")?
-            .as_array()?
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .take(64)
-            .collect(),
-    )
+/// Replaces `kept` by `seen` when `seen` ended later.
+fn keep_newest(kept: &mut Option<Summary>, seen: Option<Summary>) {
+    let finished = |s: &Summary| parse_time(&s.finished);
+    if let Some(seen) = seen
+        && kept.as_ref().is_none_or(|k| finished(&seen) > finished(k))
+    {
+        *kept = Some(seen);
+    }
 }
 
 /// The address of the sidecar's /metrics in a running Pod, when it has one and it runs.
@@ -310,35 +295,37 @@ impl Rounds {
             .filter_map(|s| s.metadata.uid.as_deref())
             .collect();
         self.written().retain(|uid, _| uids.contains(uid.as_str()));
-        let updates = syncs.iter().map(|sync| self.update(sync));
-        futures::future::join_all(updates).await;
-    }
-
-    /// Computes and writes one resource's status.
-    async fn update(&self, sync: &PodFilesystemSync) {
-        let namespace = sync.namespace().unwrap_or_default();
-        let name = sync.name_any();
-        let pods: Vec<Arc<Pod>> = self
+        let running: Vec<Arc<Pod>> = self
             .pods
             .state()
             .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .collect();
-        let scrapes = pods.iter().filter_map(|pod| {
-            let names = injected_names(pod.annotations(), &name)?;
-            let address = metrics_address(pod, &names);
-            Some(async move {
-                let scrape = match address {
-                    Some(a) => Some(scrape::scrape(a).await),
-                    None => None,
-                };
-                LivePod {
-                    name: pod.name_any(),
-                    scrape,
-                }
-            })
-        });
+        let updates = syncs.iter().map(|sync| self.update(sync, &running));
+        futures::future::join_all(updates).await;
+    }
+
+    /// Computes and writes one resource's status; `running` are the injected Pods that run.
+    async fn update(&self, sync: &PodFilesystemSync, running: &[Arc<Pod>]) {
+        let namespace = sync.namespace().unwrap_or_default();
+        let name = sync.name_any();
+        let scrapes = running
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+            .filter_map(|pod| {
+                let names = injected_names(pod.annotations(), &name)?;
+                let address = metrics_address(pod, &names);
+                Some(async move {
+                    let scrape = match address {
+                        Some(a) => Some(scrape::scrape(a).await),
+                        None => None,
+                    };
+                    LivePod {
+                        name: pod.name_any(),
+                        scrape,
+                    }
+                })
+            });
         let live = futures::future::join_all(scrapes).await;
         for pod in &live {
             if let Some(Err(e)) = &pod.scrape {
