@@ -554,7 +554,10 @@ fn a_scheduled_uploader_refuses_when_the_volume_loses_most_files_between_runs() 
     let sandbox = Sandbox::new();
     let server = S3Server::start();
     let src = tree_of(&sandbox, "src", &many_files("f", 30));
-    let mut vso = spawn_upload(&sandbox, &server, &src, &["--schedule", "@every 1s"], &[]);
+    // Every 5s (the first sync takes the lease, about 5s), and the files deleted right after a
+    // sync finished: all 25 go between two runs, none while one runs (its valve would have
+    // counted the tree before the deletions).
+    let mut vso = spawn_upload(&sandbox, &server, &src, &["--schedule", "@every 5s"], &[]);
     vso.wait_for_output("sync finished", 1, LONG);
     for i in 0..25 {
         fs::remove_file(src.join(format!("f-{i}.txt"))).unwrap();
