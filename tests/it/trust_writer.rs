@@ -239,7 +239,9 @@ fn a_writer_that_retakes_the_lease_rewrites_its_manifest_and_record() {
     );
     let src_b = sandbox.tree("b", &[("b/one.txt", b"B one"), ("only-b.txt", b"B")]);
     let ttl = ["--lease-ttl", "15s", "--lease-max-clock-skew", "1s"];
-    let mut args = vec!["--schedule", "@every 2s"];
+    // A syncs once now and once more when stopped: while B takes its lease over, A cannot
+    // upload between B's sync and its own next renewal (which a forced take-over allows).
+    let mut args = vec!["--schedule", "@every 1h"];
     args.extend(ttl);
     let mut a = spawn_upload(&sandbox, &server, &src_a, &args, &[]);
     a.wait_for_output("metadata=\"recorded\"", 1, LONG);
@@ -259,11 +261,12 @@ fn a_writer_that_retakes_the_lease_rewrites_its_manifest_and_record() {
     };
     assert_eq!(record(&server), 2, "B recorded its 2 files");
 
-    // A loses the lease, takes it again once B released it, and re-uploads its data: its
-    // manifest and record are written again, not skipped as "unchanged".
+    // A loses the lease at its next renewal; its final sync takes it again (B released it)
+    // and re-uploads its data: its manifest and record are written again, not skipped as
+    // "unchanged".
     a.wait_for_output("lost the lease", 1, LONG);
-    a.wait_for_output("metadata=\"recorded\"", 2, LONG);
     a.signal(Signal::SIGTERM);
+    a.wait_for_output("metadata=\"recorded\"", 2, LONG);
     let out = a.wait_output(LONG);
     out.assert_code(0);
     assert_eq!(

@@ -478,6 +478,24 @@ impl Rclone {
         Ok(child)
     }
 
+    /// Starts a long-running rclone (`rcd`, [`crate::remote::rc`]) with the check flags; its
+    /// standard error is a pipe for the caller to drain ([`collect_tail`]).
+    pub fn spawn_server(&self, args: &[&str], operation: &str) -> Result<Child> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let mut cmd = self.command(with_check_flags(&args));
+        cmd.stdout(Stdio::null());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {} for {operation}", self.binary.display()))?;
+        tracing::debug!(pid = child.id(), operation, "started rclone");
+        Ok(child)
+    }
+
+    /// The scrubber of this rclone's output.
+    pub fn scrubber(&self) -> Arc<Scrubber> {
+        Arc::clone(&self.scrubber)
+    }
+
     fn spawn(&self, args: &[OsString], operation: &str) -> Result<Child> {
         let child = self
             .command(args)
@@ -535,6 +553,11 @@ fn unparsable_option(line: &str) -> Option<String> {
     Some(key.chars().take(64).collect())
 }
 
+/// The configuration error in an rclone message that says it cannot parse the config.
+pub(crate) fn config_error(message: &str) -> Option<Error> {
+    unparsable_option(message).map(|key| unparsable_config(&key))
+}
+
 fn unparsable_config(key: &str) -> Error {
     Error::config(format!(
         "rclone cannot parse the config: the line of option '{key}' is invalid (its value is not \
@@ -544,7 +567,7 @@ fn unparsable_config(key: &str) -> Error {
 
 /// The error of a failed short command: rclone's cause when one was recognised in its output
 /// (already scrubbed), else its last output line as context.
-fn failure(operation: &str, status: ExitStatus, detail: &str, causes: &Causes) -> Error {
+pub(crate) fn failure(operation: &str, status: ExitStatus, detail: &str, causes: &Causes) -> Error {
     if let Some(key) = unparsable_option(detail) {
         return unparsable_config(&key);
     }
@@ -599,8 +622,9 @@ async fn stop(child: &mut Child) {
     let _ = killpg(group, Signal::SIGKILL);
 }
 
-/// Reads a short command's stderr to the end: its last line and the causes it named.
-async fn collect_tail<R: AsyncRead + Unpin>(
+/// Reads an rclone's stderr to the end, logging it at debug level (scrubbed): its last line and
+/// the causes it named.
+pub(crate) async fn collect_tail<R: AsyncRead + Unpin>(
     reader: R,
     scrubber: Arc<Scrubber>,
 ) -> (String, Causes) {

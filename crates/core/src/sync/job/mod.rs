@@ -105,6 +105,14 @@ pub struct Job {
     pub last_manifest: Mutex<Option<u64>>,
 }
 
+/// What the read-only checks of a full upload found ([`Job::check_upload_reads`]): run during
+/// the lease's settle delay, they spare the first attempt that time.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    /// The source's file count for the upload record (`None` with `--no-delete`).
+    files: Option<u64>,
+}
+
 /// Writes rclone filter rules, closed by `- **`, to a temporary file.
 fn filter_file(rules: &[String]) -> Result<tempfile::NamedTempFile> {
     rules_file(rules.iter().map(String::as_str).chain(["- **"]))
@@ -138,8 +146,10 @@ impl Job {
     /// Runs the sync, retrying failures that can heal up to `retries` times, all within
     /// `--sync-timeout` when one is set. When the time is up, the running rclone is dropped,
     /// which kills it (`kill_on_drop`); an unfinished restore keeps its marker.
-    pub async fn run(&self, plan: &SyncPlan, abort: &mut Abort) -> Report {
+    /// `checked`: the read-only checks already passed for this run (the first attempt uses them).
+    pub async fn run(&self, plan: &SyncPlan, checked: Option<Checked>, abort: &mut Abort) -> Report {
         let started = Instant::now();
+        let mut checked = checked;
         let mut retries = Retries::new(self.retries);
         let mut volume = VolumeSummary::default();
         let all = async {
@@ -149,7 +159,7 @@ impl Job {
                     metadata: "none",
                     ..VolumeSummary::default()
                 };
-                match self.attempt(plan, abort, &mut volume).await {
+                match self.attempt(plan, checked.take(), abort, &mut volume).await {
                     Err(e) => retries.after_failure(e, abort).await?,
                     ok => return ok,
                 }
@@ -233,11 +243,12 @@ impl Job {
     async fn attempt(
         &self,
         plan: &SyncPlan,
+        checked: Option<Checked>,
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<Outcome> {
         match (self.direction, plan) {
-            (Direction::Upload, SyncPlan::Full(_)) => self.upload(abort, volume).await,
+            (Direction::Upload, SyncPlan::Full(_)) => self.upload(checked, abort, volume).await,
             (Direction::Upload, SyncPlan::Incremental { upload, delete }) => {
                 self.upload_incremental(upload, delete, abort, volume).await
             }
@@ -278,8 +289,39 @@ impl Job {
             .await
     }
 
-    /// The checks before any upload, full or incremental: the valves, then the key check.
+    /// The checks before any upload, full or incremental: the valves, the key check, then the
+    /// encryption marker (the one write among them, made while the lease is held).
     async fn check_upload(&self, abort: &mut Abort) -> Result<()> {
+        self.check_remote_and_source(abort).await?;
+        self.ensure_marker(abort).await
+    }
+
+    /// The read-only checks of a full upload: [`Job::check_upload`]'s but for the marker, and
+    /// the `mass-delete` valve. They write nothing, so they may run while the lease settles.
+    pub async fn check_upload_reads(&self, abort: &mut Abort) -> Result<Checked> {
+        self.check_remote_and_source(abort).await?;
+        let files = if self.no_delete {
+            None
+        } else {
+            let check = self
+                .mass_delete
+                .check(&self.rclone, &self.local, &self.remote);
+            Some(unless_aborted(abort, check).await?)
+        };
+        Ok(Checked { files })
+    }
+
+    async fn ensure_marker(&self, abort: &mut Abort) -> Result<()> {
+        if let Some(check) = &self.key_check
+            && !self.dry_run
+        {
+            let marker = self.encryption_marker.ensure(&self.rclone, &check.end);
+            unless_aborted(abort, marker).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_remote_and_source(&self, abort: &mut Abort) -> Result<()> {
         let o = &self.overrides;
         let source_without_files = safety::check_upload(
             &self.local,
@@ -289,10 +331,6 @@ impl Job {
         )?;
         if let Some(check) = &self.key_check {
             unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
-            if !self.dry_run {
-                let marker = self.encryption_marker.ensure(&self.rclone, &check.end);
-                unless_aborted(abort, marker).await?;
-            }
         }
         if let Some(guard) = &self.plain_guard {
             let what =
@@ -309,16 +347,17 @@ impl Job {
         Ok(())
     }
 
-    async fn upload(&self, abort: &mut Abort, volume: &mut VolumeSummary) -> Result<Outcome> {
-        self.check_upload(abort).await?;
-        let files = if self.no_delete {
-            None
-        } else {
-            let check = self
-                .mass_delete
-                .check(&self.rclone, &self.local, &self.remote);
-            Some(unless_aborted(abort, check).await?)
+    async fn upload(
+        &self,
+        checked: Option<Checked>,
+        abort: &mut Abort,
+        volume: &mut VolumeSummary,
+    ) -> Result<Outcome> {
+        let files = match checked {
+            Some(checked) => checked.files,
+            None => self.check_upload_reads(abort).await?.files,
         };
+        self.ensure_marker(abort).await?;
         let writer = self.manifest_writer()?;
         let stats = self
             .transfer(
@@ -476,15 +515,64 @@ impl Job {
     }
 }
 
+impl Job {
+    /// The lease step of a run. While a new lease settles ([`Lease::written`]), a full upload
+    /// runs its read-only checks ([`Job::check_upload_reads`]), so the settle delay costs the
+    /// run no time of its own; they start only after our lease is written, so whatever a
+    /// previous holder wrote before its release is what they read. Their result counts only if
+    /// the lease is acquired and they passed; otherwise the run checks again as usual.
+    async fn lease_step(
+        &self,
+        plan: &SyncPlan,
+        lease: &Lease,
+        abort: &mut Abort,
+    ) -> Result<Option<Checked>> {
+        let mut written = lease.written();
+        let before = *written.borrow_and_update();
+        let mut check_abort = abort.clone();
+        let checks = async {
+            if written.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            // Whatever this process remembered of the remote may be another writer's now.
+            self.forget_remote_state();
+            self.check_upload_reads(&mut check_abort).await
+        };
+        let step = lease.before_run(abort, self.retries);
+        if self.direction != Direction::Upload || !matches!(plan, SyncPlan::Full(_)) {
+            return step.await.map(|()| None);
+        }
+        tokio::pin!(step, checks);
+        let mut done = None;
+        let stepped = loop {
+            tokio::select! {
+                stepped = &mut step => break stepped,
+                result = &mut checks, if done.is_none() => done = Some(result),
+            }
+        };
+        stepped?;
+        if *lease.written().borrow() == before {
+            return Ok(None); // held already, or a dry run: nothing settled
+        }
+        let result = match done {
+            Some(result) => result,
+            None => checks.await,
+        };
+        // A failed check is left to the run, which retries what can heal and reports the rest.
+        Ok(result.ok())
+    }
+}
+
 impl Task for Job {
     /// Runs the job after the lease step: an upload takes the lease (a no-op while held), a
     /// restore waits for a writer that holds it. A failed lease step is the run's result.
     async fn execute(&self, plan: &SyncPlan, lease: Option<&Lease>, abort: &mut Abort) -> Report {
+        let mut checked = None;
         if let Some(lease) = lease {
             let started = std::time::Instant::now();
             let acquisitions = lease.acquisitions();
             // --sync-timeout bounds the lease step too: a stalled endpoint is found there first.
-            let step = lease.before_run(abort, self.retries);
+            let step = self.lease_step(plan, lease, abort);
             let result = match self.sync_timeout {
                 None => step.await,
                 Some(limit) => tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
@@ -494,27 +582,29 @@ impl Task for Job {
                     })
                 }),
             };
-            if let Err(e) = result {
-                return Report {
-                    result: Err(e),
-                    elapsed: started.elapsed(),
-                    attempts: 1,
-                    kind: if matches!(plan, SyncPlan::Full(_)) {
-                        "full"
-                    } else {
-                        "incremental"
-                    },
-                    volume: Default::default(),
-                };
+            match result {
+                Ok(found) => checked = found,
+                Err(e) => {
+                    return Report {
+                        result: Err(e),
+                        elapsed: started.elapsed(),
+                        attempts: 1,
+                        kind: if matches!(plan, SyncPlan::Full(_)) {
+                            "full"
+                        } else {
+                            "incremental"
+                        },
+                        volume: Default::default(),
+                    };
+                }
             }
-            if lease.acquisitions() != acquisitions {
+            if lease.acquisitions() != acquisitions && checked.is_none() {
                 // (Re)taken: after a loss, the other writer's manifest and record are there.
                 self.forget_remote_state();
             }
         }
-        self.run(plan, abort).await
+        self.run(plan, checked, abort).await
     }
-
     fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>, error_follows: bool) {
         Job::log_summary(self, report, next_run, error_follows);
     }

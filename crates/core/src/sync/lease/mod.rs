@@ -27,7 +27,14 @@
 //! - **Assumptions**: read-after-write consistency for single objects (S3 has it since December
 //!   2020; GCS, Azure and most others too); clocks of all writers within the maximum clock skew
 //!   (`--lease-max-clock-skew`) of each other; and that every writer of a path runs this
-//!   protocol with the same `G` and `D` (they are constants of the program).
+//!   protocol with the same `G` and `D` (they are constants of the program; releases before
+//!   issue 28 used 5s for both, so an old and a new writer started within seconds of each other
+//!   are not covered: the README says to stop the old one first).
+//! - **Transport**: the acquisition's read, write, read-back (and a withdrawal) are requests to
+//!   one `rclone rcd` started for it ([`RcServer`]; its remote is created, and with crypt its
+//!   key derived, before the read starts), so `G` covers two requests to the remote and no
+//!   process start; the server exits when the acquisition ends. Renewal, release and the
+//!   restore's wait are not timed by the proof and use short rclone commands.
 //! - **Renew**: while held, every TTL/3 (a timer independent of syncs): read, check it is still
 //!   ours, write it with a new expiry — one small write per renewal, none per file. A lease that
 //!   is no longer ours (taken over, or deleted) is lost: the running upload is stopped at once
@@ -62,6 +69,7 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::logging::untrusted;
 use crate::remote::path::{Internal, RemoteEnd};
+use crate::remote::rc::{Object, RcServer};
 use crate::remote::rclone::{Abort, Rclone, STOP_GRACE, aborted};
 
 mod errors;
@@ -77,9 +85,12 @@ pub use record::{Holder, MAX_TTL, Record, parse_lease};
 pub const RULE: &str = "remote-in-use";
 pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
 /// The longest allowed gap between the start of reading the lease and the end of writing ours
-/// (`G` in the module doc): two rclone starts (with crypt, each derives the key with scrypt)
-/// and two small requests. Measured up to 4s on a 2-core node at a load of 12; 5s leaves room.
-pub const MAX_WRITE_GAP: Duration = Duration::from_secs(5);
+/// (`G` in the module doc): two small requests through an rclone that is already running
+/// ([`RcServer`], its remote created and, with crypt, its key derived before the read starts).
+/// Measured (BENCHMARKS.md section 9): 3-20 ms against a local S3 server, 40-90 ms at 10 ms one
+/// way, under 250 ms on a 2-core node at a load of 12. It was 5s while each call started its own
+/// rclone (two starts and two key derivations, up to 4s under load).
+pub const MAX_WRITE_GAP: Duration = Duration::from_secs(1);
 /// How long a new lease must stay ours before it counts as acquired (`D >= G`).
 pub const SETTLE: Duration = MAX_WRITE_GAP;
 /// How often an acquisition whose write was too slow is tried again before giving up.
@@ -128,6 +139,8 @@ enum Found {
 pub struct Lease {
     rclone: Rclone,
     object: String,
+    /// The same object as the rc server addresses it.
+    target: Object,
     display: String,
     me: Holder,
     role: Role,
@@ -140,6 +153,8 @@ pub struct Lease {
     /// writer may have written the path meanwhile ([`Lease::acquisitions`]).
     acquisitions: AtomicU64,
     lost: watch::Sender<Option<String>>,
+    /// Counts the leases this process wrote in acquisitions ([`Lease::written`]).
+    written: watch::Sender<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +180,7 @@ impl Lease {
         Ok(Some(Lease {
             rclone: rclone.for_single_objects(),
             object: end.object(Internal::Lease),
+            target: Object::split(&end.object(Internal::Lease)),
             display: end.shown_object(Internal::Lease),
             me: Holder::me()?,
             role,
@@ -173,6 +189,7 @@ impl Lease {
             holding: AtomicBool::new(false),
             acquisitions: AtomicU64::new(0),
             lost: watch::channel(None).0,
+            written: watch::channel(0).0,
         }))
     }
 
@@ -240,6 +257,12 @@ impl Lease {
         self.acquisitions.load(Ordering::Relaxed)
     }
 
+    /// Changes when an acquisition has written our lease and waits the settle delay: from then
+    /// on, until it is acquired or given up, read-only work of the run may overlap the wait.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
+    }
+
     /// Receives `Some(why)` once a held lease is lost.
     pub fn lost(&self) -> watch::Receiver<Option<String>> {
         self.lost.subscribe()
@@ -257,14 +280,25 @@ impl Lease {
         if held.is_some() {
             return Ok(());
         }
+        // The calls whose gap is bounded go through one running rclone (a dry run only reads).
+        let server = if self.dry_run {
+            None
+        } else {
+            let server = RcServer::start(&self.rclone).await?;
+            server.warm(&self.target.fs).await.map_err(rclone_first)?;
+            Some(server)
+        };
+        let via = server.as_ref().map_or(Via::Process, Via::Rc);
         for attempt in 1..=ACQUIRE_ATTEMPTS {
             let start = Instant::now();
             let now = Utc::now();
-            match self.read().await? {
+            match self.read(via).await? {
                 Found::Nothing => {}
                 Found::Lease(record) if record.holder.id == self.me.id => {}
                 Found::Lease(record) => {
-                    let expires = self.judged_expiry(&record, now, settings.max_skew).await?;
+                    let expires = self
+                        .judged_expiry(&record, now, settings.max_skew, via)
+                        .await?;
                     let live = is_live(expires, now, settings.max_skew);
                     if live && self.dry_run {
                         tracing::warn!(
@@ -299,7 +333,7 @@ impl Lease {
                 Found::Unreadable(why) if !settings.force_take_over && !self.dry_run => {
                     // Not a lease, but maybe another release's: held for the longest TTL after
                     // it was written, then replaced (never a block for ever).
-                    let written = self.written_at(now).await?;
+                    let written = self.written_at(now, via).await?;
                     let until = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
                     if is_live(until, now, settings.max_skew) {
                         return Err(Error::refused(
@@ -332,10 +366,17 @@ impl Lease {
                 return Ok(());
             }
             let (record, expires) = Record::new(self.me.clone(), now, now, settings.ttl)?;
-            self.write(&record).await?;
+            self.write(&record, via).await?;
             let gap = start.elapsed();
+            tracing::debug!(
+                lease = self.display,
+                gap_ms = gap.as_millis() as u64,
+                "wrote the lease; it settles for {}",
+                format_duration_ms(SETTLE)
+            );
+            self.written.send_modify(|n| *n += 1);
             tokio::time::sleep(SETTLE).await;
-            match self.read().await? {
+            match self.read(via).await? {
                 Found::Lease(back) if back.holder.id == self.me.id => {
                     if gap <= MAX_WRITE_GAP {
                         tracing::info!(
@@ -360,7 +401,7 @@ impl Lease {
                         format_duration_ms(gap),
                         format_duration_ms(MAX_WRITE_GAP)
                     );
-                    self.delete().await?;
+                    self.delete(via).await?;
                     // Racers that gave up together should not retry together.
                     let jitter = u64::from(self.me.id.as_bytes()[0] % 16) * 125;
                     tokio::time::sleep(SETTLE + Duration::from_millis(jitter)).await;
@@ -483,7 +524,7 @@ impl Lease {
     }
 
     async fn renew(&self, settings: &WriterSettings, current: &Held) -> Result<Held, Renewal> {
-        match self.read().await.map_err(Renewal::Failed)? {
+        match self.read(Via::Process).await.map_err(Renewal::Failed)? {
             Found::Lease(record) if record.holder.id == self.me.id => {}
             Found::Lease(record) => {
                 return Err(Renewal::Lost(format!(
@@ -502,7 +543,9 @@ impl Lease {
         let now = Utc::now();
         let (record, expires) = Record::new(self.me.clone(), current.started, now, settings.ttl)
             .map_err(Renewal::Failed)?;
-        self.write(&record).await.map_err(Renewal::Failed)?;
+        self.write(&record, Via::Process)
+            .await
+            .map_err(Renewal::Failed)?;
         tracing::debug!(
             lease = self.display,
             expires = record.expires,
@@ -524,9 +567,9 @@ impl Lease {
         }
         self.set_held(&mut held, None);
         let result = async {
-            match self.read().await? {
+            match self.read(Via::Process).await? {
                 Found::Lease(record) if record.holder.id == self.me.id => {
-                    self.delete().await?;
+                    self.delete(Via::Process).await?;
                     // Debug: the run's summary stays the last line of a successful run.
                     tracing::debug!(lease = self.display, "released the lease");
                 }
@@ -552,10 +595,10 @@ impl Lease {
         if held.is_some() {
             return; // acquired: released at the end as usual
         }
-        if let Ok(Found::Lease(record)) = self.read().await
+        if let Ok(Found::Lease(record)) = self.read(Via::Process).await
             && record.holder.id == self.me.id
         {
-            match self.delete().await {
+            match self.delete(Via::Process).await {
                 Ok(()) => tracing::info!(lease = self.display, "withdrew the lease"),
                 Err(e) => tracing::warn!(
                     lease = self.display,
@@ -574,7 +617,7 @@ impl Lease {
         let mut last_log: Option<Instant> = None;
         let mut judged: Option<((String, String, String), DateTime<Utc>)> = None;
         loop {
-            let found = match self.read().await {
+            let found = match self.read(Via::Process).await {
                 Ok(found) => found,
                 // The restore's own checks decide what a remote that cannot be read means.
                 Err(e) => {
@@ -599,7 +642,7 @@ impl Lease {
             );
             let expires = match &judged {
                 Some((seen, expires)) if *seen == key => *expires,
-                _ => match self.judged_expiry(&record, now, max_skew).await {
+                _ => match self.judged_expiry(&record, now, max_skew, Via::Process).await {
                     Ok(expires) => {
                         judged = Some((key, expires));
                         expires
@@ -648,8 +691,15 @@ impl Lease {
         }
     }
 
-    async fn read(&self) -> Result<Found> {
+    async fn read(&self, via: Via<'_>) -> Result<Found> {
         // At most one byte more than a lease may be: a huge object is not read into memory.
+        if let Via::Rc(server) = via {
+            let read = server.read(&self.target, MAX_LEASE_BYTES + 1, "cat (lease)");
+            return Ok(match read.await.map_err(rclone_first)? {
+                None => Found::Nothing,
+                Some(bytes) => found(&bytes),
+            });
+        }
         let count = (MAX_LEASE_BYTES + 1).to_string();
         let args = ["cat", "--count", count.as_str(), self.object.as_str()].map(OsString::from);
         let text = match self.call(&args, None, "cat (lease)").await {
@@ -658,13 +708,7 @@ impl Lease {
             Err(e) if rclone_code(&e) == Some(3) => return Ok(Found::Nothing),
             Err(e) => return Err(e),
         };
-        if text.trim().is_empty() {
-            return Ok(Found::Nothing);
-        }
-        Ok(match parse_lease(text.as_bytes()) {
-            Ok(record) => Found::Lease(record),
-            Err(why) => Found::Unreadable(why),
-        })
+        Ok(found(text.as_bytes()))
     }
 
     /// When another writer's `record` counts as expiring ([`Record::expiry`]); warns when its
@@ -675,12 +719,13 @@ impl Lease {
         record: &Record,
         now: DateTime<Utc>,
         max_skew: Duration,
+        via: Via<'_>,
     ) -> Result<DateTime<Utc>> {
         let (expires, why) = match record.expiry(now, max_skew) {
             Expiry::Stated(expires) => return Ok(expires),
             Expiry::Capped(expires, why) => (expires, why),
             Expiry::Unanchored(why) => {
-                let written = self.written_at(now).await?;
+                let written = self.written_at(now, via).await?;
                 let expires = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
                 (
                     expires,
@@ -701,7 +746,13 @@ impl Lease {
 
     /// When the lease object was written, by the server's clock (`--use-server-modtime`: the
     /// modification time a writer sets itself could lie), and never later than `now`.
-    async fn written_at(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    async fn written_at(&self, now: DateTime<Utc>, via: Via<'_>) -> Result<DateTime<Utc>> {
+        if let Via::Rc(server) = via {
+            let stat = server.server_modtime(&self.target, "stat (lease)");
+            let written = stat.await.map_err(rclone_first)?;
+            let written = written.as_deref().and_then(parse_time);
+            return Ok(written.map_or(now, |t| t.min(now)));
+        }
         let args = [
             "lsjson",
             "--stat",
@@ -716,10 +767,17 @@ impl Lease {
         Ok(written.map_or(now, |t| t.min(now)))
     }
 
-    async fn write(&self, record: &Record) -> Result<()> {
+    async fn write(&self, record: &Record, via: Via<'_>) -> Result<()> {
         let json = serde_json::to_string(record).context("cannot encode the lease")?;
         let args = ["rcat", self.object.as_str()].map(OsString::from);
-        match self.call(&args, Some(&json), "rcat (lease)").await {
+        let written = match via {
+            Via::Rc(server) => server
+                .write(&self.target, json.as_bytes(), "rcat (lease)")
+                .await
+                .map_err(rclone_first),
+            Via::Process => self.call(&args, Some(&json), "rcat (lease)").await.map(|_| ()),
+        };
+        match written {
             // The lease may be the first write to a new bucket, so the bucket check is kept
             // unless the provider's answer to it proves the bucket exists.
             Err(e) if crate::remote::rclone::is_bucket_already_exists(&e) => {
@@ -733,11 +791,18 @@ impl Lease {
                     .await
                     .map(|_| ())
             }
-            other => other.map(|_| ()),
+            other => other,
         }
     }
 
-    async fn delete(&self) -> Result<()> {
+    async fn delete(&self, via: Via<'_>) -> Result<()> {
+        if let Via::Rc(server) = via {
+            return server
+                .delete(&self.target, "deletefile (lease)")
+                .await
+                .map(|_| ())
+                .map_err(rclone_first);
+        }
         let args = ["deletefile", self.object.as_str()].map(OsString::from);
         match self.call(&args, None, "deletefile (lease)").await {
             Err(e) if rclone_code(&e) == Some(4) => Ok(()), // already gone
@@ -756,6 +821,25 @@ impl Lease {
                 )))
             })
             .map_err(rclone_first)
+    }
+}
+
+/// How a lease call reaches the remote: a short rclone command of its own, or a request to the
+/// acquisition's running rclone ([`RcServer`]), whose calls are fast enough for [`MAX_WRITE_GAP`].
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    Process,
+    Rc(&'a RcServer),
+}
+
+/// What the bytes of the lease object are.
+fn found(bytes: &[u8]) -> Found {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Found::Nothing;
+    }
+    match parse_lease(bytes) {
+        Ok(record) => Found::Lease(record),
+        Err(why) => Found::Unreadable(why),
     }
 }
 

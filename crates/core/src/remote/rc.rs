@@ -1,0 +1,391 @@
+//! One `rclone rcd` for a burst of small calls on single objects of ours (the lease's
+//! acquisition): each call is an HTTP request to an rclone that is already running, so it costs
+//! a request to the remote and no process start, config parse or crypt key derivation.
+//!
+//! Decisions (issue 28, BENCHMARKS.md section 9):
+//! - The server listens on a unix socket in a private temporary directory (mode 0700), so no
+//!   other user can reach it and no credential is needed; nothing listens on the network.
+//! - It is the same rclone executable, config file and environment as every other call
+//!   ([`Rclone::spawn_server`]), with the short-check flags: a dead endpoint fails in seconds.
+//! - Reads go through `--rc-serve` (`GET /[fs]/name`), which streams the object, so a read
+//!   stops after the bytes the caller allows and a huge object is never loaded; writes are
+//!   `operations/uploadfile`, deletions `operations/deletefile`, the server's modification
+//!   time `operations/stat` with `UseServerModTime`.
+//! - Every call is bounded in time ([`CALL_TIMEOUT`]); the server is killed when the value is
+//!   dropped (and with us, `PR_SET_PDEATHSIG`).
+//! - A failed call is an [`Error::Rclone`] with rclone's message as the cause (scrubbed), so it
+//!   reads, and is retried, like a failed short command.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tokio::process::Child;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::remote::cause::{Causes, Kind};
+use crate::remote::rclone::{Rclone, collect_tail, config_error, exit_meaning, failure};
+use crate::remote::scrub::Scrubber;
+use crate::remote::stats::Stats;
+
+/// The bound of one call (the server's own timeouts end a stalled request first).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most of an error answer that is read.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// A running `rclone rcd`, killed when dropped.
+pub struct RcServer {
+    child: Child,
+    socket: PathBuf,
+    scrubber: Arc<Scrubber>,
+    /// Drains the server's log (debug) so it never blocks on a full pipe; its last line and
+    /// causes explain a server that exits.
+    log: Option<JoinHandle<(String, Causes)>>,
+    _dir: tempfile::TempDir,
+}
+
+/// An object of ours split as rc wants it: the remote (`fs`) and the name in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub fs: String,
+    pub name: String,
+}
+
+impl Object {
+    /// `remote:bucket/path/name` → (`remote:bucket/path`, `name`); `crypt:name` →
+    /// (`crypt:`, `name`).
+    pub fn split(object: &str) -> Object {
+        let (fs, name) = match object.rsplit_once('/') {
+            Some((fs, name)) => (fs.to_string(), name),
+            None => match object.split_once(':') {
+                Some((remote, name)) => (format!("{remote}:"), name),
+                None => (String::new(), object),
+            },
+        };
+        Object {
+            fs,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl RcServer {
+    /// Starts the server and waits until it answers (bounded by [`START_TIMEOUT`]).
+    pub async fn start(rclone: &Rclone) -> Result<RcServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("volume-syncing-operator-rc-")
+            .tempdir()
+            .context("cannot create a private temp directory for rclone's rc socket")?;
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .context("cannot make the rc socket's directory private")?;
+        let socket = dir.path().join("rc.sock");
+        let addr = format!("unix://{}", socket.display());
+        let mut child = rclone.spawn_server(
+            &[
+                "rcd",
+                "--rc-addr",
+                &addr,
+                "--rc-no-auth",
+                "--rc-serve",
+                "--use-json-log",
+            ],
+            "rcd",
+        )?;
+        let stderr = child.stderr.take().context("rclone stderr")?;
+        let scrubber = rclone.scrubber();
+        let log = tokio::spawn(collect_tail(stderr, Arc::clone(&scrubber)));
+        let mut server = RcServer {
+            child,
+            socket,
+            scrubber,
+            log: Some(log),
+            _dir: dir,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for rclone rcd")? {
+                // Its output (an unparsable config, say) is the cause.
+                let log = self.log.take().map(|log| tokio::time::timeout(Duration::from_secs(5), log));
+                let (tail, causes) = match log {
+                    Some(log) => log.await.ok().and_then(|r| r.ok()).unwrap_or_default(),
+                    None => Default::default(),
+                };
+                return Err(failure("rcd", status, &tail, &causes));
+            }
+            if self.socket.exists() && UnixStream::connect(&self.socket).await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Other(anyhow::anyhow!(
+                    "rclone rcd did not listen on its socket within {}s",
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Creates (and caches in the server) the remote `fs`: with crypt, this derives the key,
+    /// so later calls on it cost a request only.
+    pub async fn warm(&self, fs: &str) -> Result<()> {
+        self.call("operations/fsinfo", serde_json::json!({ "fs": fs }), "fsinfo")
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads at most `max` bytes of an object; `None` when it (or its bucket) does not exist.
+    pub async fn read(&self, object: &Object, max: usize, what: &str) -> Result<Option<Vec<u8>>> {
+        let path = format!("/[{}]/{}", object.fs, object.name);
+        let request = hyper::Request::get(format!("http://rc{}", percent_encode(&path)))
+            .body(Full::new(Bytes::new()))
+            .context("building an rc request")?;
+        let response = self.send(request, what).await?;
+        let status = response.status();
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.failure(what, response).await);
+        }
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while bytes.len() < max {
+            let frame = tokio::time::timeout(CALL_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| self.timed_out(what))?;
+            match frame {
+                None => break,
+                Some(frame) => {
+                    let frame = frame.map_err(|e| self.broken(what, e))?;
+                    if let Ok(data) = frame.into_data() {
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        bytes.truncate(max);
+        Ok(Some(bytes))
+    }
+
+    /// Writes an object (replacing it).
+    pub async fn write(&self, object: &Object, data: &[u8], what: &str) -> Result<()> {
+        const BOUNDARY: &str = "volume-syncing-operator-a8a2f1c07e";
+        let mut body = Vec::with_capacity(data.len() + 256);
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file0\"; \
+                 filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+                quoted(&object.name)
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let query = format!(
+            "/operations/uploadfile?fs={}&remote=",
+            percent_encode(&object.fs)
+        );
+        let request = hyper::Request::post(format!("http://rc{query}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(Full::new(Bytes::from(body)))
+            .context("building an rc request")?;
+        let response = self.send(request, what).await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(self.failure(what, response).await)
+    }
+
+    /// Deletes an object; `false` when it did not exist.
+    pub async fn delete(&self, object: &Object, what: &str) -> Result<bool> {
+        let body = serde_json::json!({ "fs": object.fs, "remote": object.name });
+        match self.call("operations/deletefile", body, what).await {
+            Ok(_) => Ok(true),
+            Err(Error::Rclone { code: 4, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The object's modification time by the server's clock (`--use-server-modtime`), as
+    /// rclone prints it; `None` when absent.
+    pub async fn server_modtime(&self, object: &Object, what: &str) -> Result<Option<String>> {
+        let body = serde_json::json!({
+            "fs": object.fs,
+            "remote": object.name,
+            "_config": { "UseServerModTime": true },
+        });
+        let answer = self.call("operations/stat", body, what).await?;
+        Ok(answer
+            .pointer("/item/ModTime")
+            .and_then(|t| t.as_str())
+            .map(str::to_string))
+    }
+
+    /// An rc call with a JSON body; its JSON answer.
+    async fn call(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        what: &str,
+    ) -> Result<serde_json::Value> {
+        let request = hyper::Request::post(format!("http://rc/{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .context("building an rc request")?;
+        let response = self.send(request, what).await?;
+        if !response.status().is_success() {
+            return Err(self.failure(what, response).await);
+        }
+        let bytes = self.body(response, what).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn send(
+        &self,
+        mut request: hyper::Request<Full<Bytes>>,
+        what: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        request
+            .headers_mut()
+            .insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("rc"));
+        let exchange = async {
+            let stream = UnixStream::connect(&self.socket)
+                .await
+                .context("cannot connect to rclone rcd")?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .context("cannot talk to rclone rcd")?;
+            tokio::spawn(connection);
+            sender
+                .send_request(request)
+                .await
+                .context("rclone rcd did not answer")
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(Error::Other(e.context(format!("rclone {what}")))),
+            Err(_) => Err(self.timed_out(what)),
+        }
+    }
+
+    async fn body(&self, response: hyper::Response<hyper::body::Incoming>, what: &str) -> Result<Vec<u8>> {
+        let limited = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BYTES);
+        match tokio::time::timeout(CALL_TIMEOUT, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+            Ok(Err(e)) => Err(Error::Other(anyhow::anyhow!("rclone {what}: {e}"))),
+            Err(_) => Err(self.timed_out(what)),
+        }
+    }
+
+    /// rclone's error answer as a failed short command would read: "object not found" is exit
+    /// code 4 (file not found), the rest exit code 1 with rclone's message as the cause.
+    async fn failure(&self, what: &str, response: hyper::Response<hyper::body::Incoming>) -> Error {
+        let status = response.status();
+        let message = match self.body(response, what).await {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) => e.to_string(),
+        };
+        let message = self.scrubber.scrub(message.trim()).into_owned();
+        if let Some(e) = config_error(&message) {
+            return e;
+        }
+        let code = if status == hyper::StatusCode::NOT_FOUND {
+            4
+        } else {
+            1
+        };
+        let mut causes = Causes::default();
+        causes.add(&message);
+        let cause = causes.cause().filter(|c| c.kind != Kind::Other);
+        let known = cause.is_some();
+        let err = Error::Rclone {
+            operation: what.to_string(),
+            code,
+            meaning: exit_meaning(code),
+            cause,
+            stats: Stats::default(),
+        };
+        if known || message.is_empty() {
+            err
+        } else {
+            Error::Other(anyhow::Error::new(err).context(message))
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> Error {
+        Error::Other(anyhow::anyhow!(
+            "rclone {what} did not finish within {}s (the endpoint does not answer?)",
+            CALL_TIMEOUT.as_secs()
+        ))
+    }
+
+    fn broken(&self, what: &str, e: hyper::Error) -> Error {
+        Error::Other(anyhow::anyhow!("rclone {what}: the answer broke off: {e}"))
+    }
+}
+
+/// Percent-encodes all but unreserved characters and `/` (rclone's server decodes the path
+/// before it reads the `[fs]` part).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// A file name inside a multipart header's quotes.
+fn quoted(name: &str) -> String {
+    name.replace(['"', '\r', '\n'], "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_split_into_remote_and_name() {
+        let plain = Object::split("remote:bucket/path/.volume-syncing-operator.lease");
+        assert_eq!(plain.fs, "remote:bucket/path");
+        assert_eq!(plain.name, ".volume-syncing-operator.lease");
+        let crypt = Object::split("crypt:.volume-syncing-operator.lease");
+        assert_eq!(crypt.fs, "crypt:");
+        assert_eq!(crypt.name, ".volume-syncing-operator.lease");
+    }
+
+    #[test]
+    fn paths_are_percent_encoded_but_for_slashes() {
+        assert_eq!(
+            percent_encode("/[remote:b c/ä]/x"),
+            "/%5Bremote%3Ab%20c/%C3%A4%5D/x"
+        );
+    }
+}
