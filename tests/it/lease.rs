@@ -450,3 +450,76 @@ fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
+
+/// The acquisition's `rclone rcd` (issue 28): it addresses the same object as every other
+/// lease call, whatever the path's characters, and leaves nothing behind, neither a process
+/// nor its socket directory, in a one-shot run or a long-running one.
+#[test]
+fn the_acquisitions_rclone_server_finds_the_same_lease_and_leaves_nothing_behind() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let path = "bucket/my app ä+%[x]";
+    let src_a = tree_a(&sandbox, "a");
+    let servers_left = |sandbox: &Sandbox| -> Vec<String> {
+        let mut left: Vec<String> = fs::read_dir(sandbox.tmp())
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("volume-syncing-operator-rc-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tmp = sandbox.tmp().display().to_string();
+        let processes = std::process::Command::new("pgrep")
+            .args(["-af", &format!("rcd --rc-addr unix://{tmp}")])
+            .output()
+            .expect("pgrep (procps) runs");
+        left.extend(
+            String::from_utf8_lossy(&processes.stdout)
+                .lines()
+                .map(str::to_string),
+        );
+        left
+    };
+
+    // A long-running holder: its lease is written and read back through the server, and the
+    // server is gone once the lease is taken.
+    let pid = sandbox.path("a.pid");
+    let mut holder = Vso::s3(&sandbox, &server)
+        .args(["sync-to-remote", "-s"])
+        .arg(&src_a)
+        .args(["-d", path, "--schedule", "@every 1h", "--pid-path"])
+        .arg(&pid)
+        .spawn();
+    holder.wait_for_output("sync finished", 1, LONG);
+    let lease = server.path(&format!("{path}/.volume-syncing-operator.lease"));
+    assert!(lease.is_file(), "the lease is at {}", lease.display());
+    assert_eq!(servers_left(&sandbox), Vec::<String>::new());
+
+    // A second uploader reads that lease through its own server: refused, naming the holder.
+    let src_b = tree_b(&sandbox, "b");
+    Vso::s3(&sandbox, &server)
+        .args(["sync-to-remote", "-s"])
+        .arg(&src_b)
+        .args(["-d", path])
+        .run()
+        .assert_code(3)
+        .assert_contains("refused by safety rule 'remote-in-use'")
+        .assert_contains(&format!("pid {}", holder.pid()));
+    assert_eq!(servers_left(&sandbox), Vec::<String>::new());
+
+    interrupt(&sandbox, &pid).assert_code(0);
+    holder.wait_output(LONG).assert_code(0);
+    assert!(!lease.exists(), "released at exit");
+    Vso::s3(&sandbox, &server)
+        .args(["sync-to-remote", "-s"])
+        .arg(&src_b)
+        .args(["-d", path])
+        .run()
+        .assert_code(0);
+    assert_eq!(
+        files_only(&snapshot(&server.path(path))),
+        files_only(&snapshot(&src_b))
+    );
+    assert_eq!(servers_left(&sandbox), Vec::<String>::new());
+}

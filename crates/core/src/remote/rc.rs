@@ -52,27 +52,38 @@ pub struct RcServer {
     _dir: tempfile::TempDir,
 }
 
-/// An object of ours split as rc wants it: the remote (`fs`) and the name in it.
+/// An object of ours split as rc wants it: the configured remote (`fs`, up to its colon), the
+/// directory in it and the name. The remote is only the config section's name, which has no
+/// `]`: `--rc-serve` ends the `[fs]` of a URL at the first `]`, and a path may hold one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
     pub fs: String,
+    pub dir: String,
     pub name: String,
 }
 
 impl Object {
-    /// `remote:bucket/path/name` → (`remote:bucket/path`, `name`); `crypt:name` →
-    /// (`crypt:`, `name`).
+    /// `remote:bucket/path/name` → (`remote:`, `bucket/path`, `name`); `crypt:name` →
+    /// (`crypt:`, ``, `name`).
     pub fn split(object: &str) -> Object {
-        let (fs, name) = match object.rsplit_once('/') {
-            Some((fs, name)) => (fs.to_string(), name),
-            None => match object.split_once(':') {
-                Some((remote, name)) => (format!("{remote}:"), name),
-                None => (String::new(), object),
-            },
+        let (fs, path) = match object.split_once(':') {
+            Some((remote, path)) => (format!("{remote}:"), path),
+            None => (String::new(), object),
         };
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
         Object {
             fs,
+            dir: dir.to_string(),
             name: name.to_string(),
+        }
+    }
+
+    /// The path in the remote: `dir/name`.
+    fn path(&self) -> String {
+        if self.dir.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.dir, self.name)
         }
     }
 }
@@ -121,7 +132,10 @@ impl RcServer {
         loop {
             if let Some(status) = self.child.try_wait().context("waiting for rclone rcd")? {
                 // Its output (an unparsable config, say) is the cause.
-                let log = self.log.take().map(|log| tokio::time::timeout(Duration::from_secs(5), log));
+                let log = self
+                    .log
+                    .take()
+                    .map(|log| tokio::time::timeout(Duration::from_secs(5), log));
                 let (tail, causes) = match log {
                     Some(log) => log.await.ok().and_then(|r| r.ok()).unwrap_or_default(),
                     None => Default::default(),
@@ -144,14 +158,18 @@ impl RcServer {
     /// Creates (and caches in the server) the remote `fs`: with crypt, this derives the key,
     /// so later calls on it cost a request only.
     pub async fn warm(&self, fs: &str) -> Result<()> {
-        self.call("operations/fsinfo", serde_json::json!({ "fs": fs }), "fsinfo")
-            .await
-            .map(|_| ())
+        self.call(
+            "operations/fsinfo",
+            serde_json::json!({ "fs": fs }),
+            "fsinfo",
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Reads at most `max` bytes of an object; `None` when it (or its bucket) does not exist.
     pub async fn read(&self, object: &Object, max: usize, what: &str) -> Result<Option<Vec<u8>>> {
-        let path = format!("/[{}]/{}", object.fs, object.name);
+        let path = format!("/[{}]/{}", object.fs, object.path());
         let request = hyper::Request::get(format!("http://rc{}", percent_encode(&path)))
             .body(Full::new(Bytes::new()))
             .context("building an rc request")?;
@@ -198,8 +216,9 @@ impl RcServer {
         body.extend_from_slice(data);
         body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
         let query = format!(
-            "/operations/uploadfile?fs={}&remote=",
-            percent_encode(&object.fs)
+            "/operations/uploadfile?fs={}&remote={}",
+            percent_encode(&object.fs),
+            percent_encode(&object.dir)
         );
         let request = hyper::Request::post(format!("http://rc{query}"))
             .header(
@@ -217,7 +236,7 @@ impl RcServer {
 
     /// Deletes an object; `false` when it did not exist.
     pub async fn delete(&self, object: &Object, what: &str) -> Result<bool> {
-        let body = serde_json::json!({ "fs": object.fs, "remote": object.name });
+        let body = serde_json::json!({ "fs": object.fs, "remote": object.path() });
         match self.call("operations/deletefile", body, what).await {
             Ok(_) => Ok(true),
             Err(Error::Rclone { code: 4, .. }) => Ok(false),
@@ -230,7 +249,7 @@ impl RcServer {
     pub async fn server_modtime(&self, object: &Object, what: &str) -> Result<Option<String>> {
         let body = serde_json::json!({
             "fs": object.fs,
-            "remote": object.name,
+            "remote": object.path(),
             "_config": { "UseServerModTime": true },
         });
         let answer = self.call("operations/stat", body, what).await?;
@@ -264,9 +283,10 @@ impl RcServer {
         mut request: hyper::Request<Full<Bytes>>,
         what: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
-        request
-            .headers_mut()
-            .insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("rc"));
+        request.headers_mut().insert(
+            hyper::header::HOST,
+            hyper::header::HeaderValue::from_static("rc"),
+        );
         let exchange = async {
             let stream = UnixStream::connect(&self.socket)
                 .await
@@ -288,7 +308,11 @@ impl RcServer {
         }
     }
 
-    async fn body(&self, response: hyper::Response<hyper::body::Incoming>, what: &str) -> Result<Vec<u8>> {
+    async fn body(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let limited = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BYTES);
         match tokio::time::timeout(CALL_TIMEOUT, limited.collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
@@ -373,12 +397,15 @@ mod tests {
 
     #[test]
     fn objects_split_into_remote_and_name() {
-        let plain = Object::split("remote:bucket/path/.volume-syncing-operator.lease");
-        assert_eq!(plain.fs, "remote:bucket/path");
+        let plain = Object::split("remote:bucket/a]b: c/.volume-syncing-operator.lease");
+        assert_eq!(plain.fs, "remote:");
+        assert_eq!(plain.dir, "bucket/a]b: c");
         assert_eq!(plain.name, ".volume-syncing-operator.lease");
+        assert_eq!(plain.path(), "bucket/a]b: c/.volume-syncing-operator.lease");
         let crypt = Object::split("crypt:.volume-syncing-operator.lease");
         assert_eq!(crypt.fs, "crypt:");
-        assert_eq!(crypt.name, ".volume-syncing-operator.lease");
+        assert_eq!(crypt.dir, "");
+        assert_eq!(crypt.path(), ".volume-syncing-operator.lease");
     }
 
     #[test]

@@ -147,7 +147,12 @@ impl Job {
     /// `--sync-timeout` when one is set. When the time is up, the running rclone is dropped,
     /// which kills it (`kill_on_drop`); an unfinished restore keeps its marker.
     /// `checked`: the read-only checks already passed for this run (the first attempt uses them).
-    pub async fn run(&self, plan: &SyncPlan, checked: Option<Checked>, abort: &mut Abort) -> Report {
+    pub async fn run(
+        &self,
+        plan: &SyncPlan,
+        checked: Option<Checked>,
+        abort: &mut Abort,
+    ) -> Report {
         let started = Instant::now();
         let mut checked = checked;
         let mut retries = Retries::new(self.retries);

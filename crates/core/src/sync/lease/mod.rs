@@ -642,7 +642,10 @@ impl Lease {
             );
             let expires = match &judged {
                 Some((seen, expires)) if *seen == key => *expires,
-                _ => match self.judged_expiry(&record, now, max_skew, Via::Process).await {
+                _ => match self
+                    .judged_expiry(&record, now, max_skew, Via::Process)
+                    .await
+                {
                     Ok(expires) => {
                         judged = Some((key, expires));
                         expires
@@ -775,7 +778,10 @@ impl Lease {
                 .write(&self.target, json.as_bytes(), "rcat (lease)")
                 .await
                 .map_err(rclone_first),
-            Via::Process => self.call(&args, Some(&json), "rcat (lease)").await.map(|_| ()),
+            Via::Process => self
+                .call(&args, Some(&json), "rcat (lease)")
+                .await
+                .map(|_| ()),
         };
         match written {
             // The lease may be the first write to a new bucket, so the bucket check is kept
