@@ -235,9 +235,14 @@ demo: tools build
 ## metadata manifest; git archive into target/bench-baseline). Section 8 runs through a user-space
 ## delay proxy (real-bucket latency), with a PNG plot made with matplotlib (PyPI, into $(VENV)).
 ## Not part of `make test`; never fails on a missed target.
-## Sizes: see scripts/bench.sh (BENCH_QUICK=1, BENCH_SECTIONS=8) and scripts/bench_latency.py.
+## Section 11 compares the fixed costs of a run with the release built from BENCH_BEFORE28_REV (the
+## last commit before issue 28's lease through `rclone rcd`; git archive into target/bench-before-28).
+## Sizes: see scripts/bench.sh (BENCH_QUICK=1, BENCH_SECTIONS=8 or 11), scripts/bench_latency.py
+## and scripts/bench_fixed_cost.py.
 BENCH_BASELINE_REV ?= 336333e
 BENCH_BASELINE_DIR := target/bench-baseline
+BENCH_BEFORE28_REV ?= a830176
+BENCH_BEFORE28_DIR := target/bench-before-28
 MATPLOTLIB_VERSION := 3.11.2
 BENCH_PYTHON ?= $(VENV)/bin/python
 bench: tools
@@ -253,7 +258,13 @@ bench: tools
 	mkdir -p $(BENCH_BASELINE_DIR)/src
 	git archive $(BENCH_BASELINE_REV) | tar -x -C $(BENCH_BASELINE_DIR)/src
 	cd $(BENCH_BASELINE_DIR)/src && CARGO_TARGET_DIR=$(CURDIR)/$(BENCH_BASELINE_DIR)/target $(CARGO) build --release --locked
-	BENCH_PYTHON=$(BENCH_PYTHON) BENCH_BASELINE_BINARY=$(BENCH_BASELINE_DIR)/target/release/volume-syncing-operator scripts/bench.sh
+	rm -rf $(BENCH_BEFORE28_DIR)/src
+	mkdir -p $(BENCH_BEFORE28_DIR)/src
+	git archive $(BENCH_BEFORE28_REV) | tar -x -C $(BENCH_BEFORE28_DIR)/src
+	cd $(BENCH_BEFORE28_DIR)/src && CARGO_TARGET_DIR=$(CURDIR)/$(BENCH_BEFORE28_DIR)/target $(CARGO) build --release --locked
+	BENCH_PYTHON=$(BENCH_PYTHON) BENCH_BASELINE_BINARY=$(BENCH_BASELINE_DIR)/target/release/volume-syncing-operator \
+	  BENCH_BEFORE28_BINARY=$(BENCH_BEFORE28_DIR)/target/release/volume-syncing-operator \
+	  BENCH_BEFORE28_REV=$(BENCH_BEFORE28_REV) scripts/bench.sh
 
 ## soak: a scheduled sidecar, a writer, the S3 server killed and restarted every few minutes,
 ## rclone killed now and then; checks no loss, final equality, flat RSS (see RELIABILITY.md).

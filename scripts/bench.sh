@@ -17,6 +17,11 @@
 #      upload and no-change upload of "many small", "few large" and a mixed tree; ours vs. plain
 #      rclone defaults vs. hand-tuned rclone vs. tar|rclone rcat; a PNG plot (scripts/bench_latency.py,
 #      which documents its own BENCH_LAT_* sizes)
+#  11. the fixed costs of a run, before vs. after issue 28 (when BENCH_BEFORE28_BINARY names the
+#      binary built from BENCH_BEFORE28_REV; `make bench` builds it): a one-shot no-change upload
+#      on local S3 and at a delay, a scheduled run after the first, a dry run that prints one
+#      line per file; each vs. plain rclone (scripts/bench_fixed_cost.py, which documents its
+#      own BENCH_FC_* sizes)
 #
 # Sizes and repetitions (environment, defaults in brackets):
 #   BENCH_FILES [2000]  BENCH_SMALL_REMOTE [10]  BENCH_BIG_REMOTE [20000]
@@ -29,8 +34,10 @@
 #   BENCH_STATIC_BINARY: the static binary, if `make build-static` puts it somewhere unusual
 #   BENCH_BASELINE_BINARY: the "before" binary of section 6 (unset: section 6 is skipped)
 #   BENCH_RESTORE_FILES [20000] objects restored in section 6   BENCH_RESTORE_RUNS [5] runs each
-#   BENCH_SECTIONS [all]: `8` runs section 8 alone and replaces it in BENCH_OUT (the others
-#     need one another's data: all or nothing)
+#   BENCH_SECTIONS [all]: `8` or `11` runs that section alone and replaces it in BENCH_OUT (the
+#     others need one another's data: all or nothing)
+#   BENCH_BEFORE28_BINARY: the "before" binary of section 11 (unset: section 11 is skipped, and
+#     BENCH_SECTIONS=11 fails)   BENCH_BEFORE28_REV [a830176]: the revision it was built from
 #   BENCH_PYTHON [tools/venv/bin/python]: a Python with matplotlib, for section 8's plot
 #   BENCH_QUICK=1: small sizes everywhere, a few runs (checks the harness; not a result)
 # Needs hyperfine, python3, setpriv (util-linux) when run as root.
@@ -52,6 +59,8 @@ if [ "${BENCH_QUICK:-}" = 1 ]; then
   files=200 big=2000 runs=3 warmup=1 rss_runs=2 watch_files=500 watch_runs=3
   export BENCH_LAT_COUNTS=${BENCH_LAT_COUNTS:-100 400} BENCH_LAT_LARGE=${BENCH_LAT_LARGE:-2x8}
   export BENCH_LAT_MIXED=${BENCH_LAT_MIXED:-200} BENCH_LAT_RUNS=${BENCH_LAT_RUNS:-2}
+  export BENCH_FC_RUNS=${BENCH_FC_RUNS:-3} BENCH_FC_FILES=${BENCH_FC_FILES:-200}
+  export BENCH_FC_DRY_FILES=${BENCH_FC_DRY_FILES:-2000}
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -59,20 +68,36 @@ die() { echo "bench: $*" >&2; exit 1; }
 bench_py() { PYTHONPATH=scripts${PYTHONPATH:+:$PYTHONPATH} python3 -m bench "$@"; }
 step() { printf '\n\033[1m== bench: %s\033[0m\n' "$*" >&2; }
 
-case $sections in all | 8) ;; *) echo "bench: BENCH_SECTIONS is all or 8, not $sections" >&2; exit 2 ;; esac
+case $sections in all | 8 | 11) ;; *) echo "bench: BENCH_SECTIONS is all, 8 or 11, not $sections" >&2; exit 2 ;; esac
 tools=(python3 tar)
-[ "$sections" = 8 ] || tools+=(hyperfine) # section 8 times its commands itself
+# Sections 8 and 11 time their commands themselves.
+if [ "$sections" = all ]; then tools+=(hyperfine); fi
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is needed (make bench installs hyperfine with apt-get)"
 done
-"$plot_python" -c 'import matplotlib' 2>/dev/null ||
-  die "$plot_python has no matplotlib (make bench installs it into tools/venv; or set BENCH_PYTHON)"
+if [ "$sections" != 11 ]; then
+  "$plot_python" -c 'import matplotlib' 2>/dev/null ||
+    die "$plot_python has no matplotlib (make bench installs it into tools/venv; or set BENCH_PYTHON)"
+fi
 bin=${VSO_BINARY:-target/release/volume-syncing-operator}
 [ -x "$bin" ] || die "$bin not found: run cargo build --release (make bench does)"
 bin=$(realpath "$bin")
 rclone=$(command -v "${RCLONE_BINARY:-rclone}") || die "rclone not found: run make tools"
 rclone=$(realpath "$rclone")
 export RCLONE_BINARY=$rclone
+before28_rev=${BENCH_BEFORE28_REV:-a830176}
+before28=${BENCH_BEFORE28_BINARY:-}
+if [ -n "$before28" ]; then
+  [ -x "$before28" ] || die "BENCH_BEFORE28_BINARY=$before28 is not an executable file"
+  before28=$(realpath "$before28")
+elif [ "$sections" = 11 ]; then
+  die "BENCH_SECTIONS=11 needs BENCH_BEFORE28_BINARY, the release binary built from $before28_rev
+  (BENCH_BEFORE28_REV). make bench builds it; by hand:
+    mkdir -p target/bench-before-28/src
+    git archive $before28_rev | tar -x -C target/bench-before-28/src
+    (cd target/bench-before-28/src && CARGO_TARGET_DIR=\$PWD/../target cargo build --release --locked)
+  then: BENCH_SECTIONS=11 BENCH_BEFORE28_BINARY=target/bench-before-28/target/release/volume-syncing-operator scripts/bench.sh"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vso-bench.XXXXXX")
 case $work in *[[:space:]]*) die "the work directory $work contains white space" ;; esac
@@ -128,6 +153,25 @@ if [ "$sections" = 8 ]; then
   latency
   python3 scripts/bench_latency.py report "$results" "$out" "$plot_python"
   step "wrote section 8 into $out"
+  exit 0
+fi
+
+# --- 11. fixed costs, before vs. after issue 28 (defined here, run last, or alone) ---------------
+fixed_costs() {
+  if [ -z "$before28" ]; then
+    echo "bench: section 11 skipped: BENCH_BEFORE28_BINARY is not set (make bench sets it)" >&2
+    return 0
+  fi
+  step "11. fixed costs of a run: before ($before28_rev) vs. after (issue 28)"
+  BENCH_BEFORE28_REV=$before28_rev python3 scripts/bench_fixed_cost.py run "$work" "$results" \
+    "$bin" "$before28" "$rclone"
+}
+if [ "$sections" = 11 ]; then
+  scripts/s3-server.sh start "$work"
+  eval "$(scripts/s3-server.sh env "$work")"
+  fixed_costs
+  python3 scripts/bench_fixed_cost.py report "$results" "$out"
+  step "wrote section 11 into $out"
   exit 0
 fi
 
@@ -401,11 +445,15 @@ for _ in $(seq 1 "$runs"); do
 done
 tail -1 "$results/lease.jsonl" >&2
 
-# --- 8. latency, last: it is the longest --------------------------------------------------------------
+# --- 8. latency: it is the longest --------------------------------------------------------------------
 latency
+
+# --- 11. fixed costs, last ----------------------------------------------------------------------------
+fixed_costs
 
 # --- the report -------------------------------------------------------------------------------------
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 bench_py report "$results" "$out"
 python3 scripts/bench_latency.py report "$results" "$out" "$plot_python"
+if [ -n "$before28" ]; then python3 scripts/bench_fixed_cost.py report "$results" "$out"; fi
 step "wrote $out"

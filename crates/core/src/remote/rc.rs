@@ -182,23 +182,23 @@ impl RcServer {
             return Err(self.failure(what, response).await);
         }
         let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while bytes.len() < max {
-            let frame = tokio::time::timeout(CALL_TIMEOUT, body.frame())
-                .await
-                .map_err(|_| self.timed_out(what))?;
-            match frame {
-                None => break,
-                Some(frame) => {
-                    let frame = frame.map_err(|e| self.broken(what, e))?;
-                    if let Ok(data) = frame.into_data() {
-                        bytes.extend_from_slice(&data);
-                    }
+        // One bound for the whole body, however slowly it drips.
+        let collect = async {
+            let mut bytes = Vec::new();
+            while bytes.len() < max {
+                let Some(frame) = body.frame().await else {
+                    break;
+                };
+                if let Ok(data) = frame.map_err(|e| self.broken(what, e))?.into_data() {
+                    bytes.extend_from_slice(&data);
                 }
             }
-        }
-        bytes.truncate(max);
-        Ok(Some(bytes))
+            bytes.truncate(max);
+            Ok(Some(bytes))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, collect)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(what)))
     }
 
     /// Writes an object (replacing it).

@@ -87,9 +87,12 @@ pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
 /// The longest allowed gap between the start of reading the lease and the end of writing ours
 /// (`G` in the module doc): two small requests through an rclone that is already running
 /// ([`RcServer`], its remote created and, with crypt, its key derived before the read starts).
-/// Measured (BENCHMARKS.md section 9): 3-20 ms against a local S3 server, 40-90 ms at 10 ms one
-/// way, under 250 ms on a 2-core node at a load of 12. It was 5s while each call started its own
-/// rclone (two starts and two key derivations, up to 4s under load).
+/// Measured (BENCHMARKS.md section 11; the `gap_ms` of the debug log): 3-9 ms against a local S3
+/// server, 88-99 ms at 10 ms one way (about four round trips: connect, read, write), 3-76 ms
+/// locally on a 2-core node at a load of 10-15. So 1s leaves room for endpoints up to about
+/// 200 ms away; a slower write is withdrawn and tried again (three attempts). It was 5s
+/// while each call started its own rclone (two starts and two key derivations, up to 4s under
+/// load).
 pub const MAX_WRITE_GAP: Duration = Duration::from_secs(1);
 /// How long a new lease must stay ours before it counts as acquired (`D >= G`).
 pub const SETTLE: Duration = MAX_WRITE_GAP;
