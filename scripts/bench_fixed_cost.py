@@ -51,7 +51,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_latency import fmt_s, tree_rss_kib  # noqa: E402  (definitions only, no side effects)
+from bench_latency import fmt_s, make_small, tree_rss_kib, write_section  # noqa: E402  (definitions only, no side effects)
 
 MARK_BEGIN = "<!-- bench section 11 (fixed costs): begin -->"
 MARK_END = "<!-- bench section 11 (fixed costs): end -->"
@@ -72,12 +72,7 @@ def loadavg():
 
 def make_tree(root, n, seed=28):
     """n files of 1-4 KiB, 50 per directory."""
-    rnd = random.Random(seed)
-    for i in range(n):
-        d = os.path.join(root, f"dir-{i // 50:04d}")
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, f"file-{i:06d}.dat"), "wb") as f:
-            f.write(rnd.randbytes(rnd.randint(1024, 4096)))
+    make_small(root, n, seed, max_bytes=4096)
 
 
 def summary_of(line):
@@ -610,15 +605,7 @@ def report(results, out):
           "`BEFORE_BIN` the two binaries; the remote is configured from `REMOTE_*` (our "
           "binaries) and a config file of the same `[remote]` section (plain rclone).", "",
           MARK_END, ""]
-    section = "\n".join(L)
-    text = open(out).read() if os.path.exists(out) else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(out, "w") as f:
-        f.write(text)
+    write_section(out, "\n".join(L), MARK_BEGIN, MARK_END)
 
 
 if __name__ == "__main__":

@@ -55,14 +55,14 @@ def env(name, default):
 
 
 # --- data ------------------------------------------------------------------------------------
-def make_small(root, n, seed=18):
-    """n files of 1-16 KiB, 50 per directory (10,000 files: 200 directories)."""
+def make_small(root, n, seed=18, max_bytes=16384):
+    """n files of 1 KiB to max_bytes (16 KiB), 50 per directory (10,000 files: 200 directories)."""
     rnd = random.Random(seed)
     for i in range(n):
         d = os.path.join(root, f"dir-{i // 50:04d}")
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, f"file-{i:06d}.dat"), "wb") as f:
-            f.write(rnd.randbytes(rnd.randint(1024, 16384)))
+            f.write(rnd.randbytes(rnd.randint(1024, max_bytes)))
 
 
 def make_large(root, count, mib):
@@ -306,6 +306,19 @@ def run(work, results, binary, rclone):
 
 
 # --- the report ------------------------------------------------------------------------------
+def write_section(out, section, begin, end):
+    """Puts `section` (which starts with `begin` and ends with `end`) into the file `out` in place
+    of the text between those markers, or at its end when they are not there."""
+    text = open(out).read() if os.path.exists(out) else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(out, "w") as f:
+        f.write(text)
+
+
 def fmt_s(x):
     return f"{x:.2f} s" if x >= 1 else f"{x * 1000:.0f} ms"
 
@@ -457,15 +470,7 @@ def report(results, out, python):
           "Restore time against file count (medians; log-log): "
           + "; ".join(f"{v}: " + ", ".join(f"{n} → {fmt_s(t)}" for n, t in pts)
                       for v, pts in series.items() if pts) + ".", "", MARK_END, ""]
-    section = "\n".join(L)
-    text = open(out).read() if os.path.exists(out) else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(out, "w") as f:
-        f.write(text)
+    write_section(out, "\n".join(L), MARK_BEGIN, MARK_END)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,9 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::remote::cause::{Causes, Kind};
-use crate::remote::rclone::{Rclone, collect_tail, config_error, exit_meaning, failure};
+use crate::remote::cause::Causes;
+use crate::remote::rclone::{Rclone, collect_tail, failure, failure_with_code};
 use crate::remote::scrub::Scrubber;
-use crate::remote::stats::Stats;
 
 /// The bound of one call (the server's own timeouts end a stalled request first).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -239,7 +238,7 @@ impl RcServer {
         let body = serde_json::json!({ "fs": object.fs, "remote": object.path() });
         match self.call("operations/deletefile", body, what).await {
             Ok(_) => Ok(true),
-            Err(Error::Rclone { code: 4, .. }) => Ok(false),
+            Err(e) if e.rclone_exit_code() == Some(4) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -333,9 +332,6 @@ impl RcServer {
             Err(e) => e.to_string(),
         };
         let message = self.scrubber.scrub(message.trim()).into_owned();
-        if let Some(e) = config_error(&message) {
-            return e;
-        }
         let code = if status == hyper::StatusCode::NOT_FOUND {
             4
         } else {
@@ -343,20 +339,7 @@ impl RcServer {
         };
         let mut causes = Causes::default();
         causes.add(&message);
-        let cause = causes.cause().filter(|c| c.kind != Kind::Other);
-        let known = cause.is_some();
-        let err = Error::Rclone {
-            operation: what.to_string(),
-            code,
-            meaning: exit_meaning(code),
-            cause,
-            stats: Stats::default(),
-        };
-        if known || message.is_empty() {
-            err
-        } else {
-            Error::Other(anyhow::Error::new(err).context(message))
-        }
+        failure_with_code(what, code, &message, &causes)
     }
 
     fn timed_out(&self, what: &str) -> Error {

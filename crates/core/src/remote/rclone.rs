@@ -471,11 +471,7 @@ impl Rclone {
     pub fn spawn_piped(&self, args: &[OsString], operation: &str) -> Result<Child> {
         let mut cmd = self.command(with_check_flags(args));
         cmd.stdin(Stdio::piped());
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} for {operation}", self.binary.display()))?;
-        tracing::debug!(pid = child.id(), operation, "started rclone");
-        Ok(child)
+        self.start(cmd, operation)
     }
 
     /// Starts a long-running rclone (`rcd`, [`crate::remote::rc`]) with the check flags; its
@@ -484,11 +480,7 @@ impl Rclone {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         let mut cmd = self.command(with_check_flags(&args));
         cmd.stdout(Stdio::null());
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} for {operation}", self.binary.display()))?;
-        tracing::debug!(pid = child.id(), operation, "started rclone");
-        Ok(child)
+        self.start(cmd, operation)
     }
 
     /// The scrubber of this rclone's output.
@@ -497,8 +489,11 @@ impl Rclone {
     }
 
     fn spawn(&self, args: &[OsString], operation: &str) -> Result<Child> {
-        let child = self
-            .command(args)
+        self.start(self.command(args), operation)
+    }
+
+    fn start(&self, mut cmd: Command, operation: &str) -> Result<Child> {
+        let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {} for {operation}", self.binary.display()))?;
         tracing::debug!(pid = child.id(), operation, "started rclone");
@@ -553,11 +548,6 @@ fn unparsable_option(line: &str) -> Option<String> {
     Some(key.chars().take(64).collect())
 }
 
-/// The configuration error in an rclone message that says it cannot parse the config.
-pub(crate) fn config_error(message: &str) -> Option<Error> {
-    unparsable_option(message).map(|key| unparsable_config(&key))
-}
-
 fn unparsable_config(key: &str) -> Error {
     Error::config(format!(
         "rclone cannot parse the config: the line of option '{key}' is invalid (its value is not \
@@ -568,10 +558,20 @@ fn unparsable_config(key: &str) -> Error {
 /// The error of a failed short command: rclone's cause when one was recognised in its output
 /// (already scrubbed), else its last output line as context.
 pub(crate) fn failure(operation: &str, status: ExitStatus, detail: &str, causes: &Causes) -> Error {
+    failure_with_code(operation, status.code().unwrap_or(-1), detail, causes)
+}
+
+/// [`failure`] by rclone's exit code (or, for a call to `rclone rcd`, the code the failed
+/// command would have had).
+pub(crate) fn failure_with_code(
+    operation: &str,
+    code: i32,
+    detail: &str,
+    causes: &Causes,
+) -> Error {
     if let Some(key) = unparsable_option(detail) {
         return unparsable_config(&key);
     }
-    let code = status.code().unwrap_or(-1);
     let cause = causes.cause().filter(|c| c.kind != Kind::Other);
     let known = cause.is_some();
     let err = Error::Rclone {
