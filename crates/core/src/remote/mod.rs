@@ -5,9 +5,8 @@
 //! - [`config`]: `REMOTE_*` / `-p` → a private rclone.conf (removed on every exit path);
 //! - [`crypt`]: the `ENCRYPTED_*` settings and the encryption key check;
 //! - [`rclone`]: the child process (own process group, streamed log, bounded stop), with its
-//!   transfer statistics in [`stats`];
-//! - [`rc`]: one `rclone rcd` on a private unix socket for a burst of small calls (the lease's
-//!   acquisition) without a process start each;
+//!   transfer statistics in [`stats`]; and [`rclone::rc`], one `rclone rcd` on a private unix
+//!   socket for a burst of small calls (the lease's acquisition) without a process start each;
 //! - [`cause`]: what a failed call's log says went wrong (DNS, refused, TLS, auth, ...);
 //! - [`scrub`]: secret values kept out of rclone's log lines.
 //!
@@ -18,7 +17,6 @@ pub mod cause;
 pub mod config;
 pub mod crypt;
 pub mod path;
-pub mod rc;
 pub mod rclone;
 pub mod scrub;
 pub mod stats;

@@ -56,11 +56,9 @@
 //! waits (`--wait-for-writer`, progress logged) for it to be released or to expire; so a new
 //! Pod's init container restores what the old Pod's final sync wrote. On timeout: exit 1.
 
-use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
@@ -69,16 +67,18 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::logging::untrusted;
 use crate::remote::path::{Internal, RemoteEnd};
-use crate::remote::rc::{Object, RcServer};
 use crate::remote::rclone::{Abort, Rclone, STOP_GRACE, aborted};
 
 mod errors;
 mod record;
 #[cfg(test)]
 mod tests;
+mod transport;
 
-use errors::{is_retryable, rclone_code, rclone_first};
-use record::{Expiry, MAX_LEASE_BYTES, add, is_live, parse_time, rfc3339};
+use transport::{Found, LeaseObject, Via};
+
+use errors::is_retryable;
+use record::{Expiry, add, is_live, rfc3339};
 pub use record::{Holder, MAX_TTL, Record, parse_lease};
 
 /// The safety rule of a refusal because another writer holds the lease.
@@ -98,8 +98,6 @@ pub const MAX_WRITE_GAP: Duration = Duration::from_secs(1);
 pub const SETTLE: Duration = MAX_WRITE_GAP;
 /// How often an acquisition whose write was too slow is tried again before giving up.
 const ACQUIRE_ATTEMPTS: u32 = 3;
-/// Upper bound of one lease call (rclone also gets the short-check timeouts).
-const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 /// The shortest TTL: renewals every TTL/3 must leave room for the settle delay and a retry.
 pub const MIN_TTL: Duration = Duration::from_secs(15);
 /// Why a writer may never stop while a restore waits: the one case we know of, named in the
@@ -129,21 +127,10 @@ pub enum Role {
     None,
 }
 
-/// What reading the lease found.
-#[derive(Debug)]
-enum Found {
-    Nothing,
-    Lease(Record),
-    /// An object that is not a lease of ours (corrupt, or another program's).
-    Unreadable(String),
-}
-
 /// The lease of a remote path, through the remote the sync uses.
 pub struct Lease {
-    rclone: Rclone,
-    object: String,
-    /// The same object as the rc server addresses it.
-    target: Object,
+    /// The lease object and the calls on it.
+    remote: LeaseObject,
     display: String,
     me: Holder,
     role: Role,
@@ -181,9 +168,11 @@ impl Lease {
             return Ok(None);
         }
         Ok(Some(Lease {
-            rclone: rclone.for_single_objects(),
-            object: end.object(Internal::Lease),
-            target: Object::split(&end.object(Internal::Lease)),
+            remote: LeaseObject::new(
+                rclone.for_single_objects(),
+                end.object(Internal::Lease),
+                end.shown_object(Internal::Lease),
+            ),
             display: end.shown_object(Internal::Lease),
             me: Holder::me()?,
             role,
@@ -287,15 +276,13 @@ impl Lease {
         let server = if self.dry_run {
             None
         } else {
-            let server = RcServer::start(&self.rclone).await?;
-            server.warm(&self.target.fs).await.map_err(rclone_first)?;
-            Some(server)
+            self.remote.start_server().await
         };
         let via = server.as_ref().map_or(Via::Process, Via::Rc);
         for attempt in 1..=ACQUIRE_ATTEMPTS {
             let start = Instant::now();
             let now = Utc::now();
-            match self.read(via).await? {
+            match self.remote.read(via).await? {
                 Found::Nothing => {}
                 Found::Lease(record) if record.holder.id == self.me.id => {}
                 Found::Lease(record) => {
@@ -336,7 +323,7 @@ impl Lease {
                 Found::Unreadable(why) if !settings.force_take_over && !self.dry_run => {
                     // Not a lease, but maybe another release's: held for the longest TTL after
                     // it was written, then replaced (never a block for ever).
-                    let written = self.written_at(now, via).await?;
+                    let written = self.remote.written_at(now, via).await?;
                     let until = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
                     if is_live(until, now, settings.max_skew) {
                         return Err(Error::refused(
@@ -369,7 +356,7 @@ impl Lease {
                 return Ok(());
             }
             let (record, expires) = Record::new(self.me.clone(), now, now, settings.ttl)?;
-            self.write(&record, via).await?;
+            self.remote.write(&record, via).await?;
             let gap = start.elapsed();
             tracing::debug!(
                 lease = self.display,
@@ -379,7 +366,7 @@ impl Lease {
             );
             self.written.send_modify(|n| *n += 1);
             tokio::time::sleep(SETTLE).await;
-            match self.read(via).await? {
+            match self.remote.read(via).await? {
                 Found::Lease(back) if back.holder.id == self.me.id => {
                     if gap <= MAX_WRITE_GAP {
                         tracing::info!(
@@ -404,7 +391,7 @@ impl Lease {
                         format_duration_ms(gap),
                         format_duration_ms(MAX_WRITE_GAP)
                     );
-                    self.delete(via).await?;
+                    self.remote.delete(via).await?;
                     // Racers that gave up together should not retry together.
                     let jitter = u64::from(self.me.id.as_bytes()[0] % 16) * 125;
                     tokio::time::sleep(SETTLE + Duration::from_millis(jitter)).await;
@@ -527,7 +514,12 @@ impl Lease {
     }
 
     async fn renew(&self, settings: &WriterSettings, current: &Held) -> Result<Held, Renewal> {
-        match self.read(Via::Process).await.map_err(Renewal::Failed)? {
+        match self
+            .remote
+            .read(Via::Process)
+            .await
+            .map_err(Renewal::Failed)?
+        {
             Found::Lease(record) if record.holder.id == self.me.id => {}
             Found::Lease(record) => {
                 return Err(Renewal::Lost(format!(
@@ -546,7 +538,8 @@ impl Lease {
         let now = Utc::now();
         let (record, expires) = Record::new(self.me.clone(), current.started, now, settings.ttl)
             .map_err(Renewal::Failed)?;
-        self.write(&record, Via::Process)
+        self.remote
+            .write(&record, Via::Process)
             .await
             .map_err(Renewal::Failed)?;
         tracing::debug!(
@@ -570,9 +563,9 @@ impl Lease {
         }
         self.set_held(&mut held, None);
         let result = async {
-            match self.read(Via::Process).await? {
+            match self.remote.read(Via::Process).await? {
                 Found::Lease(record) if record.holder.id == self.me.id => {
-                    self.delete(Via::Process).await?;
+                    self.remote.delete(Via::Process).await?;
                     // Debug: the run's summary stays the last line of a successful run.
                     tracing::debug!(lease = self.display, "released the lease");
                 }
@@ -598,10 +591,10 @@ impl Lease {
         if held.is_some() {
             return; // acquired: released at the end as usual
         }
-        if let Ok(Found::Lease(record)) = self.read(Via::Process).await
+        if let Ok(Found::Lease(record)) = self.remote.read(Via::Process).await
             && record.holder.id == self.me.id
         {
-            match self.delete(Via::Process).await {
+            match self.remote.delete(Via::Process).await {
                 Ok(()) => tracing::info!(lease = self.display, "withdrew the lease"),
                 Err(e) => tracing::warn!(
                     lease = self.display,
@@ -620,7 +613,7 @@ impl Lease {
         let mut last_log: Option<Instant> = None;
         let mut judged: Option<((String, String, String), DateTime<Utc>)> = None;
         loop {
-            let found = match self.read(Via::Process).await {
+            let found = match self.remote.read(Via::Process).await {
                 Ok(found) => found,
                 // The restore's own checks decide what a remote that cannot be read means.
                 Err(e) => {
@@ -697,26 +690,6 @@ impl Lease {
         }
     }
 
-    async fn read(&self, via: Via<'_>) -> Result<Found> {
-        // At most one byte more than a lease may be: a huge object is not read into memory.
-        if let Via::Rc(server) = via {
-            let read = server.read(&self.target, MAX_LEASE_BYTES + 1, "cat (lease)");
-            return Ok(match read.await.map_err(rclone_first)? {
-                None => Found::Nothing,
-                Some(bytes) => found(&bytes),
-            });
-        }
-        let count = (MAX_LEASE_BYTES + 1).to_string();
-        let args = ["cat", "--count", count.as_str(), self.object.as_str()].map(OsString::from);
-        let text = match self.call(&args, None, "cat (lease)").await {
-            Ok(text) => text,
-            // A missing bucket or directory: no lease.
-            Err(e) if rclone_code(&e) == Some(3) => return Ok(Found::Nothing),
-            Err(e) => return Err(e),
-        };
-        Ok(found(text.as_bytes()))
-    }
-
     /// When another writer's `record` counts as expiring ([`Record::expiry`]); warns when its
     /// own expiry is not believed. Costs one more call only for a lease without a usable
     /// renewal time.
@@ -731,7 +704,7 @@ impl Lease {
             Expiry::Stated(expires) => return Ok(expires),
             Expiry::Capped(expires, why) => (expires, why),
             Expiry::Unanchored(why) => {
-                let written = self.written_at(now, via).await?;
+                let written = self.remote.written_at(now, via).await?;
                 let expires = add(written, MAX_TTL).unwrap_or(DateTime::<Utc>::MAX_UTC);
                 (
                     expires,
@@ -748,107 +721,6 @@ impl Lease {
             format_duration(MAX_TTL)
         );
         Ok(expires)
-    }
-
-    /// When the lease object was written, by the server's clock (`--use-server-modtime`: the
-    /// modification time a writer sets itself could lie), and never later than `now`.
-    async fn written_at(&self, now: DateTime<Utc>, via: Via<'_>) -> Result<DateTime<Utc>> {
-        if let Via::Rc(server) = via {
-            let stat = server.server_modtime(&self.target, "stat (lease)");
-            let written = stat.await.map_err(rclone_first)?;
-            let written = written.as_deref().and_then(parse_time);
-            return Ok(written.map_or(now, |t| t.min(now)));
-        }
-        let args = [
-            "lsjson",
-            "--stat",
-            "--use-server-modtime",
-            self.object.as_str(),
-        ]
-        .map(OsString::from);
-        let text = self.call(&args, None, "lsjson --stat (lease)").await?;
-        let written = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| parse_time(v.get("ModTime")?.as_str()?));
-        Ok(written.map_or(now, |t| t.min(now)))
-    }
-
-    async fn write(&self, record: &Record, via: Via<'_>) -> Result<()> {
-        let json = serde_json::to_string(record).context("cannot encode the lease")?;
-        let args = ["rcat", self.object.as_str()].map(OsString::from);
-        let written = match via {
-            Via::Rc(server) => server
-                .write(&self.target, json.as_bytes(), "rcat (lease)")
-                .await
-                .map_err(rclone_first),
-            Via::Process => self
-                .call(&args, Some(&json), "rcat (lease)")
-                .await
-                .map(|_| ()),
-        };
-        match written {
-            // The lease may be the first write to a new bucket, so the bucket check is kept
-            // unless the provider's answer to it proves the bucket exists.
-            Err(e) if crate::remote::rclone::is_bucket_already_exists(&e) => {
-                let args = [
-                    "rcat",
-                    self.object.as_str(),
-                    crate::remote::rclone::NO_BUCKET_CHECK,
-                ]
-                .map(OsString::from);
-                self.call(&args, Some(&json), "rcat (lease)")
-                    .await
-                    .map(|_| ())
-            }
-            other => other,
-        }
-    }
-
-    async fn delete(&self, via: Via<'_>) -> Result<()> {
-        if let Via::Rc(server) = via {
-            return server
-                .delete(&self.target, "deletefile (lease)")
-                .await
-                .map(|_| ())
-                .map_err(rclone_first);
-        }
-        let args = ["deletefile", self.object.as_str()].map(OsString::from);
-        match self.call(&args, None, "deletefile (lease)").await {
-            Err(e) if rclone_code(&e) == Some(4) => Ok(()), // already gone
-            other => other.map(|_| ()),
-        }
-    }
-
-    async fn call(&self, args: &[OsString], stdin: Option<&str>, what: &str) -> Result<String> {
-        tokio::time::timeout(CALL_TIMEOUT, self.rclone.output(args, stdin, what))
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Other(anyhow::anyhow!(
-                    "rclone {what} on {} did not finish within {}",
-                    self.display,
-                    format_duration(CALL_TIMEOUT)
-                )))
-            })
-            .map_err(rclone_first)
-    }
-}
-
-/// How a lease call reaches the remote: a short rclone command of its own, or a request to the
-/// acquisition's running rclone ([`RcServer`]), whose calls are fast enough for [`MAX_WRITE_GAP`].
-#[derive(Clone, Copy)]
-enum Via<'a> {
-    Process,
-    Rc(&'a RcServer),
-}
-
-/// What the bytes of the lease object are.
-fn found(bytes: &[u8]) -> Found {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Found::Nothing;
-    }
-    match parse_lease(bytes) {
-        Ok(record) => Found::Lease(record),
-        Err(why) => Found::Unreadable(why),
     }
 }
 

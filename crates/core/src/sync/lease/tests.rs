@@ -1,5 +1,7 @@
 //! Unit tests of the lease: the record's parser and times, the rule's arithmetic.
 
+use super::errors::{rclone_code, rclone_first};
+use super::record::{MAX_LEASE_BYTES, parse_time};
 use super::*;
 
 fn record(expires: DateTime<Utc>) -> Record {

@@ -45,6 +45,8 @@ use crate::remote::cause::{Causes, Kind};
 use crate::remote::scrub::Scrubber;
 use crate::remote::stats::Stats;
 
+pub mod rc;
+
 /// How long rclone gets between SIGTERM and SIGKILL when it must stop.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -401,7 +403,7 @@ impl Rclone {
         let mut child = self.spawn(&with_check_flags(args), operation)?;
         let stdout = child.stdout.take().context("rclone stdout")?;
         let stderr = child.stderr.take().context("rclone stderr")?;
-        let stderr_task = tokio::spawn(collect_tail(stderr, Arc::clone(&self.scrubber)));
+        let stderr_task = tokio::spawn(collect_tail(stderr, Arc::clone(&self.scrubber), false));
         let mut lines = BufReader::new(stdout).lines();
         while let Some(line) = lines.next_line().await.context("reading rclone output")? {
             if !line.trim().is_empty() {
@@ -474,7 +476,7 @@ impl Rclone {
         self.start(cmd, operation)
     }
 
-    /// Starts a long-running rclone (`rcd`, [`crate::remote::rc`]) with the check flags; its
+    /// Starts a long-running rclone (`rcd`, [`rc`]) with the check flags; its
     /// standard error is a pipe for the caller to drain ([`collect_tail`]).
     pub fn spawn_server(&self, args: &[&str], operation: &str) -> Result<Child> {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
@@ -624,16 +626,23 @@ async fn stop(child: &mut Child) {
 
 /// Reads an rclone's stderr to the end, logging it at debug level (scrubbed): its last line and
 /// the causes it named.
+/// `quiet`: at trace level (target `rclone::rcd`), for `rclone rcd`, whose log names every
+/// request that failed, an expected "object not found" included.
 pub(crate) async fn collect_tail<R: AsyncRead + Unpin>(
     reader: R,
     scrubber: Arc<Scrubber>,
+    quiet: bool,
 ) -> (String, Causes) {
     let mut lines = BufReader::new(reader).lines();
     let mut last_error = String::new();
     let mut causes = Causes::default();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = scrubber.scrub(&line).into_owned();
-        tracing::debug!(target: "rclone", "{line}");
+        if quiet {
+            tracing::trace!(target: "rclone::rcd", "{line}");
+        } else {
+            tracing::debug!(target: "rclone", "{line}");
+        }
         if !line.trim().is_empty() {
             causes.add(&line);
             last_error = line;

@@ -28,9 +28,9 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
+use super::{Rclone, collect_tail, failure, failure_with_code};
 use crate::error::{Error, Result};
 use crate::remote::cause::Causes;
-use crate::remote::rclone::{Rclone, collect_tail, failure, failure_with_code};
 use crate::remote::scrub::Scrubber;
 
 /// The bound of one call (the server's own timeouts end a stalled request first).
@@ -45,7 +45,7 @@ pub struct RcServer {
     child: Child,
     socket: PathBuf,
     scrubber: Arc<Scrubber>,
-    /// Drains the server's log (debug) so it never blocks on a full pipe; its last line and
+    /// Drains the server's log (trace) so it never blocks on a full pipe; its last line and
     /// causes explain a server that exits.
     log: Option<JoinHandle<(String, Causes)>>,
     _dir: tempfile::TempDir,
@@ -62,11 +62,16 @@ pub struct Object {
 }
 
 impl Object {
-    /// `remote:bucket/path/name` → (`remote:`, `bucket/path`, `name`); `crypt:name` →
-    /// (`crypt:`, ``, `name`).
+    /// `remote:bucket/path/name` → (`remote:`, `bucket/path`, `name`); `remote:/abs/name` →
+    /// (`remote:/`, `abs`, `name`); `crypt:name` → (`crypt:`, ``, `name`).
     pub fn split(object: &str) -> Object {
         let (fs, path) = match object.split_once(':') {
-            Some((remote, path)) => (format!("{remote}:"), path),
+            // An absolute path (the local backend's) keeps its root in the remote part.
+            Some((remote, path)) => {
+                let relative = path.trim_start_matches('/');
+                let root = &path[..path.len() - relative.len()];
+                (format!("{remote}:{root}"), relative)
+            }
             None => (String::new(), object),
         };
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -114,7 +119,7 @@ impl RcServer {
         )?;
         let stderr = child.stderr.take().context("rclone stderr")?;
         let scrubber = rclone.scrubber();
-        let log = tokio::spawn(collect_tail(stderr, Arc::clone(&scrubber)));
+        let log = tokio::spawn(collect_tail(stderr, Arc::clone(&scrubber), true));
         let mut server = RcServer {
             child,
             socket,
@@ -385,6 +390,9 @@ mod tests {
         assert_eq!(plain.dir, "bucket/a]b: c");
         assert_eq!(plain.name, ".volume-syncing-operator.lease");
         assert_eq!(plain.path(), "bucket/a]b: c/.volume-syncing-operator.lease");
+        let local = Object::split("remote:/tmp/a b/.volume-syncing-operator.lease");
+        assert_eq!(local.fs, "remote:/");
+        assert_eq!(local.dir, "tmp/a b");
         let crypt = Object::split("crypt:.volume-syncing-operator.lease");
         assert_eq!(crypt.fs, "crypt:");
         assert_eq!(crypt.dir, "");
