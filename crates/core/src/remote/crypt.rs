@@ -170,10 +170,20 @@ impl KeyCheck {
     /// Refuses (exit 3) when the key does not match the remote's data. On an upload that is
     /// not a dry run, writes the check object if it is missing.
     pub async fn verify(&self, rclone: &Rclone, upload: bool, dry_run: bool) -> Result<()> {
+        if self.inspect(rclone).await? && upload && !dry_run {
+            self.write(rclone).await?;
+        }
+        Ok(())
+    }
+
+    /// [`KeyCheck::verify`] without the write: refuses (exit 3) when the key does not match the
+    /// remote's data; `true` when the check object is missing (and the data, if any, decrypts).
+    /// It writes nothing, so an upload may run it before its lease is taken.
+    pub async fn inspect(&self, rclone: &Rclone) -> Result<bool> {
         let object = self.end.object(Internal::KeyCheck);
         let cat = ["cat", object.as_str()].map(OsString::from);
         match rclone.output(&cat, None, "cat (key check)").await {
-            Ok(content) if content == KEY_CHECK_CONTENT => return Ok(()),
+            Ok(content) if content == KEY_CHECK_CONTENT => return Ok(false),
             Ok(content) if !content.is_empty() => {
                 return Err(self.mismatch("the check object has unexpected content"));
             }
@@ -186,35 +196,38 @@ impl KeyCheck {
             Err(e) => return Err(e),
         }
         self.probe_existing_data(rclone).await?;
-        if upload && !dry_run {
-            let rcat = ["rcat", object.as_str()].map(OsString::from);
-            match rclone
-                .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
-                .await
-            {
-                Err(e) if crate::remote::rclone::is_bucket_already_exists(&e) => {
-                    // Some providers (rclone's `Minio` and others against servers that answer
-                    // 409 BucketAlreadyExists to a bucket they own) fail the upload on the
-                    // bucket check before it. The answer proves the bucket exists, so the write
-                    // is repeated without that check.
-                    tracing::debug!(
-                        "the provider answered BucketAlreadyExists; writing without the bucket check"
-                    );
-                    let rcat =
-                        ["rcat", object.as_str(), "--s3-no-check-bucket"].map(OsString::from);
-                    rclone
-                        .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
-                        .await?;
-                }
-                other => {
-                    other?;
-                }
+        Ok(true)
+    }
+
+    /// Writes the check object (an upload's, once [`KeyCheck::inspect`] found it missing).
+    pub async fn write(&self, rclone: &Rclone) -> Result<()> {
+        let object = self.end.object(Internal::KeyCheck);
+        let rcat = ["rcat", object.as_str()].map(OsString::from);
+        match rclone
+            .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
+            .await
+        {
+            Err(e) if crate::remote::rclone::is_bucket_already_exists(&e) => {
+                // Some providers (rclone's `Minio` and others against servers that answer
+                // 409 BucketAlreadyExists to a bucket they own) fail the upload on the
+                // bucket check before it. The answer proves the bucket exists, so the write
+                // is repeated without that check.
+                tracing::debug!(
+                    "the provider answered BucketAlreadyExists; writing without the bucket check"
+                );
+                let rcat = ["rcat", object.as_str(), "--s3-no-check-bucket"].map(OsString::from);
+                rclone
+                    .output(&rcat, Some(KEY_CHECK_CONTENT), "rcat (key check)")
+                    .await?;
             }
-            tracing::info!(
-                remote = self.end.shown(),
-                "wrote the encryption key check object"
-            );
+            other => {
+                other?;
+            }
         }
+        tracing::info!(
+            remote = self.end.shown(),
+            "wrote the encryption key check object"
+        );
         Ok(())
     }
 

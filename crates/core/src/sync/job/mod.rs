@@ -111,6 +111,8 @@ pub struct Job {
 pub struct Checked {
     /// The source's file count for the upload record (`None` with `--no-delete`).
     files: Option<u64>,
+    /// With encryption: the key check object is missing (written once the lease is held).
+    key_check_missing: bool,
 }
 
 /// Writes rclone filter rules, closed by `- **`, to a temporary file.
@@ -295,16 +297,17 @@ impl Job {
     }
 
     /// The checks before any upload, full or incremental: the valves, the key check, then the
-    /// encryption marker (the one write among them, made while the lease is held).
+    /// writes among them (a missing key check object, the encryption marker), made while the
+    /// lease is held.
     async fn check_upload(&self, abort: &mut Abort) -> Result<()> {
-        self.check_remote_and_source(abort).await?;
-        self.ensure_marker(abort).await
+        let key_check_missing = self.check_remote_and_source(abort).await?;
+        self.ensure_key_objects(key_check_missing, abort).await
     }
 
     /// The read-only checks of a full upload: [`Job::check_upload`]'s but for the marker, and
     /// the `mass-delete` valve. They write nothing, so they may run while the lease settles.
     pub async fn check_upload_reads(&self, abort: &mut Abort) -> Result<Checked> {
-        self.check_remote_and_source(abort).await?;
+        let key_check_missing = self.check_remote_and_source(abort).await?;
         let files = if self.no_delete {
             None
         } else {
@@ -313,20 +316,30 @@ impl Job {
                 .check(&self.rclone, &self.local, &self.remote);
             Some(unless_aborted(abort, check).await?)
         };
-        Ok(Checked { files })
+        Ok(Checked {
+            files,
+            key_check_missing,
+        })
     }
 
-    async fn ensure_marker(&self, abort: &mut Abort) -> Result<()> {
+    /// With encryption and not a dry run: writes the key check object if it was missing, then
+    /// makes sure of the plain marker. Only once the lease is held: a racer that loses it must
+    /// not leave its key's check object over the winner's data.
+    async fn ensure_key_objects(&self, key_check_missing: bool, abort: &mut Abort) -> Result<()> {
         if let Some(check) = &self.key_check
             && !self.dry_run
         {
+            if key_check_missing {
+                unless_aborted(abort, check.write(&self.rclone)).await?;
+            }
             let marker = self.encryption_marker.ensure(&self.rclone, &check.end);
             unless_aborted(abort, marker).await?;
         }
         Ok(())
     }
 
-    async fn check_remote_and_source(&self, abort: &mut Abort) -> Result<()> {
+    /// The valves and the key check (read-only); `true` when the key check object is missing.
+    async fn check_remote_and_source(&self, abort: &mut Abort) -> Result<bool> {
         let o = &self.overrides;
         let source_without_files = safety::check_upload(
             &self.local,
@@ -334,8 +347,9 @@ impl Job {
             o.upload_empty,
             o.upload_partial,
         )?;
+        let mut key_check_missing = false;
         if let Some(check) = &self.key_check {
-            unless_aborted(abort, check.verify(&self.rclone, true, self.dry_run)).await?;
+            key_check_missing = unless_aborted(abort, check.inspect(&self.rclone)).await?;
         }
         if let Some(guard) = &self.plain_guard {
             let what =
@@ -349,7 +363,7 @@ impl Job {
             )
             .await?;
         }
-        Ok(())
+        Ok(key_check_missing)
     }
 
     async fn upload(
@@ -358,11 +372,13 @@ impl Job {
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<Outcome> {
-        let files = match checked {
-            Some(checked) => checked.files,
-            None => self.check_upload_reads(abort).await?.files,
+        let checked = match checked {
+            Some(checked) => checked,
+            None => self.check_upload_reads(abort).await?,
         };
-        self.ensure_marker(abort).await?;
+        let files = checked.files;
+        self.ensure_key_objects(checked.key_check_missing, abort)
+            .await?;
         let writer = self.manifest_writer()?;
         let stats = self
             .transfer(
@@ -610,6 +626,7 @@ impl Task for Job {
         }
         self.run(plan, checked, abort).await
     }
+
     fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>, error_follows: bool) {
         Job::log_summary(self, report, next_run, error_follows);
     }
