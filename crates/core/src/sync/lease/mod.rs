@@ -31,10 +31,12 @@
 //!   issue 28 used 5s for both, so an old and a new writer started within seconds of each other
 //!   are not covered: the README says to stop the old one first).
 //! - **Transport**: the acquisition's read, write, read-back (and a withdrawal) are requests to
-//!   one `rclone rcd` started for it ([`RcServer`]; its remote is created, and with crypt its
-//!   key derived, before the read starts), so `G` covers two requests to the remote and no
-//!   process start; the server exits when the acquisition ends. Renewal, release and the
-//!   restore's wait are not timed by the proof and use short rclone commands.
+//!   one `rclone rcd` started for it
+//!   ([`RcServer`](crate::remote::rclone::rc::RcServer): its remote is created, and with crypt
+//!   its key derived, before the read starts), so `G` covers two requests to the remote and no
+//!   process start; the server exits when the acquisition ends. A request that fails is made
+//!   again as a command (`transport.rs`), its time counted in `G` as well. Renewal, release and
+//!   the restore's wait are not timed by the proof and use short rclone commands.
 //! - **Renew**: while held, every TTL/3 (a timer independent of syncs): read, check it is still
 //!   ours, write it with a new expiry — one small write per renewal, none per file. A lease that
 //!   is no longer ours (taken over, or deleted) is lost: the running upload is stopped at once
@@ -86,7 +88,8 @@ pub const RULE: &str = "remote-in-use";
 pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
 /// The longest allowed gap between the start of reading the lease and the end of writing ours
 /// (`G` in the module doc): two small requests through an rclone that is already running
-/// ([`RcServer`], its remote created and, with crypt, its key derived before the read starts).
+/// ([`RcServer`](crate::remote::rclone::rc::RcServer), its remote created and, with crypt,
+/// its key derived before the read starts).
 /// Measured (BENCHMARKS.md section 11; the `gap_ms` of the debug log): 3-9 ms against a local S3
 /// server, 88-99 ms at 10 ms one way (about four round trips: connect, read, write), 3-76 ms
 /// locally on a 2-core node at a load of 10-15. So 1s leaves room for endpoints up to about

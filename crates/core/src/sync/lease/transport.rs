@@ -1,6 +1,7 @@
 //! How the lease's calls reach the remote: a request to the acquisition's running rclone
-//! ([`RcServer`]), fast enough for the protocol's bound `G` (`MAX_WRITE_GAP`), or a short rclone command of its own
-//! (renewal, release, the restore's wait, and every call whose request failed).
+//! ([`RcServer`]), fast enough for the protocol's bound `G` (`MAX_WRITE_GAP`), or a short
+//! rclone command of its own (renewal, release, the restore's wait, and every call whose
+//! request failed).
 //!
 //! A request that fails is made again as a command before its error counts: rclone's command
 //! line names the cause more precisely than its rc answer (a wrong secret is "Forbidden" to a
