@@ -117,9 +117,12 @@ test: tools lint test-only
 ## the cluster and stops it when it ends; should its process die before, the cluster-down below
 ## cleans up (unless a cluster was already up before: a developer's `make cluster-up`).
 test-only: tools kube-apiserver kubernetes image test-packages
-	@up_before=$$(test -f target/cluster/kubeconfig && echo 1); status=0; \
-	  $(CARGO) test --workspace --all-targets --no-fail-fast || status=$$?; \
-	  [ -n "$$up_before" ] || scripts/cluster/down.sh || status=1; exit $$status
+	@up_before=$$(test -f target/cluster/kubeconfig && echo 1); mkdir -p target; \
+	  { $(CARGO) test --workspace --all-targets --no-fail-fast 2>&1; echo $$? > target/test-status; } \
+	    | tee target/test-output.log; status=$$(cat target/test-status); \
+	  [ -n "$$up_before" ] || scripts/cluster/down.sh || status=1; \
+	  if [ "$$status" != 0 ]; then echo "== the failing tests' panics (whole output: target/test-output.log)"; \
+	    scripts/test-failures.sh target/test-output.log; fi; exit $$status
 
 ## test-packages: Debian packages the tests run for real: PostgreSQL 15 (tests/it/fidelity.rs starts
 ## a server on a restored data directory) and libnss-wrapper (a user name for its uid 65312).

@@ -1,8 +1,9 @@
 //! Case statefulset: a StatefulSet of 2 replicas, volumeClaimTemplates bound to hostPath PVs, the data
 //! mounted with a subPath, `remotePath` per Pod (`{{ pod.name }}`), sidecar only on the final
-//! sync (schedule 1 h): a file written just before `kubectl delete pod` is at the S3 server after
-//! it; the volume is then emptied, and the recreated Pod's restore brings back the same bytes,
-//! modes and empty directory before the app starts (the app sees its file at start).
+//! sync (schedule 1 h): a file written just before the Pods are deleted (`kubectl scale --replicas=0`)
+//! is at the S3 server after it; the volume is then emptied, and the recreated Pod's restore (scaled
+//! back to 2) brings back the same bytes, modes and empty directory before the app starts (the app
+//! sees its file at start).
 
 use std::fs;
 use std::path::PathBuf;
@@ -129,8 +130,15 @@ pub fn run(c: &Cluster, s3: &S3) {
         !remote0.join("late.txt").exists(),
         "no sync before the delete (schedule 1 h)"
     );
+    // Scaling to zero deletes the Pods the way `kubectl delete pod` does (SIGTERM, the sidecar's
+    // final sync) without the StatefulSet recreating sts-0 at once: its volume can be emptied
+    // only once the old Pod is gone, and a recreated Pod could otherwise win that race.
+    let old_uid = c.pod(ns, "sts-0")["metadata"]["uid"].clone();
     let deleted = Instant::now();
-    c.ok(&["delete", "pod", "-n", ns, "sts-0", "--wait=false"], None);
+    c.ok(
+        &["scale", "-n", ns, "statefulset/sts", "--replicas=0"],
+        None,
+    );
     c.wait_for(
         "the final sync of sts-0",
         ns,
@@ -138,49 +146,30 @@ pub fn run(c: &Cluster, s3: &S3) {
         || (fs::read(remote0.join("late.txt")).ok()? == b"late\n").then_some(()),
     );
     eprintln!(
-        "cluster: final sync at the S3 server {:.0?} after kubectl delete pod",
+        "cluster: final sync at the S3 server {:.0?} after its Pod was deleted",
         deleted.elapsed()
     );
-    // The final sync ends with the manifest (modes, empty directories), after the data: wait
-    // for the sidecar to have exited. The old Pod object goes only 15-20 s later (1.20's status
-    // manager), so its volume can then be emptied before the new Pod starts.
-    let old_uid = c.pod(ns, "sts-0")["metadata"]["uid"].clone();
-    // Usually seen; but the StatefulSet may recreate the Pod first (seen once in CI): then the
-    // volume cannot be emptied before the new Pod's restore, and the case checks the restore
-    // into the volume as it is.
-    let exited = c.wait_for(
-        "the old sts-0's sidecar exited",
-        ns,
-        Duration::from_secs(90),
-        || {
-            let p = c.pod(ns, "sts-0");
-            if p["metadata"]["uid"] != old_uid {
-                return Some(false);
-            }
-            let s = container_state(&p, "volume-syncing-sidecar")?;
-            s["state"]["terminated"].is_object().then_some(true)
-        },
+    // The final sync ends with the manifest (modes, empty directories), after the data: the Pod
+    // object goes once every container has exited (15-20 s later: 1.20's status manager).
+    c.wait_for("sts-0 and sts-1 gone", ns, Duration::from_secs(120), || {
+        c.pods(ns, "app=sts").is_empty().then_some(())
+    });
+    eprintln!(
+        "cluster: old sts-0 gone {:.0?} after its deletion",
+        deleted.elapsed()
     );
-    if exited {
-        eprintln!(
-            "cluster: old sts-0's sidecar exited {:.0?} after kubectl delete pod",
-            deleted.elapsed()
-        );
-        for entry in fs::read_dir(&dir0).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                fs::remove_dir_all(&path).unwrap()
-            } else {
-                fs::remove_file(&path).unwrap()
-            }
+    for entry in fs::read_dir(&dir0).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            fs::remove_dir_all(&path).unwrap()
+        } else {
+            fs::remove_file(&path).unwrap()
         }
-    } else {
-        eprintln!(
-            "cluster: NOTICE: sts-0 was recreated {:.0?} after kubectl delete pod, before its \
-             old sidecar was seen to exit: its volume was not emptied before the restore",
-            deleted.elapsed()
-        );
     }
+    c.ok(
+        &["scale", "-n", ns, "statefulset/sts", "--replicas=2"],
+        None,
+    );
     c.wait_for(
         "sts-0 recreated and Running",
         ns,
@@ -195,7 +184,7 @@ pub fn run(c: &Cluster, s3: &S3) {
         },
     );
     eprintln!(
-        "cluster: sts-0 restored and Running {:.0?} after kubectl delete pod",
+        "cluster: sts-0 restored and Running {:.0?} after its deletion",
         deleted.elapsed()
     );
     let after = snapshot(&dir0);
