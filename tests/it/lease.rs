@@ -523,3 +523,117 @@ fn the_acquisitions_rclone_server_finds_the_same_lease_and_leaves_nothing_behind
     );
     assert_eq!(servers_left(&sandbox), Vec::<String>::new());
 }
+
+/// The rclone processes a run started, by operation, from its debug log's "started rclone"
+/// lines (`--log-format json`).
+fn started_rclones(out: &Output) -> Vec<String> {
+    out.all()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "started rclone")
+        .map(|v| v["operation"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// What a one-shot upload leaves at the server besides the data: its manifest and upload
+/// record, and no lease.
+fn assert_small_objects_written(server: &S3Server, path: &str) {
+    let manifest = server.path(&format!("{path}/.volume-syncing-operator.manifest"));
+    let record = server.path(&format!("{path}/.volume-syncing-operator.upload-record"));
+    let lease = server.path(&format!("{path}/.volume-syncing-operator.lease"));
+    assert!(manifest.is_file(), "no manifest at {}", manifest.display());
+    let record = fs::read_to_string(&record)
+        .unwrap_or_else(|e| panic!("no upload record at {}: {e}", record.display()));
+    assert!(record.contains("\"files\":3"), "upload record: {record}");
+    assert!(!lease.exists(), "the lease was not released");
+}
+
+/// A one-shot upload keeps the acquisition's rclone server until its release: the manifest,
+/// the upload record, the release (and the renewals of a long sync) are requests to it, so
+/// besides the checks during the settle only the server and the sync itself start an rclone.
+#[test]
+fn a_one_shot_upload_writes_its_small_objects_through_the_acquisitions_server() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    let out = Vso::s3(&sandbox, &server)
+        .env("RUST_LOG", "debug")
+        .args(["--log-format", "json", "sync-to-remote", "-s"])
+        .arg(&src)
+        .args(["-d", "bucket/app"])
+        .run();
+    out.assert_code(0);
+    let started = started_rclones(&out);
+    assert!(
+        started.iter().filter(|op| *op == "rcd").count() == 1
+            && started.iter().filter(|op| *op == "sync").count() == 1,
+        "one server and one sync: {started:?}\n{}",
+        out.all()
+    );
+    let by_command: Vec<&String> = started
+        .iter()
+        .filter(|op| {
+            ["lease", "manifest", "upload record"]
+                .iter()
+                .any(|w| op.contains(w))
+        })
+        .filter(|op| !op.starts_with("cat (upload record)")) // the check, during the settle
+        .collect();
+    assert!(
+        by_command.is_empty(),
+        "started as commands instead of requests to the server: {by_command:?}\n{}",
+        out.all()
+    );
+    assert_small_objects_written(&server, "bucket/app");
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src)));
+}
+
+/// The server dying after the acquisition (here: killed by a wrapper as the sync starts)
+/// costs nothing but time: the manifest, the upload record and the release are made again
+/// as commands, and the run succeeds.
+#[test]
+fn a_one_shot_upload_whose_server_dies_falls_back_to_commands() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    let wrapper = sandbox.path("rclone-killing-rcd");
+    let tmp = sandbox.tmp();
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             for a in \"$@\"; do [ \"$a\" = sync ] && pkill -KILL -f 'rcd --rc-addr unix://{}'; done\n\
+             exec '{}' \"$@\"\n",
+            tmp.display(),
+            rclone().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = Vso::s3(&sandbox, &server)
+        .env("RCLONE_BINARY", &wrapper)
+        .env("RUST_LOG", "debug")
+        .args(["--log-format", "json", "sync-to-remote", "-s"])
+        .arg(&src)
+        .args(["-d", "bucket/app"])
+        .run();
+    out.assert_code(0);
+    let started = started_rclones(&out);
+    for op in [
+        "rcat (metadata manifest)",
+        "rcat (upload record)",
+        "deletefile (lease)",
+    ] {
+        assert!(
+            started.iter().any(|s| s == op),
+            "{op} was not made as a command after the server died: {started:?}\n{}",
+            out.all()
+        );
+    }
+    assert_small_objects_written(&server, "bucket/app");
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src)));
+}

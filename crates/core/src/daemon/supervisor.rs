@@ -114,6 +114,10 @@ pub async fn run_once<T: Task>(
     let (abort_tx, mut abort_rx) = watch::channel(None);
     let plan = SyncPlan::Full("one-shot run".into());
     let mut lost = lease.map(Lease::lost);
+    if let Some(lease) = lease {
+        // One run, then the release: the acquisition's rclone serves them all.
+        lease.keep_server();
+    }
     let run = task.execute(&plan, lease, &mut abort_rx);
     tokio::pin!(run);
     let report = loop {

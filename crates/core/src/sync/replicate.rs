@@ -374,7 +374,7 @@ impl Replication {
     async fn record(&self, pair: &Pair, files: u64) {
         if let Err(e) = pair
             .guard
-            .record(&self.rclone, &pair.destination.remote, files)
+            .record(&self.rclone, None, &pair.destination.remote, files)
             .await
         {
             tracing::warn!(

@@ -439,9 +439,7 @@ impl Rclone {
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        let mut child = self.start(cmd, operation)?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes())
                 .await

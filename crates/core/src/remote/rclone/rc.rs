@@ -1,5 +1,5 @@
-//! One `rclone rcd` for a burst of small calls on single objects of ours (the lease's
-//! acquisition): each call is an HTTP request to an rclone that is already running, so it costs
+//! One `rclone rcd` for the small calls on single objects of ours (the lease's acquisition;
+//! in a one-shot upload also its renewals, release, manifest and upload record): each call is an HTTP request to an rclone that is already running, so it costs
 //! a request to the remote and no process start, config parse or crypt key derivation.
 //!
 //! Decisions (issue 28, BENCHMARKS.md section 9):
@@ -202,11 +202,22 @@ impl RcServer {
         };
         tokio::time::timeout(CALL_TIMEOUT, collect)
             .await
-            .unwrap_or_else(|_| Err(self.timed_out(what)))
+            .unwrap_or_else(|_| Err(self.timed_out(what, CALL_TIMEOUT)))
     }
 
-    /// Writes an object (replacing it).
+    /// Writes a small object (replacing it), within [`CALL_TIMEOUT`].
     pub async fn write(&self, object: &Object, data: &[u8], what: &str) -> Result<()> {
+        self.write_within(object, data, what, CALL_TIMEOUT).await
+    }
+
+    /// Writes an object (replacing it), within `limit`.
+    pub async fn write_within(
+        &self,
+        object: &Object,
+        data: &[u8],
+        what: &str,
+        limit: Duration,
+    ) -> Result<()> {
         const BOUNDARY: &str = "volume-syncing-operator-a8a2f1c07e";
         let mut body = Vec::with_capacity(data.len() + 256);
         body.extend_from_slice(
@@ -231,7 +242,7 @@ impl RcServer {
             )
             .body(Full::new(Bytes::from(body)))
             .context("building an rc request")?;
-        let response = self.send(request, what).await?;
+        let response = self.send_within(request, what, limit).await?;
         if response.status().is_success() {
             return Ok(());
         }
@@ -284,8 +295,18 @@ impl RcServer {
 
     async fn send(
         &self,
+        request: hyper::Request<Full<Bytes>>,
+        what: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.send_within(request, what, CALL_TIMEOUT).await
+    }
+
+    /// Sends a request and waits for the answer's head, within `limit`.
+    async fn send_within(
+        &self,
         mut request: hyper::Request<Full<Bytes>>,
         what: &str,
+        limit: Duration,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
         request.headers_mut().insert(
             hyper::header::HOST,
@@ -305,10 +326,10 @@ impl RcServer {
                 .await
                 .context("rclone rcd did not answer")
         };
-        match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+        match tokio::time::timeout(limit, exchange).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(Error::Other(e.context(format!("rclone {what}")))),
-            Err(_) => Err(self.timed_out(what)),
+            Err(_) => Err(self.timed_out(what, limit)),
         }
     }
 
@@ -321,7 +342,7 @@ impl RcServer {
         match tokio::time::timeout(CALL_TIMEOUT, limited.collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
             Ok(Err(e)) => Err(Error::Other(anyhow::anyhow!("rclone {what}: {e}"))),
-            Err(_) => Err(self.timed_out(what)),
+            Err(_) => Err(self.timed_out(what, CALL_TIMEOUT)),
         }
     }
 
@@ -347,16 +368,22 @@ impl RcServer {
         failure_with_code(what, code, &message, &causes)
     }
 
-    fn timed_out(&self, what: &str) -> Error {
+    fn timed_out(&self, what: &str, limit: Duration) -> Error {
         Error::Other(anyhow::anyhow!(
             "rclone {what} did not finish within {}s (the endpoint does not answer?)",
-            CALL_TIMEOUT.as_secs()
+            limit.as_secs()
         ))
     }
 
     fn broken(&self, what: &str, e: hyper::Error) -> Error {
         Error::Other(anyhow::anyhow!("rclone {what}: the answer broke off: {e}"))
     }
+}
+
+/// Logs (debug) that a request failed and is made again as a command, whose error, if any,
+/// is the one that counts.
+pub fn falling_back(what: &str, e: &Error) {
+    tracing::debug!("rclone rcd: {what} failed ({e:#}); trying it as a command");
 }
 
 /// Percent-encodes all but unreserved characters and `/` (rclone's server decodes the path

@@ -1,6 +1,8 @@
-//! Moving the manifest: an `rclone rcat` started with the data sync and fed only after it
-//! succeeded (an unfed writer is killed, so nothing is written), and a bounded `rclone cat`
-//! that reads at most [`super::format::MAX_MANIFEST_BYTES`].
+//! Moving the manifest: written after the data sync succeeded, either through the rclone
+//! server the run already has (a one-shot upload keeps the lease's: one request, no process
+//! start, no second rclone beside the sync) or by an `rclone rcat` started with the data sync
+//! and fed only after it succeeded (an unfed writer is killed, so nothing is written); read by
+//! a bounded `rclone cat` that reads at most [`super::format::MAX_MANIFEST_BYTES`].
 
 use std::io;
 use std::time::Duration;
@@ -13,19 +15,70 @@ use super::format::{MAX_MANIFEST_BYTES, Record};
 use crate::error::{Error, Result};
 use crate::remote::path::{Internal, RemoteEnd};
 use crate::remote::rclone::Rclone;
+use crate::remote::rclone::rc::{self, Object, RcServer};
 
 /// Upper bound for writing or reading the manifest once its rclone runs.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How the manifest of an upload is written, chosen before the data sync starts.
+pub enum Writer<'a> {
+    /// A request to an rclone server the run already has; a request that fails is made again
+    /// as an `rclone rcat` before its error counts.
+    Server(&'a RcServer),
+    Rcat(Rcat),
+}
+
+impl<'a> Writer<'a> {
+    /// Through `server` when there is one, else an `rclone rcat` started now, so that its
+    /// start-up overlaps the data sync.
+    pub fn start(
+        rclone: &Rclone,
+        remote: &RemoteEnd,
+        server: Option<&'a RcServer>,
+    ) -> Result<Writer<'a>> {
+        match server {
+            Some(server) => Ok(Writer::Server(server)),
+            None => Rcat::start(rclone, remote).map(Writer::Rcat),
+        }
+    }
+
+    /// Writes the manifest and waits until it is stored.
+    pub async fn write(self, rclone: &Rclone, remote: &RemoteEnd, record: &Record) -> Result<()> {
+        let server = match self {
+            Writer::Rcat(rcat) => return rcat.write(record).await,
+            Writer::Server(server) => server,
+        };
+        let what = "uploadfile (metadata manifest)";
+        let object = Object::split(&remote.object(Internal::Manifest));
+        match server
+            .write_within(&object, &record.bytes(), what, TRANSFER_TIMEOUT)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                rc::falling_back(what, &e);
+                Rcat::start(rclone, remote)?.write(record).await
+            }
+        }
+    }
+
+    /// Writes nothing (an `rcat` is stopped).
+    pub fn abandon(self) {
+        if let Writer::Rcat(rcat) = self {
+            rcat.abandon();
+        }
+    }
+}
+
 /// An `rclone rcat` started before the data sync and fed only after it succeeded. Dropping
 /// it unfed kills rclone before it reads the end of its input, so nothing is written.
-pub struct Writer {
+pub struct Rcat {
     child: Child,
     stdin: Option<ChildStdin>,
 }
 
-impl Writer {
-    pub fn start(rclone: &Rclone, remote: &RemoteEnd) -> Result<Writer> {
+impl Rcat {
+    fn start(rclone: &Rclone, remote: &RemoteEnd) -> Result<Rcat> {
         // Fed only after the data sync succeeded: the bucket exists by then.
         let args = [
             "rcat".into(),
@@ -34,11 +87,11 @@ impl Writer {
         ];
         let mut child = rclone.spawn_piped(&args, "rcat (metadata manifest)")?;
         let stdin = child.stdin.take();
-        Ok(Writer { child, stdin })
+        Ok(Rcat { child, stdin })
     }
 
     /// Writes the manifest and waits for rclone to store it.
-    pub async fn write(mut self, record: &Record) -> Result<()> {
+    async fn write(mut self, record: &Record) -> Result<()> {
         let bytes = record.bytes();
         let mut stdin = self.stdin.take().context("rclone rcat stdin")?;
         let mut stdout = self.child.stdout.take().context("rclone rcat stdout")?;
@@ -76,13 +129,13 @@ impl Writer {
     }
 
     /// Stops rclone without writing anything.
-    pub fn abandon(mut self) {
+    fn abandon(mut self) {
         let _ = self.child.start_kill();
         drop(self.stdin.take());
     }
 }
 
-impl Drop for Writer {
+impl Drop for Rcat {
     fn drop(&mut self) {
         if self.stdin.is_some() {
             // Kill first: once rclone sees the end of its input it would write.

@@ -27,6 +27,7 @@ use crate::logging::summary_event;
 use crate::remote::crypt::KeyCheck;
 use crate::remote::path::{INTERNAL_FILTER, RemoteEnd};
 use crate::remote::rclone::DEFAULT_TRANSFER_FLAGS;
+use crate::remote::rclone::rc::RcServer;
 use crate::remote::rclone::{Abort, Rclone, aborted};
 use crate::remote::stats::Stats;
 use crate::sync::fidelity;
@@ -149,10 +150,13 @@ impl Job {
     /// `--sync-timeout` when one is set. When the time is up, the running rclone is dropped,
     /// which kills it (`kill_on_drop`); an unfinished restore keeps its marker.
     /// `checked`: the read-only checks already passed for this run (the first attempt uses them).
+    /// `server`: an rclone server the run may use for its small objects (the lease's, kept by a
+    /// one-shot upload): the manifest and the upload record then cost a request each.
     pub async fn run(
         &self,
         plan: &SyncPlan,
         checked: Option<Checked>,
+        server: Option<&RcServer>,
         abort: &mut Abort,
     ) -> Report {
         let started = Instant::now();
@@ -166,7 +170,10 @@ impl Job {
                     metadata: "none",
                     ..VolumeSummary::default()
                 };
-                match self.attempt(plan, checked.take(), abort, &mut volume).await {
+                match self
+                    .attempt(plan, checked.take(), server, abort, &mut volume)
+                    .await
+                {
                     Err(e) => retries.after_failure(e, abort).await?,
                     ok => return ok,
                 }
@@ -251,11 +258,14 @@ impl Job {
         &self,
         plan: &SyncPlan,
         checked: Option<Checked>,
+        server: Option<&RcServer>,
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<Outcome> {
         match (self.direction, plan) {
-            (Direction::Upload, SyncPlan::Full(_)) => self.upload(checked, abort, volume).await,
+            (Direction::Upload, SyncPlan::Full(_)) => {
+                self.upload(checked, server, abort, volume).await
+            }
             (Direction::Upload, SyncPlan::Incremental { upload, delete }) => {
                 self.upload_incremental(upload, delete, abort, volume).await
             }
@@ -369,6 +379,7 @@ impl Job {
     async fn upload(
         &self,
         checked: Option<Checked>,
+        server: Option<&RcServer>,
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<Outcome> {
@@ -379,7 +390,7 @@ impl Job {
         let files = checked.files;
         self.ensure_key_objects(checked.key_check_missing, abort)
             .await?;
-        let writer = self.manifest_writer()?;
+        let writer = self.manifest_writer(server)?;
         let stats = self
             .transfer(
                 self.local.clone().into(),
@@ -390,20 +401,20 @@ impl Job {
             .await?;
         self.write_manifest(writer, abort, volume).await?;
         if let Some(files) = files {
-            self.record_upload(files).await;
+            self.record_upload(files, server).await;
         }
         Ok(Outcome::Synced(stats))
     }
 
     /// Records the source's file count for the `mass-delete` valve after a successful upload
     /// that could delete. A failure only weakens the next check, so it is a warning.
-    async fn record_upload(&self, files: u64) {
+    async fn record_upload(&self, files: u64, server: Option<&RcServer>) {
         if self.dry_run || self.no_delete {
             return;
         }
         if let Err(e) = self
             .mass_delete
-            .record(&self.rclone, &self.remote, files)
+            .record(&self.rclone, server, &self.remote, files)
             .await
         {
             tracing::warn!(
@@ -413,20 +424,23 @@ impl Job {
         }
     }
 
-    /// Starts the manifest's `rcat` before the data sync, so its start-up costs no time; a
-    /// dry run writes nothing.
-    fn manifest_writer(&self) -> Result<Option<fidelity::Writer>> {
+    /// How the manifest will be written, chosen before the data sync: through `server`, else
+    /// an `rcat` started now so that its start-up costs no time. A dry run writes nothing.
+    fn manifest_writer<'a>(
+        &self,
+        server: Option<&'a RcServer>,
+    ) -> Result<Option<fidelity::Writer<'a>>> {
         if self.dry_run {
             return Ok(None);
         }
-        fidelity::Writer::start(&self.rclone, &self.remote).map(Some)
+        fidelity::Writer::start(&self.rclone, &self.remote, server).map(Some)
     }
 
     /// After a successful data sync: records the tree and writes the manifest, unless this
     /// process wrote the same one last time.
     async fn write_manifest(
         &self,
-        writer: Option<fidelity::Writer>,
+        writer: Option<fidelity::Writer<'_>>,
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<()> {
@@ -455,7 +469,7 @@ impl Job {
         }
         tokio::select! {
             reason = aborted(abort) => return Err(Error::Interrupted(reason)),
-            written = writer.write(&record) => written?,
+            written = writer.write(&self.rclone, &self.remote, &record) => written?,
         }
         *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
         volume.metadata = "recorded";
@@ -483,7 +497,7 @@ impl Job {
             removed = delete.len() / 2,
             "incremental upload of the changed paths"
         );
-        let writer = self.manifest_writer()?;
+        let writer = self.manifest_writer(None)?;
         let mut stats = Stats::default();
         for (operation, rules, location) in [
             (
@@ -528,7 +542,7 @@ impl Job {
         // it, so a record lagging below them is merely less eager.
         if stats.deletes > 0 {
             match safety::count_files_to_upload(&self.local) {
-                Ok(files) => self.record_upload(files).await,
+                Ok(files) => self.record_upload(files, None).await,
                 Err(e) => tracing::warn!("cannot count the files of {}: {e}", self.local.display()),
             }
         }
@@ -624,7 +638,8 @@ impl Task for Job {
                 self.forget_remote_state();
             }
         }
-        self.run(plan, checked, abort).await
+        let server = lease.and_then(Lease::server);
+        self.run(plan, checked, server.as_deref(), abort).await
     }
 
     fn log_summary(&self, report: &Report, next_run: Option<DateTime<Local>>, error_follows: bool) {

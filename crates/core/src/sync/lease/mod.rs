@@ -34,9 +34,12 @@
 //!   one `rclone rcd` started for it
 //!   ([`RcServer`](crate::remote::rclone::rc::RcServer): its remote is created, and with crypt
 //!   its key derived, before the read starts), so `G` covers two requests to the remote and no
-//!   process start; the server exits when the acquisition ends. A request that fails is made
-//!   again as a command (`transport.rs`), its time counted in `G` as well. Renewal, release and
-//!   the restore's wait are not timed by the proof and use short rclone commands.
+//!   process start. A request that fails is made again as a command (`transport.rs`), its time
+//!   counted in `G` as well. A long-running uploader's server exits when the acquisition ends,
+//!   and its renewals and release are short rclone commands; a one-shot run keeps it
+//!   ([`Lease::keep_server`]) for its renewals, release, and the run's own small objects
+//!   ([`Lease::server`]: the manifest, the upload record), so one rclone process serves them
+//!   all. The restore's wait is not timed by the proof and uses short commands.
 //! - **Renew**: while held, every TTL/3 (a timer independent of syncs): read, check it is still
 //!   ours, write it with a new expiry — one small write per renewal, none per file. A lease that
 //!   is no longer ours (taken over, or deleted) is lost: the running upload is stopped at once
@@ -58,6 +61,7 @@
 //! waits (`--wait-for-writer`, progress logged) for it to be released or to expire; so a new
 //! Pod's init container restores what the old Pod's final sync wrote. On timeout: exit 1.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -69,6 +73,7 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::logging::untrusted;
 use crate::remote::path::{Internal, RemoteEnd};
+use crate::remote::rclone::rc::RcServer;
 use crate::remote::rclone::{Abort, Rclone, STOP_GRACE, aborted};
 
 mod errors;
@@ -148,6 +153,10 @@ pub struct Lease {
     lost: watch::Sender<Option<String>>,
     /// Counts the leases this process wrote in acquisitions ([`Lease::written`]).
     written: watch::Sender<u64>,
+    /// Whether the acquisition's rclone server is kept until the release ([`Lease::keep_server`]).
+    keep_server: AtomicBool,
+    /// That server, while the lease is held.
+    server: std::sync::Mutex<Option<Arc<RcServer>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +194,8 @@ impl Lease {
             acquisitions: AtomicU64::new(0),
             lost: watch::channel(None).0,
             written: watch::channel(0).0,
+            keep_server: AtomicBool::new(false),
+            server: std::sync::Mutex::new(None),
         }))
     }
 
@@ -239,8 +250,12 @@ impl Lease {
         self.dry_run || self.holding.load(Ordering::Relaxed)
     }
 
+    /// Sets the lease we hold; without one, a kept server has nothing left to do and exits.
     fn set_held(&self, slot: &mut Option<Held>, value: Option<Held>) {
         self.holding.store(value.is_some(), Ordering::Relaxed);
+        if value.is_none() {
+            self.server_slot().take();
+        }
         *slot = value;
     }
 
@@ -256,6 +271,23 @@ impl Lease {
     /// on, until it is acquired or given up, read-only work of the run may overlap the wait.
     pub fn written(&self) -> watch::Receiver<u64> {
         self.written.subscribe()
+    }
+
+    /// For a one-shot run: the acquisition's rclone server stays up until the release, so the
+    /// renewals, the release and the run's small objects ([`Lease::server`]) cost a request each
+    /// instead of a process start. A long-running uploader does not keep it: the server would
+    /// sit idle between syncs.
+    pub fn keep_server(&self) {
+        self.keep_server.store(true, Ordering::Relaxed);
+    }
+
+    /// The rclone server kept since the acquisition ([`Lease::keep_server`]), while held.
+    pub fn server(&self) -> Option<Arc<RcServer>> {
+        self.server_slot().clone()
+    }
+
+    fn server_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<RcServer>>> {
+        self.server.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Receives `Some(why)` once a held lease is lost.
@@ -279,9 +311,9 @@ impl Lease {
         let server = if self.dry_run {
             None
         } else {
-            self.remote.start_server().await
+            self.remote.start_server().await.map(Arc::new)
         };
-        let via = server.as_ref().map_or(Via::Process, Via::Rc);
+        let via = server.as_deref().map_or(Via::Process, Via::Rc);
         for attempt in 1..=ACQUIRE_ATTEMPTS {
             let start = Instant::now();
             let now = Utc::now();
@@ -385,6 +417,9 @@ impl Lease {
                         };
                         self.set_held(&mut held, Some(acquired));
                         self.acquisitions.fetch_add(1, Ordering::Relaxed);
+                        if self.keep_server.load(Ordering::Relaxed) {
+                            *self.server_slot() = server.clone();
+                        }
                         return Ok(());
                     }
                     tracing::warn!(
@@ -517,12 +552,9 @@ impl Lease {
     }
 
     async fn renew(&self, settings: &WriterSettings, current: &Held) -> Result<Held, Renewal> {
-        match self
-            .remote
-            .read(Via::Process)
-            .await
-            .map_err(Renewal::Failed)?
-        {
+        let server = self.server();
+        let via = server.as_deref().map_or(Via::Process, Via::Rc);
+        match self.remote.read(via).await.map_err(Renewal::Failed)? {
             Found::Lease(record) if record.holder.id == self.me.id => {}
             Found::Lease(record) => {
                 return Err(Renewal::Lost(format!(
@@ -542,7 +574,7 @@ impl Lease {
         let (record, expires) = Record::new(self.me.clone(), current.started, now, settings.ttl)
             .map_err(Renewal::Failed)?;
         self.remote
-            .write(&record, Via::Process)
+            .write(&record, via)
             .await
             .map_err(Renewal::Failed)?;
         tracing::debug!(
@@ -564,11 +596,14 @@ impl Lease {
         if held.is_none() {
             return;
         }
+        // The kept server (a one-shot run's) makes the release's calls, then exits.
+        let server = self.server_slot().take();
         self.set_held(&mut held, None);
+        let via = server.as_deref().map_or(Via::Process, Via::Rc);
         let result = async {
-            match self.remote.read(Via::Process).await? {
+            match self.remote.read(via).await? {
                 Found::Lease(record) if record.holder.id == self.me.id => {
-                    self.remote.delete(Via::Process).await?;
+                    self.remote.delete(via).await?;
                     // Debug: the run's summary stays the last line of a successful run.
                     tracing::debug!(lease = self.display, "released the lease");
                 }

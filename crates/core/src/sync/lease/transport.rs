@@ -21,7 +21,7 @@ use super::record::{MAX_LEASE_BYTES, Record, parse_lease, parse_time};
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::remote::rclone::Rclone;
-use crate::remote::rclone::rc::{Object, RcServer};
+use crate::remote::rclone::rc::{self, Object, RcServer};
 
 /// Upper bound of one lease call (rclone also gets the short-check timeouts).
 const CALL_TIMEOUT: Duration = Duration::from_secs(90);
@@ -87,7 +87,7 @@ impl LeaseObject {
             match read.await {
                 Ok(None) => return Ok(Found::Nothing),
                 Ok(Some(bytes)) => return Ok(found(&bytes)),
-                Err(e) => self.falling_back("cat (lease)", &e),
+                Err(e) => rc::falling_back("cat (lease)", &e),
             }
         }
         let count = (MAX_LEASE_BYTES + 1).to_string();
@@ -112,7 +112,7 @@ impl LeaseObject {
             Via::Rc(server) => match server.server_modtime(&self.target, "stat (lease)").await {
                 Ok(written) => Some(written),
                 Err(e) => {
-                    self.falling_back("stat (lease)", &e);
+                    rc::falling_back("stat (lease)", &e);
                     None
                 }
             },
@@ -145,7 +145,7 @@ impl LeaseObject {
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(e) => self.falling_back("rcat (lease)", &e),
+                Err(e) => rc::falling_back("rcat (lease)", &e),
             }
         }
         let args = ["rcat", self.object.as_str()].map(OsString::from);
@@ -171,7 +171,7 @@ impl LeaseObject {
         if let Via::Rc(server) = via {
             match server.delete(&self.target, "deletefile (lease)").await {
                 Ok(_) => return Ok(()),
-                Err(e) => self.falling_back("deletefile (lease)", &e),
+                Err(e) => rc::falling_back("deletefile (lease)", &e),
             }
         }
         let args = ["deletefile", self.object.as_str()].map(OsString::from);
@@ -179,13 +179,6 @@ impl LeaseObject {
             Err(e) if rclone_code(&e) == Some(4) => Ok(()), // already gone
             other => other.map(|_| ()),
         }
-    }
-
-    fn falling_back(&self, what: &str, e: &Error) {
-        tracing::debug!(
-            lease = self.display,
-            "rclone rcd: {what} failed ({e:#}); trying it as a command"
-        );
     }
 
     async fn call(&self, args: &[OsString], stdin: Option<&str>, what: &str) -> Result<String> {

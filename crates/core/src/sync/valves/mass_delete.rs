@@ -43,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::logging::untrusted;
 use crate::remote::path::{INTERNAL_FILTER, Internal, RemoteEnd};
 use crate::remote::rclone::Rclone;
+use crate::remote::rclone::rc::{self, Object, RcServer};
 use crate::sync::valves::safety;
 
 /// The flag that sets the threshold, and, at 100, switches the valve off.
@@ -231,8 +232,15 @@ impl Guard {
         Ok(())
     }
 
-    /// Records `files` as the source's count after a successful upload (unless already known).
-    pub async fn record(&self, rclone: &Rclone, end: &RemoteEnd, files: u64) -> Result<()> {
+    /// Records `files` as the source's count after a successful upload (unless already known),
+    /// through `server` when the run has one (a failed request is made again as a command).
+    pub async fn record(
+        &self,
+        rclone: &Rclone,
+        server: Option<&RcServer>,
+        end: &RemoteEnd,
+        files: u64,
+    ) -> Result<()> {
         if self.known() == Known::Files(files) {
             return Ok(());
         }
@@ -241,15 +249,27 @@ impl Guard {
             written: chrono::Utc::now().to_rfc3339(),
         };
         let text = serde_json::to_string(&record).expect("a record serialises") + "\n";
+        let object = end.object(Internal::UploadRecord);
+        let what = "rcat (upload record)";
+        if let Some(server) = server {
+            match server
+                .write(&Object::split(&object), text.as_bytes(), what)
+                .await
+            {
+                Ok(()) => {
+                    self.set_known(Known::Files(files));
+                    return Ok(());
+                }
+                Err(e) => rc::falling_back(what, &e),
+            }
+        }
         let args = [
             "rcat",
-            end.object(Internal::UploadRecord).as_str(),
+            object.as_str(),
             crate::remote::rclone::NO_BUCKET_CHECK,
         ]
         .map(OsString::from);
-        rclone
-            .output(&args, Some(&text), "rcat (upload record)")
-            .await?;
+        rclone.output(&args, Some(&text), what).await?;
         self.set_known(Known::Files(files));
         Ok(())
     }
