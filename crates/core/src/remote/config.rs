@@ -200,24 +200,50 @@ pub fn remove_secrets_on_panic() {
     }));
 }
 
+/// A fresh temporary directory of mode 0700, removed when dropped and, should the process
+/// panic, by [`remove_secrets_on_panic`]'s hook (the rendered config's, the rc socket's).
+#[derive(Debug)]
+pub struct PrivateDir(tempfile::TempDir);
+
+impl PrivateDir {
+    /// A new directory in TMPDIR named `prefix…`; `what` names it in an error.
+    pub fn new(prefix: &str, what: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .with_context(|| {
+                format!("cannot create a private temp directory for {what} (is TMPDIR writable?)")
+            })?;
+        private_dirs(|dirs| dirs.push(dir.path().to_path_buf()));
+        let dir = PrivateDir(dir);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make the directory for {what} private"))?;
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        private_dirs(|dirs| dirs.retain(|d| d != self.0.path()));
+    }
+}
+
 /// The rclone.conf handed to rclone with `--config`. A rendered file is deleted with its
 /// private directory when this value is dropped; a user's file is left alone.
 #[derive(Debug)]
 pub struct ConfigFile {
     path: PathBuf,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<PrivateDir>,
 }
 
 impl ConfigFile {
     /// Writes `text` into a new private temp directory.
     pub fn private(text: &str) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("volume-syncing-operator-")
-            .tempdir()
-            .context("cannot create a private temp directory for the rclone config (is TMPDIR writable?)")?;
-        private_dirs(|dirs| dirs.push(dir.path().to_path_buf()));
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
-            .context("cannot make the config directory private")?;
+        let dir = PrivateDir::new("volume-syncing-operator-", "the rclone config")?;
         let path = dir.path().join("rclone.conf");
         let mut file = OpenOptions::new()
             .write(true)
@@ -244,14 +270,6 @@ impl ConfigFile {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        if let Some(dir) = &self._dir {
-            private_dirs(|dirs| dirs.retain(|d| d != dir.path()));
-        }
     }
 }
 

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use super::{Rclone, collect_tail, failure, failure_with_code};
 use crate::error::{Error, Result};
 use crate::remote::cause::Causes;
+use crate::remote::config::PrivateDir;
 use crate::remote::scrub::Scrubber;
 
 /// The bound of one call (the server's own timeouts end a stalled request first).
@@ -48,7 +49,7 @@ pub struct RcServer {
     /// Drains the server's log (trace) so it never blocks on a full pipe; its last line and
     /// causes explain a server that exits.
     log: Option<JoinHandle<(String, Causes)>>,
-    _dir: tempfile::TempDir,
+    _dir: PrivateDir,
 }
 
 /// An object of ours split as rc wants it: the configured remote (`fs`, up to its colon), the
@@ -95,15 +96,7 @@ impl Object {
 impl RcServer {
     /// Starts the server and waits until it answers (bounded by [`START_TIMEOUT`]).
     pub async fn start(rclone: &Rclone) -> Result<RcServer> {
-        let dir = tempfile::Builder::new()
-            .prefix("volume-syncing-operator-rc-")
-            .tempdir()
-            .context("cannot create a private temp directory for rclone's rc socket")?;
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .context("cannot make the rc socket's directory private")?;
+        let dir = PrivateDir::new("volume-syncing-operator-rc-", "rclone's rc socket")?;
         let socket = dir.path().join("rc.sock");
         let addr = format!("unix://{}", socket.display());
         let mut child = rclone.spawn_server(

@@ -15,12 +15,14 @@
 //! Paths and link targets that are not UTF-8 are not recorded (a warning each).
 //!
 //! # Consistency
-//! - The manifest is written only after the data sync succeeded, with one `rclone rcat`: an S3
-//!   PUT replaces the object atomically. To keep the cost of a no-change sync near zero, the
-//!   `rcat` process is started *before* the data sync (its start-up overlaps the sync) and is
-//!   fed only once the sync succeeded; after a failed or interrupted sync it is killed before
-//!   it saw the end of its input, so nothing is written. If it dies on its own with partial
-//!   input (our process killed), the object lacks the trailer and is ignored.
+//! - The manifest is written only after the data sync succeeded, with one PUT, which replaces
+//!   the object atomically. A one-shot upload sends it through the `rclone rcd` that took the
+//!   lease (`operations/uploadfile`: no process start). Otherwise, to keep the cost of a
+//!   no-change sync near zero, an `rclone rcat` is started *before* the data sync (its start-up
+//!   overlaps the sync) and is fed only once the sync succeeded; after a failed or interrupted
+//!   sync it is killed before it saw the end of its input, so nothing is written. If it dies on
+//!   its own with partial input (our process killed), the object lacks the trailer and is
+//!   ignored.
 //! - The old manifest can still describe older data: an upload that failed after changing
 //!   some objects, or whose manifest write failed. So the restore never trusts it blindly: the
 //!   manifest's per-path fingerprint (type and size of every regular file, type of every other

@@ -8,7 +8,8 @@
 //! of the changed paths and `rclone delete` of the removed ones, after the same valves.
 //!
 //! Restore fidelity ([`crate::sync::fidelity`]): every successful upload is followed by the
-//! manifest of the volume's metadata (its `rcat` started with the sync, fed after it); every
+//! manifest of the volume's metadata (through the lease's rclone server in a one-shot run, else
+//! an `rcat` started with the sync and fed after it); every
 //! restore applies the manifest after the data sync, and the restore root's own attributes
 //! after the restore marker is gone.
 
@@ -555,7 +556,8 @@ impl Job {
     /// runs its read-only checks ([`Job::check_upload_reads`]), so the settle delay costs the
     /// run no time of its own; they start only after our lease is written, so whatever a
     /// previous holder wrote before its release is what they read. Their result counts only if
-    /// the lease is acquired and they passed; otherwise the run checks again as usual.
+    /// the lease is acquired: a refusal is then the run's result, another failure makes the run
+    /// check again as usual.
     async fn lease_step(
         &self,
         plan: &SyncPlan,
@@ -593,8 +595,13 @@ impl Job {
             Some(result) => result,
             None => checks.await,
         };
-        // A failed check is left to the run, which retries what can heal and reports the rest.
-        Ok(result.ok())
+        match result {
+            // The lease is ours, so a refusal is the run's verdict: checking again would only
+            // list the remote twice.
+            Err(refused @ Error::Refused { .. }) => Err(refused),
+            // Another failure is left to the run, which retries what can heal.
+            result => Ok(result.ok()),
+        }
     }
 }
 
