@@ -378,33 +378,52 @@ pub fn run(c: &Cluster, s3: &S3) {
     // says so with the message of its termination summary.
     c.apply(&s3.secret(ns, "remote"));
     put(s3, &format!("{remote}/seed.txt"), b"restored by st-b\n");
+    let watch = c.watch(&["pod", "-n", ns, a]);
     let deleted_a = Utc::now();
     let deleting = Instant::now();
     c.ok(&["delete", "pod", "-n", ns, a, "--wait=false"], None);
-    let final_a = wait_status(
-        c,
-        ns,
-        "st-a's failed final sync (after its deletion) in the status",
-        Duration::from_secs(90),
-        |o| {
-            let s = &o["status"];
-            (s["lastSyncPod"] == a
-                && last_sync(s).is_some_and(|t| t.timestamp() >= deleted_a.timestamp())
-                && s["lastSyncMessage"].is_string())
-            .then(|| s.clone())
-        },
-    );
-    eprintln!(
-        "cluster: status: st-a's final sync in the status {:.0?} after kubectl delete pod: {} ({})",
-        deleting.elapsed(),
-        final_a["lastSyncResult"],
-        final_a["lastSyncMessage"]
-    );
-    assert_eq!(final_a["lastSyncResult"], "failure", "{final_a:#}");
-    assert_eq!(condition(&final_a, "Ready").0, "False", "{final_a:#}");
-    c.wait_for("st-a gone", ns, Duration::from_secs(90), || {
+    c.wait_for("st-a gone", ns, Duration::from_secs(120), || {
         (!c.exists("pod", ns, a)).then_some(())
     });
+    // What the kubelet published of the sidecar's end. A 1.20 kubelet may remove the dead
+    // containers of a deleted Pod before it reads their termination message (seen once: a
+    // final sync that failed within half a second of the deletion): then the API never carries
+    // it and the operator cannot report it.
+    let published = watch.stop().iter().any(|p| {
+        container_state(p, SIDECAR).is_some_and(|s| s["state"]["terminated"]["message"].is_string())
+    });
+    if published {
+        let final_a = wait_status(
+            c,
+            ns,
+            "st-a's failed final sync (after its deletion) in the status",
+            Duration::from_secs(60),
+            |o| {
+                let s = &o["status"];
+                (s["lastSyncPod"] == a
+                    && last_sync(s).is_some_and(|t| t.timestamp() >= deleted_a.timestamp())
+                    && s["lastSyncMessage"].is_string())
+                .then(|| s.clone())
+            },
+        );
+        eprintln!(
+            "cluster: status: st-a's final sync in the status {:.0?} after kubectl delete pod: \
+             {} ({})",
+            deleting.elapsed(),
+            final_a["lastSyncResult"],
+            final_a["lastSyncMessage"]
+        );
+        assert_eq!(final_a["lastSyncResult"], "failure", "{final_a:#}");
+        assert_eq!(condition(&final_a, "Ready").0, "False", "{final_a:#}");
+    } else {
+        eprintln!(
+            "cluster: NOTICE: status: the kubelet published no termination message of st-a's \
+             sidecar (its containers were removed first); its final sync is not in the status"
+        );
+        let status = c.json(&["get", "pfss", "-n", ns, NAME])["status"].clone();
+        assert_eq!(status["lastSyncResult"], "failure", "{status:#}");
+        assert_eq!(condition(&status, "Ready").0, "False", "{status:#}");
+    }
     let b = "st-b";
     let fixed = Instant::now();
     let stored = c
