@@ -637,3 +637,38 @@ fn a_one_shot_upload_whose_server_dies_falls_back_to_commands() {
     assert_small_objects_written(&server, "bucket/app");
     assert_eq!(remote_files(&server), files_only(&snapshot(&src)));
 }
+
+/// A long-running uploader's runs with nothing new start only their sync: the manifest's
+/// `rcat` starts after a sync and only when the manifest changed, so no second rclone runs
+/// beside the sync (its memory would count in every run's peak).
+#[test]
+fn a_scheduled_run_with_nothing_new_starts_only_its_sync() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    let mut running = Vso::s3(&sandbox, &server)
+        .env("RUST_LOG", "debug")
+        .args(["--log-format", "json", "sync-to-remote", "-s"])
+        .arg(&src)
+        .args(["-d", "bucket/app", "--schedule", "@every 1s", "--pid-path"])
+        .arg(sandbox.path("a.pid"))
+        .spawn();
+    running.wait_for_output("\"sync finished\"", 4, LONG);
+    running.signal(Signal::SIGTERM);
+    let out = running.wait_output(LONG);
+    out.assert_code(0);
+    let started = started_rclones(&out);
+    let count = |op: &str| started.iter().filter(|s| *s == op).count();
+    assert!(count("sync") >= 4, "{started:?}");
+    assert_eq!(
+        count("rcat (metadata manifest)"),
+        1,
+        "the manifest is written by the first run only: {started:?}\n{}",
+        out.all()
+    );
+    assert!(
+        server
+            .path("bucket/app/.volume-syncing-operator.manifest")
+            .is_file()
+    );
+}

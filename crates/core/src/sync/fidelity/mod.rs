@@ -16,13 +16,15 @@
 //!
 //! # Consistency
 //! - The manifest is written only after the data sync succeeded, with one PUT, which replaces
-//!   the object atomically. A one-shot upload sends it through the `rclone rcd` that took the
-//!   lease (`operations/uploadfile`: no process start). Otherwise, to keep the cost of a
-//!   no-change sync near zero, an `rclone rcat` is started *before* the data sync (its start-up
-//!   overlaps the sync) and is fed only once the sync succeeded; after a failed or interrupted
-//!   sync it is killed before it saw the end of its input, so nothing is written. If it dies on
-//!   its own with partial input (our process killed), the object lacks the trailer and is
-//!   ignored.
+//!   the object atomically; a failed or interrupted sync writes none. A one-shot upload sends
+//!   it through the `rclone rcd` that took the lease (`operations/uploadfile`: no process
+//!   start). Otherwise an `rclone rcat` is started then, and only when the manifest differs
+//!   from the one this process wrote last: a no-change run of a long-running uploader starts
+//!   no rclone for it, and no second rclone runs beside the data sync (issue 28: until then an
+//!   `rcat` was started with the sync to hide its start-up, and its memory counted in every
+//!   run's peak). An `rcat` interrupted before the end of its input is killed, so nothing is
+//!   written; if it dies on its own with partial input (our process killed), the object lacks
+//!   the trailer and is ignored.
 //! - The old manifest can still describe older data: an upload that failed after changing
 //!   some objects, or whose manifest write failed. So the restore never trusts it blindly: the
 //!   manifest's per-path fingerprint (type and size of every regular file, type of every other
@@ -88,5 +90,5 @@ pub use format::{
     MAX_ENTRIES, MAX_MANIFEST_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, Manifest, Record, Skipped,
     parse,
 };
-pub use transport::{Fetched, Writer, fetch};
+pub use transport::{Fetched, fetch, write};
 pub use walk::record;

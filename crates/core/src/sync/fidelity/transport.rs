@@ -1,8 +1,8 @@
-//! Moving the manifest: written after the data sync succeeded, either through the rclone
-//! server the run already has (a one-shot upload keeps the lease's: one request, no process
-//! start, no second rclone beside the sync) or by an `rclone rcat` started with the data sync
-//! and fed only after it succeeded (an unfed writer is killed, so nothing is written); read by
-//! a bounded `rclone cat` that reads at most [`super::format::MAX_MANIFEST_BYTES`].
+//! Moving the manifest: written only after the data sync succeeded, and only when it changed,
+//! either through the rclone server the run already has (a one-shot upload keeps the lease's:
+//! one request, no process start) or by an `rclone rcat` started then (no second rclone waits
+//! beside the sync: its memory would count in the run's peak); read by a bounded `rclone cat`
+//! that reads at most [`super::format::MAX_MANIFEST_BYTES`].
 
 use std::io;
 use std::time::Duration;
@@ -20,66 +20,39 @@ use crate::remote::rclone::rc::{self, Object, RcServer};
 /// Upper bound for writing or reading the manifest once its rclone runs.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How the manifest of an upload is written, chosen before the data sync starts.
-pub enum Writer<'a> {
-    /// A request to an rclone server the run already has; a request that fails is made again
-    /// as an `rclone rcat` before its error counts.
-    Server(&'a RcServer),
-    Rcat(Rcat),
-}
-
-impl<'a> Writer<'a> {
-    /// Through `server` when there is one, else an `rclone rcat` started now, so that its
-    /// start-up overlaps the data sync.
-    pub fn start(
-        rclone: &Rclone,
-        remote: &RemoteEnd,
-        server: Option<&'a RcServer>,
-    ) -> Result<Writer<'a>> {
-        match server {
-            Some(server) => Ok(Writer::Server(server)),
-            None => Rcat::start(rclone, remote).map(Writer::Rcat),
-        }
-    }
-
-    /// Writes the manifest and waits until it is stored.
-    pub async fn write(self, rclone: &Rclone, remote: &RemoteEnd, record: &Record) -> Result<()> {
-        let server = match self {
-            Writer::Rcat(rcat) => return rcat.write(record).await,
-            Writer::Server(server) => server,
-        };
+/// Writes the manifest once the data sync succeeded: through `server` when the run has one
+/// (the lease's, in a one-shot upload; a request that fails is made again as a command), else
+/// by an `rclone rcat` started now.
+pub async fn write(
+    rclone: &Rclone,
+    remote: &RemoteEnd,
+    server: Option<&RcServer>,
+    record: &Record,
+) -> Result<()> {
+    if let Some(server) = server {
         let what = "uploadfile (metadata manifest)";
         let object = Object::split(&remote.object(Internal::Manifest));
         match server
             .write_within(&object, &record.bytes(), what, TRANSFER_TIMEOUT)
             .await
         {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                rc::falling_back(what, &e);
-                Rcat::start(rclone, remote)?.write(record).await
-            }
+            Ok(()) => return Ok(()),
+            Err(e) => rc::falling_back(what, &e),
         }
     }
-
-    /// Writes nothing (an `rcat` is stopped).
-    pub fn abandon(self) {
-        if let Writer::Rcat(rcat) = self {
-            rcat.abandon();
-        }
-    }
+    Rcat::start(rclone, remote)?.write(record).await
 }
 
-/// An `rclone rcat` started before the data sync and fed only after it succeeded. Dropping
-/// it unfed kills rclone before it reads the end of its input, so nothing is written.
-pub struct Rcat {
+/// An `rclone rcat` of the manifest. Dropped unfed (the write interrupted), rclone is killed
+/// before it reads the end of its input, so nothing is written.
+struct Rcat {
     child: Child,
     stdin: Option<ChildStdin>,
 }
 
 impl Rcat {
     fn start(rclone: &Rclone, remote: &RemoteEnd) -> Result<Rcat> {
-        // Fed only after the data sync succeeded: the bucket exists by then.
+        // Started only after the data sync succeeded: the bucket exists by then.
         let args = [
             "rcat".into(),
             remote.object(Internal::Manifest).into(),
@@ -126,12 +99,6 @@ impl Rcat {
         }
         fed.context("writing the metadata manifest to rclone")?;
         Ok(())
-    }
-
-    /// Stops rclone without writing anything.
-    fn abandon(mut self) {
-        let _ = self.child.start_kill();
-        drop(self.stdin.take());
     }
 }
 

@@ -8,8 +8,8 @@
 //! of the changed paths and `rclone delete` of the removed ones, after the same valves.
 //!
 //! Restore fidelity ([`crate::sync::fidelity`]): every successful upload is followed by the
-//! manifest of the volume's metadata (through the lease's rclone server in a one-shot run, else
-//! an `rcat` started with the sync and fed after it); every
+//! manifest of the volume's metadata, when it changed (through the lease's rclone server in a
+//! one-shot run, else an `rcat` started then); every
 //! restore applies the manifest after the data sync, and the restore root's own attributes
 //! after the restore marker is gone.
 
@@ -391,7 +391,6 @@ impl Job {
         let files = checked.files;
         self.ensure_key_objects(checked.key_check_missing, abort)
             .await?;
-        let writer = self.manifest_writer(server)?;
         let stats = self
             .transfer(
                 self.local.clone().into(),
@@ -400,7 +399,7 @@ impl Job {
                 abort,
             )
             .await?;
-        self.write_manifest(writer, abort, volume).await?;
+        self.write_manifest(server, abort, volume).await?;
         if let Some(files) = files {
             self.record_upload(files, server).await;
         }
@@ -425,23 +424,12 @@ impl Job {
         }
     }
 
-    /// How the manifest will be written, chosen before the data sync: through `server`, else
-    /// an `rcat` started now so that its start-up costs no time. A dry run writes nothing.
-    fn manifest_writer<'a>(
-        &self,
-        server: Option<&'a RcServer>,
-    ) -> Result<Option<fidelity::Writer<'a>>> {
-        if self.dry_run {
-            return Ok(None);
-        }
-        fidelity::Writer::start(&self.rclone, &self.remote, server).map(Some)
-    }
-
-    /// After a successful data sync: records the tree and writes the manifest, unless this
-    /// process wrote the same one last time.
+    /// After a successful data sync: records the tree and writes the manifest (through
+    /// `server` when the run has one), unless this process wrote the same one last time. A dry
+    /// run writes nothing.
     async fn write_manifest(
         &self,
-        writer: Option<fidelity::Writer<'_>>,
+        server: Option<&RcServer>,
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<()> {
@@ -450,27 +438,25 @@ impl Job {
             .await
             .map_err(|e| Error::Other(anyhow::anyhow!("recording the metadata failed: {e}")))??;
         volume.skipped_special = record.skipped_special;
-        let Some(writer) = writer else {
+        if self.dry_run {
             tracing::info!("dry run: the metadata manifest is not written");
             return Ok(());
-        };
+        }
         if self.no_delete && record.is_empty() {
             // Nothing was uploaded, and the remote's files are not this tree's: its manifest
             // still describes them better than an empty one would.
-            writer.abandon();
             volume.metadata = "unchanged";
             return Ok(());
         }
         let digest = record.digest();
         let last = *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner());
         if last == Some(digest) {
-            writer.abandon();
             volume.metadata = "unchanged";
             return Ok(());
         }
         tokio::select! {
             reason = aborted(abort) => return Err(Error::Interrupted(reason)),
-            written = writer.write(&self.rclone, &self.remote, &record) => written?,
+            written = fidelity::write(&self.rclone, &self.remote, server, &record) => written?,
         }
         *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
         volume.metadata = "recorded";
@@ -498,7 +484,6 @@ impl Job {
             removed = delete.len() / 2,
             "incremental upload of the changed paths"
         );
-        let writer = self.manifest_writer(None)?;
         let mut stats = Stats::default();
         for (operation, rules, location) in [
             (
@@ -538,7 +523,7 @@ impl Job {
             );
         }
         // Metadata changes (a chmod, a new symlink or empty directory) reach the remote here.
-        self.write_manifest(writer, abort, volume).await?;
+        self.write_manifest(None, abort, volume).await?;
         // Deletions lower the count the mass-delete valve compares with; additions only raise
         // it, so a record lagging below them is merely less eager.
         if stats.deletes > 0 {
