@@ -9,9 +9,8 @@
 //!
 //! Restore fidelity ([`crate::sync::fidelity`]): every successful upload is followed by the
 //! manifest of the volume's metadata, when it changed (through the lease's rclone server in a
-//! one-shot run, else an `rcat` started then); every
-//! restore applies the manifest after the data sync, and the restore root's own attributes
-//! after the restore marker is gone.
+//! one-shot run, else an `rcat` started then); every restore applies the manifest after the
+//! data sync, and the restore root's own attributes after the restore marker is gone.
 
 use std::ffi::OsString;
 use std::io::Write;
