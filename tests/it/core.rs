@@ -1020,17 +1020,14 @@ fn seed_example_renders_the_six_options_in_section_remote() {
     // A pass-through wrapper keeps a copy of the config rclone is given, then runs the real
     // rclone: this checks the file itself, not only the log.
     let captured = sandbox.path("captured.conf");
-    let wrapper = sandbox.path("rclone-wrapper.sh");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = --config ] && cat \"$2\" > '{}'\nexec '{}' \"$@\"\n",
-            captured.display(),
-            rclone().display()
+    let wrapper = rclone_wrapper(
+        &sandbox,
+        "rclone-wrapper.sh",
+        &format!(
+            "[ \"$1\" = --config ] && cat \"$2\" > '{}'",
+            captured.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     let access = "AKIAIOSFODNN7EXAMPLE";
     let out = Vso::new(&sandbox)

@@ -548,6 +548,27 @@ fn assert_small_objects_written(server: &S3Server, path: &str) {
     assert!(!lease.exists(), "the lease was not released");
 }
 
+/// A one-shot upload of `src` to bucket/app with a debug log in JSON (for [`started_rclones`]),
+/// through `rclone_binary` when given.
+fn debug_upload(
+    sandbox: &Sandbox,
+    server: &S3Server,
+    src: &Path,
+    rclone_binary: Option<&Path>,
+    extra: &[&str],
+) -> Output {
+    let mut vso = Vso::s3(sandbox, server);
+    if let Some(binary) = rclone_binary {
+        vso.env("RCLONE_BINARY", binary);
+    }
+    vso.env("RUST_LOG", "debug")
+        .args(["--log-format", "json", "sync-to-remote", "-s"])
+        .arg(src)
+        .args(["-d", "bucket/app"])
+        .args(extra)
+        .run()
+}
+
 /// A one-shot upload keeps the acquisition's rclone server until its release: the manifest,
 /// the upload record, the release (and the renewals of a long sync) are requests to it, so
 /// besides the checks during the settle only the server and the sync itself start an rclone.
@@ -556,12 +577,7 @@ fn a_one_shot_upload_writes_its_small_objects_through_the_acquisitions_server() 
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let src = tree_a(&sandbox, "a");
-    let out = Vso::s3(&sandbox, &server)
-        .env("RUST_LOG", "debug")
-        .args(["--log-format", "json", "sync-to-remote", "-s"])
-        .arg(&src)
-        .args(["-d", "bucket/app"])
-        .run();
+    let out = debug_upload(&sandbox, &server, &src, None, &[]);
     out.assert_code(0);
     let started = started_rclones(&out);
     assert!(
@@ -596,31 +612,15 @@ fn a_one_shot_upload_whose_server_dies_falls_back_to_commands() {
     let server = S3Server::start();
     let sandbox = Sandbox::new();
     let src = tree_a(&sandbox, "a");
-    let wrapper = sandbox.path("rclone-killing-rcd");
-    let tmp = sandbox.tmp();
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n\
-             for a in \"$@\"; do [ \"$a\" = sync ] && pkill -KILL -f 'rcd --rc-addr unix://{}'; done\n\
-             exec '{}' \"$@\"\n",
-            tmp.display(),
-            rclone().display()
+    let wrapper = rclone_wrapper(
+        &sandbox,
+        "rclone-killing-rcd",
+        &format!(
+            "for a in \"$@\"; do [ \"$a\" = sync ] && pkill -KILL -f 'rcd --rc-addr unix://{}'; done",
+            sandbox.tmp().display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let out = Vso::s3(&sandbox, &server)
-        .env("RCLONE_BINARY", &wrapper)
-        .env("RUST_LOG", "debug")
-        .args(["--log-format", "json", "sync-to-remote", "-s"])
-        .arg(&src)
-        .args(["-d", "bucket/app"])
-        .run();
+    );
+    let out = debug_upload(&sandbox, &server, &src, Some(&wrapper), &[]);
     out.assert_code(0);
     let started = started_rclones(&out);
     for op in [
@@ -636,6 +636,36 @@ fn a_one_shot_upload_whose_server_dies_falls_back_to_commands() {
     }
     assert_small_objects_written(&server, "bucket/app");
     assert_eq!(remote_files(&server), files_only(&snapshot(&src)));
+}
+
+/// A one-shot upload that outlasts a renewal (the sync slowed down by a wrapper, TTL 15 s:
+/// renewals every 5 s) renews its lease through the kept server: no lease call is a command,
+/// from the acquisition to the release.
+#[test]
+fn a_long_one_shot_upload_renews_its_lease_through_the_server() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    let wrapper = rclone_wrapper(
+        &sandbox,
+        "rclone-slow-sync",
+        "for a in \"$@\"; do [ \"$a\" = sync ] && sleep 7; done",
+    );
+    let out = debug_upload(&sandbox, &server, &src, Some(&wrapper), &SHORT_TTL);
+    out.assert_code(0);
+    assert!(
+        out.all().contains("renewed the lease"),
+        "no renewal during the slow sync:\n{}",
+        out.all()
+    );
+    let started = started_rclones(&out);
+    let lease_commands: Vec<&String> = started.iter().filter(|op| op.contains("lease")).collect();
+    assert!(
+        lease_commands.is_empty(),
+        "lease calls made as commands: {lease_commands:?}\n{}",
+        out.all()
+    );
+    assert_small_objects_written(&server, "bucket/app");
 }
 
 /// A long-running uploader's runs with nothing new start only their sync: the manifest's

@@ -41,6 +41,22 @@ pub fn rclone() -> PathBuf {
     path
 }
 
+/// An executable `sandbox/name` that runs the shell line `before` with rclone's arguments as
+/// `$@`, then execs the real rclone with them: a test's view into, or hand on, each call.
+pub fn rclone_wrapper(sandbox: &Sandbox, name: &str, before: &str) -> PathBuf {
+    let wrapper = sandbox.path(name);
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{before}\nexec '{}' \"$@\"\n",
+            rclone().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
