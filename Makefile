@@ -240,7 +240,7 @@ demo: tools build
 ## Not part of `make test`; never fails on a missed target.
 ## Section 11 compares the fixed costs of a run with the release built from BENCH_BEFORE28_REV (the
 ## last commit before issue 28's lease through `rclone rcd`; git archive into target/bench-before-28).
-## Sizes: see scripts/bench.sh (BENCH_QUICK=1, BENCH_SECTIONS=8 or 11), scripts/bench_latency.py
+## Sizes: see scripts/bench.sh (BENCH_QUICK=1, BENCH_SECTIONS=1-7, 8 or 11), scripts/bench_latency.py
 ## and scripts/bench_fixed_cost.py.
 BENCH_BASELINE_REV ?= 336333e
 BENCH_BASELINE_DIR := target/bench-baseline

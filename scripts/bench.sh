@@ -34,8 +34,9 @@
 #   BENCH_STATIC_BINARY: the static binary, if `make build-static` puts it somewhere unusual
 #   BENCH_BASELINE_BINARY: the "before" binary of section 6 (unset: section 6 is skipped)
 #   BENCH_RESTORE_FILES [20000] objects restored in section 6   BENCH_RESTORE_RUNS [5] runs each
-#   BENCH_SECTIONS [all]: `8` or `11` runs that section alone and replaces it in BENCH_OUT (the
-#     others need one another's data: all or nothing)
+#   BENCH_SECTIONS [all]: `8` or `11` runs that section alone and replaces it in BENCH_OUT;
+#     `1-7` runs sections 1 to 7 (they need one another's data) and replaces BENCH_OUT up to
+#     section 8, keeping sections 8 to 11 as they are
 #   BENCH_BEFORE28_BINARY: the "before" binary of section 11 (unset: section 11 is skipped, and
 #     BENCH_SECTIONS=11 fails)   BENCH_BEFORE28_REV [a830176]: the revision it was built from
 #   BENCH_PYTHON [tools/venv/bin/python]: a Python with matplotlib, for section 8's plot
@@ -68,7 +69,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 bench_py() { PYTHONPATH=scripts${PYTHONPATH:+:$PYTHONPATH} python3 -m bench "$@"; }
 step() { printf '\n\033[1m== bench: %s\033[0m\n' "$*" >&2; }
 
-case $sections in all | 8 | 11) ;; *) echo "bench: BENCH_SECTIONS is all, 8 or 11, not $sections" >&2; exit 2 ;; esac
+case $sections in all | 1-7 | 8 | 11) ;; *) echo "bench: BENCH_SECTIONS is all, 1-7, 8 or 11, not $sections" >&2; exit 2 ;; esac
 tools=(python3 tar)
 # Sections 8 and 11 time their commands themselves.
 if [ "$sections" = all ]; then tools+=(hyperfine); fi
@@ -444,6 +445,16 @@ for _ in $(seq 1 "$runs"); do
     bench_py lease "$results/lease.jsonl" "$argv_dir" -- "${lease_cmd[@]}"
 done
 tail -1 "$results/lease.jsonl" >&2
+
+# --- sections 1-7 alone: their report replaces BENCH_OUT's part before section 8 -------------------
+if [ "$sections" = 1-7 ]; then
+  fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+  bench_py report "$results" "$work/sections-1-7.md"
+  { cat "$work/sections-1-7.md"; sed -n '/^<!-- bench section 8 (latency): begin -->$/,$p' "$out"; } >"$work/out.md"
+  cat "$work/out.md" >"$out"
+  step "wrote sections 1-7 into $out"
+  exit 0
+fi
 
 # --- 8. latency: it is the longest --------------------------------------------------------------------
 latency

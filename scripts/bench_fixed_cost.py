@@ -3,8 +3,9 @@
 
 Why a section of its own: a one-shot upload used to take the remote lease with one rclone process
 per call (read, write, a fixed 5 s settle delay, read back) before doing anything else. After
-issue 28 the acquisition goes through one `rclone rcd` on a unix socket, the settle delay is 1 s,
-and the upload's read-only checks run during it. Here three variants do the same work,
+issue 28 the acquisition goes through one `rclone rcd` on a unix socket, the settle delay is 750 ms,
+and the upload's read-only checks and a dry run of its sync run during it (a sync the dry run
+finds nothing for is left out). Here three variants do the same work,
 interleaved (A,B,C, then the next repetition in another order) so that the load of the machine
 hits them alike; the first run of each variant is a warm-up and is not counted:
 

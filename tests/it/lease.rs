@@ -702,3 +702,107 @@ fn a_scheduled_run_with_nothing_new_starts_only_its_sync() {
             .is_file()
     );
 }
+
+/// The syncs a run started: (the sync, its dry run during the settle).
+fn syncs(out: &Output) -> (usize, usize) {
+    let started = started_rclones(out);
+    let count = |op: &str| started.iter().filter(|s| *s == op).count();
+    (count("sync"), count("sync (dry run)"))
+}
+
+/// While the lease settles, a dry run of the sync runs beside the checks. A one-shot upload
+/// it finds nothing to change for leaves the sync out (and still writes its record and
+/// releases); a changed file, a file whose only change is its time and a deleted file each
+/// make the sync run. A new or removed empty directory alone is not a change for S3, which
+/// keeps no directories: the manifest records them, and a restore makes what it lists.
+#[test]
+fn a_one_shot_upload_with_nothing_to_change_leaves_out_its_sync() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    fs::create_dir(src.join("gone")).unwrap();
+    let out = debug_upload(&sandbox, &server, &src, None, &[]);
+    out.assert_code(0);
+    assert_eq!(syncs(&out), (1, 1), "{}", out.all());
+
+    let unchanged = debug_upload(&sandbox, &server, &src, None, &[]);
+    unchanged.assert_code(0);
+    assert_eq!(syncs(&unchanged), (0, 1), "{}", unchanged.all());
+    assert!(
+        unchanged.all().contains("nothing to upload"),
+        "{}",
+        unchanged.all()
+    );
+    assert_small_objects_written(&server, "bucket/app");
+    assert_eq!(remote_files(&server), files_only(&snapshot(&src)));
+
+    fs::create_dir(src.join("new-empty")).unwrap();
+    fs::remove_dir(src.join("gone")).unwrap();
+    let dirs_only = debug_upload(&sandbox, &server, &src, None, &[]);
+    dirs_only.assert_code(0);
+    assert_eq!(syncs(&dirs_only), (0, 1), "{}", dirs_only.all());
+    let dst = sandbox.path("restored");
+    restore(&sandbox, &server, &dst, &[])
+        .wait_output(LONG)
+        .assert_code(0);
+    assert!(
+        dst.join("new-empty").is_dir() && !dst.join("gone").exists(),
+        "the empty directories are the manifest's: {:?}",
+        snapshot_all(&dst)
+    );
+
+    type Change<'a> = (&'a str, &'a dyn Fn(&Path));
+    let changes: [Change; 3] = [
+        ("a changed file", &|src| {
+            fs::write(src.join("a/one.txt"), "changed").unwrap()
+        }),
+        ("a file's time", &|src| {
+            let file = fs::File::options()
+                .write(true)
+                .open(src.join("a/two.txt"))
+                .unwrap();
+            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+                .unwrap();
+        }),
+        ("a deleted file", &|src| {
+            fs::remove_file(src.join("only-a.txt")).unwrap()
+        }),
+    ];
+    for (change, make) in changes {
+        make(&src);
+        let out = debug_upload(&sandbox, &server, &src, None, &[]);
+        out.assert_code(0);
+        assert_eq!(
+            syncs(&out).0,
+            1,
+            "{change}: the sync did not run\n{}",
+            out.all()
+        );
+        assert_eq!(
+            remote_files(&server),
+            files_only(&snapshot(&src)),
+            "{change}"
+        );
+    }
+}
+
+/// The dry run is believed only when rclone says positively that nothing is to be done: with
+/// its log sent elsewhere by the user's `--log-file`, it says nothing, and the sync runs.
+#[test]
+fn an_upload_whose_dry_run_says_nothing_runs_its_sync() {
+    let server = S3Server::start();
+    let sandbox = Sandbox::new();
+    let src = tree_a(&sandbox, "a");
+    upload(&sandbox, &server, &src, &[]).assert_code(0);
+    let log = sandbox.path("rclone.log");
+    let flags = ["--", "--log-file", log.to_str().unwrap()];
+    let out = debug_upload(&sandbox, &server, &src, None, &flags);
+    out.assert_code(0);
+    assert_eq!(syncs(&out), (1, 1), "{}", out.all());
+    assert!(
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("There was nothing to transfer"),
+        "rclone logged to the user's file"
+    );
+}

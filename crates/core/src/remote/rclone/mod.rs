@@ -7,7 +7,7 @@
 //!   group, [`STOP_GRACE`], then SIGKILL. `kill_on_drop` is the last line of defence.
 //! - rclone logs JSON (`--use-json-log`) to stderr; each line becomes one of our log events
 //!   (target `rclone`) at the matching level, and the `stats` object of the last line is the
-//!   run's statistics. Output is streamed line by line, never buffered to the end.
+//!   run's statistics. Output is streamed line by line, never buffered to the end (`stream.rs`).
 //! - Those statistics count the user's files only. rclone runs at `-v` at least, so it names
 //!   every object it copies or deletes (one line per change, none per unchanged file); what it
 //!   says about this program's own objects at the top of the path (the metadata manifest that
@@ -35,8 +35,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -45,7 +44,10 @@ use crate::remote::cause::{Causes, Kind};
 use crate::remote::scrub::Scrubber;
 use crate::remote::stats::Stats;
 
+use stream::{Preview, Streamed, Streamer, unparsable_option, without};
+
 pub mod rc;
+mod stream;
 
 /// How long rclone gets between SIGTERM and SIGKILL when it must stop.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -177,62 +179,6 @@ pub fn exit_meaning(code: i32) -> &'static str {
     }
 }
 
-/// These statistics without what rclone did to this program's own objects.
-fn without(mut stats: Stats, internal: &Internal) -> Stats {
-    stats.transfers = stats.transfers.saturating_sub(internal.transfers);
-    stats.bytes = stats.bytes.saturating_sub(internal.bytes);
-    stats.deletes = stats.deletes.saturating_sub(internal.deletes);
-    stats.internal_files = internal.transfers + internal.deletes;
-    stats
-}
-
-/// What rclone reported copying or deleting among this program's own objects during one run.
-#[derive(Debug, Default)]
-struct Internal {
-    transfers: u64,
-    bytes: u64,
-    deletes: u64,
-}
-
-impl Internal {
-    /// Counts `entry` when it is rclone's report of a copy or deletion (done, or skipped by
-    /// `--dry-run`, which rclone's statistics count too) of one of our objects at the top of
-    /// the path. Object names are relative to the path, so ours have no `/`.
-    fn count(&mut self, entry: &LogLine) -> bool {
-        let Some(object) = entry.object.as_deref() else {
-            return false;
-        };
-        if object.contains('/') || !object.starts_with(crate::remote::path::INTERNAL_PREFIX) {
-            return false;
-        }
-        let msg = entry.msg.trim();
-        let skipped = entry.skipped.as_deref();
-        let copied = (entry.level == "info"
-            && (msg.starts_with("Copied") || msg.starts_with("Multi-thread Copied")))
-            || skipped == Some("copy");
-        let deleted = (entry.level == "info" && msg == "Deleted") || skipped == Some("delete");
-        if copied {
-            self.transfers += 1;
-            self.bytes += entry.size.unwrap_or(0);
-        } else if deleted {
-            self.deletes += 1;
-        }
-        copied || deleted
-    }
-}
-
-#[derive(Deserialize)]
-struct LogLine {
-    level: String,
-    msg: String,
-    object: Option<String>,
-    stats: Option<Stats>,
-    /// The object's size, on rclone's lines about a copy.
-    size: Option<u64>,
-    /// The action `--dry-run` skipped (`copy`, `delete`, …).
-    skipped: Option<String>,
-}
-
 /// rclone's filter flags as environment variables (`RCLONE_EXCLUDE`, …). They are meant for the
 /// user's sync; on a command naming one object rclone refuses them ("can't limit to single
 /// files when using filters"), so [`Rclone::for_single_objects`] does not pass them on.
@@ -336,6 +282,59 @@ impl Rclone {
         user_flags: &[String],
         abort: &mut Abort,
     ) -> Result<Stats> {
+        let streamed = self
+            .stream(operation, args, user_flags, abort, false)
+            .await?;
+        Ok(streamed.stats)
+    }
+
+    /// The transfer [`Rclone::run`] would make, as a `--dry-run` whose lines are logged at
+    /// debug only. `Ok(true)` when rclone says positively that it would change nothing: it
+    /// succeeded, skipped no action (copy, delete, update modification time, remove directory,
+    /// …: each is a line with a `skipped` field; but for [`DIRECTORY_ACTIONS`]), printed "There was nothing to transfer" (so
+    /// its info lines, and the notice lines of skipped actions, reached us: not with a
+    /// `--log-file` among the user's flags) and final statistics with no transfer, deletion
+    /// or error. Anything else is `Ok(false)`: the transfer is to be run.
+    pub async fn changes_nothing(
+        &self,
+        operation: &str,
+        args: &[OsString],
+        user_flags: &[String],
+        abort: &mut Abort,
+    ) -> Result<bool> {
+        let mut args = args.to_vec();
+        args.push("--dry-run".into());
+        let streamed = match self.stream(operation, &args, user_flags, abort, true).await {
+            Ok(streamed) => streamed,
+            Err(e @ Error::Interrupted(_)) => return Err(e),
+            Err(e) => {
+                tracing::debug!("the dry run of the {operation} failed: {e:#}");
+                return Ok(false);
+            }
+        };
+        let Some(preview) = streamed.preview else {
+            return Ok(false);
+        };
+        let stats = &streamed.stats;
+        Ok(streamed.reported
+            && preview.skipped == 0
+            && preview.nothing_to_transfer
+            && stats.transfers == 0
+            && stats.deletes == 0
+            && stats.errors == 0
+            && stats.internal_files == 0)
+    }
+
+    /// Runs a transfer command with JSON logging, its lines streamed into our log (all at
+    /// debug for a `preview`, whose findings are counted instead).
+    async fn stream(
+        &self,
+        operation: &str,
+        args: &[OsString],
+        user_flags: &[String],
+        abort: &mut Abort,
+        preview: bool,
+    ) -> Result<Streamed> {
         let mut full: Vec<OsString> = vec![operation.into()];
         full.extend(args.iter().cloned());
         full.extend(
@@ -354,11 +353,17 @@ impl Rclone {
         // own objects are told apart in the counts (see the module docs).
         full.push(if self.verbose < 2 { "-v" } else { "-vv" }.into());
         full.extend(user_flags.iter().map(OsString::from));
-        let mut child = self.spawn(&full, operation)?;
+        let label = if preview {
+            format!("{operation} (dry run)")
+        } else {
+            operation.to_string()
+        };
+        let mut child = self.spawn(&full, &label)?;
         let stderr = child.stderr.take().context("rclone stderr")?;
         let stdout = child.stdout.take().context("rclone stdout")?;
         let mut out = Streamer::new(stderr, stdout, Arc::clone(&self.scrubber));
         out.info_as_debug = self.verbose == 0;
+        out.preview = preview.then(Preview::default);
         let status = loop {
             tokio::select! {
                 reason = aborted(abort) => {
@@ -374,6 +379,7 @@ impl Rclone {
         if let Some(key) = out.unparsable_option.take() {
             return Err(unparsable_config(&key));
         }
+        let reported = out.stats.is_some();
         let stats = without(out.stats.unwrap_or_default(), &out.internal);
         if !status.success() {
             let code = status.code().unwrap_or(-1);
@@ -385,7 +391,11 @@ impl Rclone {
                 stats,
             });
         }
-        Ok(stats)
+        Ok(Streamed {
+            stats,
+            reported,
+            preview: out.preview,
+        })
     }
 
     /// Runs rclone and returns the first non-empty line of its standard output, then stops it
@@ -540,14 +550,6 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// The option named in rclone's "could not parse line: KEY = VALUE" (its config parser's
-/// message), without the value.
-fn unparsable_option(line: &str) -> Option<String> {
-    let (_, rest) = line.split_once("could not parse line:")?;
-    let key = rest.split(['=', ':']).next().unwrap_or("").trim();
-    Some(key.chars().take(64).collect())
-}
-
 fn unparsable_config(key: &str) -> Error {
     Error::config(format!(
         "rclone cannot parse the config: the line of option '{key}' is invalid (its value is not \
@@ -649,109 +651,6 @@ pub(crate) async fn collect_tail<R: AsyncRead + Unpin>(
     (last_error, causes)
 }
 
-/// Reads rclone's stderr (JSON log) and stdout line by line and turns them into log events.
-struct Streamer<E: AsyncRead + Unpin, O: AsyncRead + Unpin> {
-    stderr: Option<Lines<BufReader<E>>>,
-    stdout: Option<Lines<BufReader<O>>>,
-    /// The last statistics rclone reported, as it counts (our own objects included).
-    stats: Option<Stats>,
-    /// rclone's copies and deletions of our own objects so far.
-    internal: Internal,
-    /// rclone's info lines (one per object copied or deleted) are logged at debug: rclone runs
-    /// at `-v` for them, the user did not ask for them.
-    info_as_debug: bool,
-    causes: Causes,
-    /// rclone could not parse this option of the config.
-    unparsable_option: Option<String>,
-    scrubber: Arc<Scrubber>,
-}
-
-impl<E: AsyncRead + Unpin, O: AsyncRead + Unpin> Streamer<E, O> {
-    fn new(stderr: E, stdout: O, scrubber: Arc<Scrubber>) -> Self {
-        Streamer {
-            stderr: Some(BufReader::new(stderr).lines()),
-            stdout: Some(BufReader::new(stdout).lines()),
-            stats: None,
-            internal: Internal::default(),
-            info_as_debug: false,
-            causes: Causes::default(),
-            unparsable_option: None,
-            scrubber,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.stderr.is_none() && self.stdout.is_none()
-    }
-
-    /// The next line from either stream; `None` when a stream just ended.
-    async fn next(&mut self) -> Option<String> {
-        async fn read<R: AsyncRead + Unpin>(s: &mut Option<Lines<BufReader<R>>>) -> Option<String> {
-            match s {
-                Some(lines) => {
-                    let line = lines.next_line().await.ok().flatten();
-                    if line.is_none() {
-                        *s = None;
-                    }
-                    line
-                }
-                None => std::future::pending().await,
-            }
-        }
-        tokio::select! {
-            line = read(&mut self.stderr) => line,
-            line = read(&mut self.stdout) => line,
-        }
-    }
-
-    fn handle(&mut self, line: &str) {
-        let line = &*self.scrubber.scrub(line);
-        if let Some(key) = unparsable_option(line) {
-            self.unparsable_option = Some(key);
-        }
-        let Ok(mut entry) = serde_json::from_str::<LogLine>(line) else {
-            if !line.trim().is_empty() {
-                tracing::info!(target: "rclone", "{line}");
-            }
-            return;
-        };
-        let msg = entry.msg.trim();
-        let object = entry.object.as_deref().unwrap_or("");
-        if let Some(stats) = entry.stats.take() {
-            let shown = without(stats.clone(), &self.internal);
-            tracing::info!(
-                target: "rclone",
-                transferred_bytes = shown.bytes,
-                transferred_files = shown.transfers,
-                deleted_files = shown.deletes,
-                errors = shown.errors,
-                "progress: {msg}"
-            );
-            self.stats = Some(stats);
-            return;
-        }
-        // The plain marker beside encrypted data (crate::sync::valves::crypt_marker) is not an encrypted
-        // name; rclone crypt says so at every listing. That is expected, not news.
-        if object.rsplit('/').next() == Some(crate::remote::path::Internal::EncryptionMarker.name())
-            && msg.contains("undecryptable file name")
-        {
-            tracing::debug!(target: "rclone", object, "{msg}");
-            return;
-        }
-        self.internal.count(&entry);
-        match entry.level.as_str() {
-            "debug" => tracing::debug!(target: "rclone", object, "{msg}"),
-            "info" if self.info_as_debug => tracing::debug!(target: "rclone", object, "{msg}"),
-            "info" | "notice" => tracing::info!(target: "rclone", object, "{msg}"),
-            "warning" => tracing::warn!(target: "rclone", object, "{msg}"),
-            _ => {
-                self.causes.add(msg);
-                tracing::error!(target: "rclone", object, "{msg}")
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,34 +661,5 @@ mod tests {
             assert_ne!(exit_meaning(code), "unknown exit code", "{code}");
         }
         assert!(exit_meaning(7).contains("--max-delete"));
-    }
-
-    #[test]
-    fn stats_are_read_from_json_log_lines() {
-        let line = r#"{"time":"t","level":"notice","msg":"x\n","stats":{"bytes":6,"checks":2,"deletes":1,"elapsedTime":0.5,"errors":0,"transfers":2}}"#;
-        let mut s = Streamer::new(tokio::io::empty(), tokio::io::empty(), Arc::default());
-        s.handle(line);
-        let stats = s.stats.unwrap();
-        assert_eq!((stats.bytes, stats.transfers, stats.deletes), (6, 2, 1));
-    }
-
-    /// Lines as rclone 1.75 writes them at -v (and with --dry-run).
-    #[test]
-    fn our_own_objects_are_counted_apart() {
-        let mut s = Streamer::new(tokio::io::empty(), tokio::io::empty(), Arc::default());
-        for line in [
-            r#"{"level":"info","msg":"Copied (server-side copy)","size":3,"object":".volume-syncing-operator.manifest"}"#,
-            r#"{"level":"info","msg":"Copied (new)","size":2,"object":"a"}"#,
-            r#"{"level":"info","msg":"Copied (new)","size":4,"object":"sub/.volume-syncing-operator.manifest"}"#,
-            r#"{"level":"info","msg":"Deleted","object":".volume-syncing-operator.encrypted"}"#,
-            r#"{"level":"notice","msg":"Skipped copy as --dry-run is set (size 5)","skipped":"copy","size":5,"object":".volume-syncing-operator.manifest"}"#,
-            r#"{"level":"info","msg":"Updated modification time in destination","object":".volume-syncing-operator.manifest"}"#,
-            r#"{"level":"notice","msg":"x","stats":{"bytes":14,"deletes":1,"transfers":4,"checks":9}}"#,
-        ] {
-            s.handle(line);
-        }
-        let stats = without(s.stats.take().unwrap(), &s.internal);
-        assert_eq!((stats.transfers, stats.bytes, stats.deletes), (2, 6, 0));
-        assert_eq!(stats.internal_files, 3);
     }
 }

@@ -5,7 +5,9 @@
 //! before rclone starts and removed only after rclone succeeded, so an interrupted restore is
 //! recognisable by the next run (see [`crate::sync::valves::safety`]). An upload is either a full
 //! `rclone sync` or, in watch mode, an incremental one ([`SyncPlan::Incremental`]): `rclone copy`
-//! of the changed paths and `rclone delete` of the removed ones, after the same valves.
+//! of the changed paths and `rclone delete` of the removed ones, after the same valves. A full
+//! upload that takes the lease checks, and dry-runs its sync, while the lease settles
+//! ([`Job::lease_step`]); when the dry run finds nothing to do, the sync is left out.
 //!
 //! Restore fidelity ([`crate::sync::fidelity`]): every successful upload is followed by the
 //! manifest of the volume's metadata, when it changed (through the lease's rclone server in a
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Local};
+use tokio::sync::watch;
 
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
@@ -114,6 +117,28 @@ pub struct Checked {
     files: Option<u64>,
     /// With encryption: the key check object is missing (written once the lease is held).
     key_check_missing: bool,
+    /// A dry run of the upload's sync, made while the lease settled, found nothing to change
+    /// ([`Rclone::changes_nothing`]): the sync is left out.
+    unchanged: bool,
+}
+
+/// The arguments of a data sync from `from` to `to` (`excludes`: a file of rclone exclude
+/// rules, a restore's links).
+fn transfer_args(from: OsString, to: OsString, excludes: Option<&Path>) -> Vec<OsString> {
+    let mut args = vec![
+        from,
+        to,
+        "--create-empty-src-dirs".into(),
+        // Symlinks are recorded in the metadata manifest; rclone need not warn about each.
+        "--skip-links".into(),
+        "--exclude".into(),
+        INTERNAL_FILTER.into(),
+    ];
+    if let Some(excludes) = excludes {
+        args.extend(["--exclude-from".into(), excludes.into()]);
+    }
+    args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
+    args
 }
 
 /// Writes rclone filter rules, closed by `- **`, to a temporary file.
@@ -285,25 +310,23 @@ impl Job {
         excludes: Option<&Path>,
         abort: &mut Abort,
     ) -> Result<Stats> {
-        let mut args = vec![
-            from,
-            to,
-            "--create-empty-src-dirs".into(),
-            // Symlinks are recorded in the metadata manifest; rclone need not warn about each.
-            "--skip-links".into(),
-            "--exclude".into(),
-            INTERNAL_FILTER.into(),
-        ];
-        if let Some(excludes) = excludes {
-            args.extend(["--exclude-from".into(), excludes.into()]);
-        }
-        args.extend(DEFAULT_TRANSFER_FLAGS.map(OsString::from));
+        let mut args = transfer_args(from, to, excludes);
         if self.dry_run {
             args.push("--dry-run".into());
         }
         self.rclone
             .run(self.operation(), &args, &self.user_flags, abort)
             .await
+    }
+
+    /// Whether the upload's sync would change nothing, by a dry run of it
+    /// ([`Rclone::changes_nothing`]); `false` when that is not known.
+    async fn upload_changes_nothing(&self, abort: &mut Abort) -> bool {
+        let args = transfer_args(self.local.clone().into(), self.remote.data().into(), None);
+        let preview = self
+            .rclone
+            .changes_nothing(self.operation(), &args, &self.user_flags, abort);
+        preview.await.unwrap_or(false)
     }
 
     /// The checks before any upload, full or incremental: the valves, the key check, then the
@@ -329,6 +352,7 @@ impl Job {
         Ok(Checked {
             files,
             key_check_missing,
+            unchanged: false,
         })
     }
 
@@ -390,14 +414,21 @@ impl Job {
         let files = checked.files;
         self.ensure_key_objects(checked.key_check_missing, abort)
             .await?;
-        let stats = self
-            .transfer(
+        let stats = if checked.unchanged {
+            tracing::info!(
+                "nothing to upload: rclone's dry run of the sync, made while the lease settled, \
+                 found no change (the sync is not run)"
+            );
+            Stats::default()
+        } else {
+            self.transfer(
                 self.local.clone().into(),
                 self.remote.data().into(),
                 None,
                 abort,
             )
-            .await?;
+            .await?
+        };
         self.write_manifest(server, abort, volume).await?;
         if let Some(files) = files {
             self.record_upload(files, server).await;
@@ -537,11 +568,13 @@ impl Job {
 
 impl Job {
     /// The lease step of a run. While a new lease settles ([`Lease::written`]), a full upload
-    /// runs its read-only checks ([`Job::check_upload_reads`]), so the settle delay costs the
-    /// run no time of its own; they start only after our lease is written, so whatever a
-    /// previous holder wrote before its release is what they read. Their result counts only if
-    /// the lease is acquired: a refusal is then the run's result, another failure makes the run
-    /// check again as usual.
+    /// runs its read-only checks ([`Job::check_upload_reads`]) and a dry run of its sync
+    /// ([`Job::upload_changes_nothing`]), so the settle delay costs the run no time of its own:
+    /// when the dry run finds nothing to change, the sync is left out. They start only after
+    /// our lease is written, so whatever a previous holder wrote before its release is what
+    /// they read. Their result counts only if the lease is acquired: a refusal is then the
+    /// run's result, another failure makes the run check again as usual. A dry run still
+    /// running when the lease is acquired and the checks are done is stopped (the sync runs).
     async fn lease_step(
         &self,
         plan: &SyncPlan,
@@ -550,42 +583,63 @@ impl Job {
     ) -> Result<Option<Checked>> {
         let mut written = lease.written();
         let before = *written.borrow_and_update();
+        let mut written_too = written.clone();
         let mut check_abort = abort.clone();
+        let mut preview_abort = abort.clone();
         let checks = async {
-            if written.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            settling(&mut written).await;
             // Whatever this process remembered of the remote may be another writer's now.
             self.forget_remote_state();
             self.check_upload_reads(&mut check_abort).await
+        };
+        let preview = async {
+            settling(&mut written_too).await;
+            self.upload_changes_nothing(&mut preview_abort).await
         };
         let step = lease.before_run(abort, self.retries);
         if self.direction != Direction::Upload || !matches!(plan, SyncPlan::Full(_)) {
             return step.await.map(|()| None);
         }
-        tokio::pin!(step, checks);
-        let mut done = None;
+        tokio::pin!(step, checks, preview);
+        let (mut done, mut unchanged) = (None, None);
         let stepped = loop {
             tokio::select! {
                 stepped = &mut step => break stepped,
                 result = &mut checks, if done.is_none() => done = Some(result),
+                found = &mut preview, if unchanged.is_none() => unchanged = Some(found),
             }
         };
         stepped?;
         if *lease.written().borrow() == before {
             return Ok(None); // held already, or a dry run: nothing settled
         }
-        let result = match done {
-            Some(result) => result,
-            None => checks.await,
+        let result = loop {
+            if let Some(result) = done.take() {
+                break result;
+            }
+            tokio::select! {
+                result = &mut checks => done = Some(result),
+                found = &mut preview, if unchanged.is_none() => unchanged = Some(found),
+            }
         };
         match result {
             // The lease is ours, so a refusal is the run's verdict: checking again would only
             // list the remote twice.
             Err(refused @ Error::Refused { .. }) => Err(refused),
             // Another failure is left to the run, which retries what can heal.
-            result => Ok(result.ok()),
+            Err(_) => Ok(None),
+            Ok(checked) => Ok(Some(Checked {
+                unchanged: unchanged == Some(true),
+                ..checked
+            })),
         }
+    }
+}
+
+/// Returns once our lease is written ([`Lease::written`] changes); never if it is not.
+async fn settling(written: &mut watch::Receiver<u64>) {
+    if written.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

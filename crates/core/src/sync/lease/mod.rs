@@ -28,8 +28,9 @@
 //!   2020; GCS, Azure and most others too); clocks of all writers within the maximum clock skew
 //!   (`--lease-max-clock-skew`) of each other; and that every writer of a path runs this
 //!   protocol with the same `G` and `D` (they are constants of the program; releases before
-//!   issue 28 used 5s for both, so an old and a new writer started within seconds of each other
-//!   are not covered: the README says to stop the old one first).
+//!   issue 28 used 5s for both, its first builds 1s, now 750 ms: an old and a new writer
+//!   started within seconds of each other are not covered, so the README says to stop the old
+//!   one first).
 //! - **Transport**: the acquisition's read, write, read-back (and a withdrawal) are requests to
 //!   one `rclone rcd` started for it
 //!   ([`RcServer`](crate::remote::rclone::rc::RcServer): its remote is created, and with crypt
@@ -97,11 +98,16 @@ pub const FORCE_TAKE_OVER: &str = "--force-take-over-lease";
 /// its key derived before the read starts).
 /// Measured (BENCHMARKS.md section 11; the `gap_ms` of the debug log): 3-9 ms against a local S3
 /// server, 88-99 ms at 10 ms one way (about four round trips: connect, read, write), 3-76 ms
-/// locally on a 2-core node at a load of 10-15. So 1s leaves room for endpoints up to about
-/// 200 ms away; a slower write is withdrawn and tried again (three attempts). It was 5s
-/// while each call started its own rclone (two starts and two key derivations, up to 4s under
-/// load).
-pub const MAX_WRITE_GAP: Duration = Duration::from_secs(1);
+/// locally on a 2-core node at a load of 10-15. A read slower than half of it (a connection
+/// being set up: TCP, TLS) is made again before the write, on the connection it opened
+/// ([`SLOW_READ`]), so the gap is two round trips and the server's time: 750 ms leaves room
+/// for endpoints about 150 ms away (one way); a slower write is withdrawn and tried again
+/// (three attempts). It was 5s while each call started its own rclone (two starts and two
+/// key derivations, up to 4s under load), then 1s while the first read's connection counted
+/// in the gap.
+pub const MAX_WRITE_GAP: Duration = Duration::from_millis(750);
+/// A read of the lease slower than this is made again before the write (see [`MAX_WRITE_GAP`]).
+const SLOW_READ: Duration = Duration::from_millis(375);
 /// How long a new lease must stay ours before it counts as acquired (`D >= G`).
 pub const SETTLE: Duration = MAX_WRITE_GAP;
 /// How often an acquisition whose write was too slow is tried again before giving up.
@@ -315,9 +321,20 @@ impl Lease {
         };
         let via = server.as_deref().map_or(Via::Process, Via::Rc);
         for attempt in 1..=ACQUIRE_ATTEMPTS {
-            let start = Instant::now();
-            let now = Utc::now();
-            match self.remote.read(via).await? {
+            let mut start = Instant::now();
+            let mut now = Utc::now();
+            let mut found = self.remote.read(via).await?;
+            if start.elapsed() > SLOW_READ {
+                tracing::debug!(
+                    lease = self.display,
+                    read_ms = start.elapsed().as_millis() as u64,
+                    "a slow read of the lease (a new connection?): reading it again"
+                );
+                start = Instant::now();
+                now = Utc::now();
+                found = self.remote.read(via).await?;
+            }
+            match found {
                 Found::Nothing => {}
                 Found::Lease(record) if record.holder.id == self.me.id => {}
                 Found::Lease(record) => {
