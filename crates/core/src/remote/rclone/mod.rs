@@ -294,7 +294,8 @@ impl Rclone {
     /// …: each is a line with a `skipped` field; but for [`DIRECTORY_ACTIONS`]), printed "There was nothing to transfer" (so
     /// its info lines, and the notice lines of skipped actions, reached us: not with a
     /// `--log-file` among the user's flags) and final statistics with no transfer, deletion
-    /// or error. Anything else is `Ok(false)`: the transfer is to be run.
+    /// or error. Anything else is `Ok(false)`: the transfer is to be run. The dry run is
+    /// stopped at the first action it skips: the answer is known then.
     pub async fn changes_nothing(
         &self,
         operation: &str,
@@ -372,6 +373,11 @@ impl Rclone {
                 }
                 more = out.next() , if !out.done() => {
                     if let Some(line) = more { out.handle(&line) }
+                    if out.preview.as_ref().is_some_and(|p| p.skipped > 0) {
+                        // A dry run that found a change has said what it is for.
+                        stop(&mut child).await;
+                        return Ok(Streamed { stats: Stats::default(), reported: false, preview: out.preview });
+                    }
                 }
                 status = child.wait(), if out.done() => break status.context("waiting for rclone")?,
             }

@@ -573,8 +573,10 @@ impl Job {
     /// when the dry run finds nothing to change, the sync is left out. They start only after
     /// our lease is written, so whatever a previous holder wrote before its release is what
     /// they read. Their result counts only if the lease is acquired: a refusal is then the
-    /// run's result, another failure makes the run check again as usual. A dry run still
-    /// running when the lease is acquired and the checks are done is stopped (the sync runs).
+    /// run's result, another failure makes the run check again as usual; and only if they
+    /// started after the write that was acquired (not one withdrawn as too slow). A dry run
+    /// still running when the lease is acquired and the checks passed is waited for: it stops
+    /// at the first change it finds.
     async fn lease_step(
         &self,
         plan: &SyncPlan,
@@ -587,14 +589,14 @@ impl Job {
         let mut check_abort = abort.clone();
         let mut preview_abort = abort.clone();
         let checks = async {
-            settling(&mut written).await;
+            let write = settling(&mut written).await;
             // Whatever this process remembered of the remote may be another writer's now.
             self.forget_remote_state();
-            self.check_upload_reads(&mut check_abort).await
+            (write, self.check_upload_reads(&mut check_abort).await)
         };
         let preview = async {
-            settling(&mut written_too).await;
-            self.upload_changes_nothing(&mut preview_abort).await
+            let write = settling(&mut written_too).await;
+            (write, self.upload_changes_nothing(&mut preview_abort).await)
         };
         let step = lease.before_run(abort, self.retries);
         if self.direction != Direction::Upload || !matches!(plan, SyncPlan::Full(_)) {
@@ -610,10 +612,11 @@ impl Job {
             }
         };
         stepped?;
-        if *lease.written().borrow() == before {
+        let acquired = *lease.written().borrow();
+        if acquired == before {
             return Ok(None); // held already, or a dry run: nothing settled
         }
-        let result = loop {
+        let (write, result) = loop {
             if let Some(result) = done.take() {
                 break result;
             }
@@ -622,25 +625,39 @@ impl Job {
                 found = &mut preview, if unchanged.is_none() => unchanged = Some(found),
             }
         };
-        match result {
+        if write != acquired {
+            // Started after a write that was withdrawn (too slow): another writer may have come
+            // and gone since, so what they found is not this lease's to use.
+            return Ok(None);
+        }
+        let checked = match result {
             // The lease is ours, so a refusal is the run's verdict: checking again would only
             // list the remote twice.
-            Err(refused @ Error::Refused { .. }) => Err(refused),
+            Err(refused @ Error::Refused { .. }) => return Err(refused),
             // Another failure is left to the run, which retries what can heal.
-            Err(_) => Ok(None),
-            Ok(checked) => Ok(Some(Checked {
-                unchanged: unchanged == Some(true),
-                ..checked
-            })),
-        }
+            Err(_) => return Ok(None),
+            Ok(checked) => checked,
+        };
+        // A dry run still running lists what the sync would list, and stops at its first
+        // change: waiting for it costs no more than the sync it may spare.
+        let (write, unchanged) = match unchanged {
+            Some(found) => found,
+            None => preview.await,
+        };
+        Ok(Some(Checked {
+            unchanged: write == acquired && unchanged,
+            ..checked
+        }))
     }
 }
 
-/// Returns once our lease is written ([`Lease::written`] changes); never if it is not.
-async fn settling(written: &mut watch::Receiver<u64>) {
+/// Returns once our lease is written ([`Lease::written`] changes), with the number of that
+/// write; never if it is not.
+async fn settling(written: &mut watch::Receiver<u64>) -> u64 {
     if written.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
+    *written.borrow_and_update()
 }
 
 impl Task for Job {
