@@ -260,6 +260,8 @@ bench: tools
 	rm -rf $(BENCH_BASELINE_DIR)/src
 	mkdir -p $(BENCH_BASELINE_DIR)/src
 	git archive $(BENCH_BASELINE_REV) | tar -x -C $(BENCH_BASELINE_DIR)/src
+	@# A single package then: its own workspace, not a stray member of this one.
+	grep -q '^\[workspace\]' $(BENCH_BASELINE_DIR)/src/Cargo.toml || printf '\n[workspace]\n' >> $(BENCH_BASELINE_DIR)/src/Cargo.toml
 	cd $(BENCH_BASELINE_DIR)/src && CARGO_TARGET_DIR=$(CURDIR)/$(BENCH_BASELINE_DIR)/target $(CARGO) build --release --locked
 	rm -rf $(BENCH_BEFORE28_DIR)/src
 	mkdir -p $(BENCH_BEFORE28_DIR)/src

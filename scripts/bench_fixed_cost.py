@@ -419,7 +419,8 @@ def report(results, out):
           "- **after**: the binary under test (`VSO_BINARY`; `make bench` builds it from the "
           "working tree), with issue 28's change: the lease's acquisition goes through one "
           "`rclone rcd` on a unix socket (one process for its read, write and read-back), the "
-          "settle delay is 1 s, and the upload's read-only checks run during that delay.",
+          "settle delay is 750 ms, and the upload's read-only checks, then a dry run of its "
+          "sync, run during that delay; a sync the dry run finds nothing for is left out.",
           "- **plain**: `rclone sync SRC remote:demo/PATH --transfers 64 --checkers 64` with a "
           "config file holding the same `[remote]` section: no lease, no safety checks, no "
           "metadata manifest. It is the floor of the same transfer work, not an alternative.",

@@ -810,7 +810,7 @@ fn interrupt_a_slow_upload(sig: Signal, sig_name: &str) {
 
     let mut rclone_pids = Vec::new();
     wait_until("rclone runs", WAIT, || {
-        rclone_pids = rclone_pids_with(&needle);
+        rclone_pids = sync_pids_with(&needle);
         !rclone_pids.is_empty()
     });
     let configs = rendered_configs(&sandbox);

@@ -85,8 +85,8 @@ fn alive(pid: i32) -> bool {
 #[track_caller]
 fn wait_for_rclone(needle: &str, timeout: Duration) -> Vec<i32> {
     let mut pids = Vec::new();
-    wait_until(&format!("rclone runs on {needle}"), timeout, || {
-        pids = rclone_pids_with(needle);
+    wait_until(&format!("rclone syncs {needle}"), timeout, || {
+        pids = sync_pids_with(needle);
         !pids.is_empty()
     });
     pids

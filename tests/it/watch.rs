@@ -417,7 +417,7 @@ fn changes_during_a_running_sync_cause_exactly_one_follow_up() {
     let mut vso = watching(&sandbox, &server, &src, &["--debounce", "300ms"], &SLOW);
 
     wait_until("the slow first sync runs", Duration::from_secs(30), || {
-        !rclone_pids_with(&needle).is_empty()
+        !sync_pids_with(&needle).is_empty()
     });
     // Several changes, each more than the debounce apart: without a sync running, each would
     // start its own.

@@ -748,6 +748,16 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 
 /// PIDs of running rclone processes whose command line mentions `needle`.
 pub fn rclone_pids_with(needle: &str) -> Vec<i32> {
+    rclone_pids_where(|cmdline| cmdline.contains(needle))
+}
+
+/// The rclone processes transferring for `needle` (a path on their command line): not the
+/// dry run an upload makes of its sync while its lease settles.
+pub fn sync_pids_with(needle: &str) -> Vec<i32> {
+    rclone_pids_where(|cmdline| cmdline.contains(needle) && !cmdline.contains(" --dry-run "))
+}
+
+fn rclone_pids_where(wanted: impl Fn(&str) -> bool) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -761,7 +771,7 @@ pub fn rclone_pids_with(needle: &str) -> Vec<i32> {
         let zombie = state
             .rsplit_once(')')
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-        if cmdline.contains("rclone") && cmdline.contains(needle) && !zombie {
+        if cmdline.contains("rclone") && wanted(&cmdline) && !zombie {
             pids.push(pid);
         }
     }

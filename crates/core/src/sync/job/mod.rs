@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Local};
-use tokio::sync::watch;
 
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
@@ -333,22 +332,14 @@ impl Job {
     /// writes among them (a missing key check object, the encryption marker), made while the
     /// lease is held.
     async fn check_upload(&self, abort: &mut Abort) -> Result<()> {
-        let key_check_missing = self.check_remote_and_source(abort).await?;
+        let (key_check_missing, _) = self.read_checks(false, abort).await?;
         self.ensure_key_objects(key_check_missing, abort).await
     }
 
     /// The read-only checks of a full upload: [`Job::check_upload`]'s but for the marker, and
     /// the `mass-delete` valve. They write nothing, so they may run while the lease settles.
     pub async fn check_upload_reads(&self, abort: &mut Abort) -> Result<Checked> {
-        let key_check_missing = self.check_remote_and_source(abort).await?;
-        let files = if self.no_delete {
-            None
-        } else {
-            let check = self
-                .mass_delete
-                .check(&self.rclone, &self.local, &self.remote);
-            Some(unless_aborted(abort, check).await?)
-        };
+        let (key_check_missing, files) = self.read_checks(!self.no_delete, abort).await?;
         Ok(Checked {
             files,
             key_check_missing,
@@ -372,8 +363,17 @@ impl Job {
         Ok(())
     }
 
-    /// The valves and the key check (read-only); `true` when the key check object is missing.
-    async fn check_remote_and_source(&self, abort: &mut Abort) -> Result<bool> {
+    /// The valves and the key check (read-only), with the `mass-delete` valve when
+    /// `mass_delete`: whether the key check object is missing, and the source's file count the
+    /// mass-delete valve took. They read different objects, so they run at once (each is an
+    /// rclone start and a request); their verdicts are then taken in one fixed order (the key,
+    /// the plain guard, `empty-source`, `mass-delete`), so a run that several of them refuse
+    /// always names the same rule.
+    async fn read_checks(
+        &self,
+        mass_delete: bool,
+        abort: &mut Abort,
+    ) -> Result<(bool, Option<u64>)> {
         let o = &self.overrides;
         let source_without_files = safety::check_upload(
             &self.local,
@@ -381,23 +381,44 @@ impl Job {
             o.upload_empty,
             o.upload_partial,
         )?;
-        let mut key_check_missing = false;
-        if let Some(check) = &self.key_check {
-            key_check_missing = unless_aborted(abort, check.inspect(&self.rclone)).await?;
-        }
-        if let Some(guard) = &self.plain_guard {
+        let (rclone, local, remote) = (&self.rclone, &self.local, &self.remote);
+        let key = async {
+            match &self.key_check {
+                Some(check) => check.inspect(rclone).await,
+                None => Ok(false),
+            }
+        };
+        let guard = async {
             let what =
                 "an upload would delete every encrypted object (or mix plain files into them)";
-            unless_aborted(abort, guard.verify(&self.rclone, what)).await?;
-        }
-        if source_without_files {
-            unless_aborted(
-                abort,
-                safety::check_upload_remote(&self.rclone, &self.local, &self.remote),
-            )
-            .await?;
-        }
-        Ok(key_check_missing)
+            match &self.plain_guard {
+                Some(guard) => guard.verify(rclone, what).await,
+                None => Ok(()),
+            }
+        };
+        let empty = async {
+            if source_without_files {
+                safety::check_upload_remote(rclone, local, remote).await
+            } else {
+                Ok(())
+            }
+        };
+        let count = async {
+            if mass_delete {
+                self.mass_delete
+                    .check(rclone, local, remote)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let all = async { Ok(tokio::join!(key, guard, empty, count)) };
+        let (key, guard, empty, count) = unless_aborted(abort, all).await?;
+        let key_check_missing = key?;
+        guard?;
+        empty?;
+        Ok((key_check_missing, count?))
     }
 
     async fn upload(
@@ -420,16 +441,24 @@ impl Job {
                  found no change (the sync is not run)"
             );
             Stats::default()
+        } else if self.dry_run {
+            // A dry run writes no manifest: its walk only counts what an upload would skip, so
+            // it runs beside rclone, which changes nothing either.
+            let mut walk_abort = abort.clone();
+            let walk = self.write_manifest(server, &mut walk_abort, volume);
+            let from = self.local.clone().into();
+            let transfer = self.transfer(from, self.remote.data().into(), None, abort);
+            let (stats, walked) = tokio::join!(transfer, walk);
+            walked?;
+            stats?
         } else {
-            self.transfer(
-                self.local.clone().into(),
-                self.remote.data().into(),
-                None,
-                abort,
-            )
-            .await?
+            let from = self.local.clone().into();
+            self.transfer(from, self.remote.data().into(), None, abort)
+                .await?
         };
-        self.write_manifest(server, abort, volume).await?;
+        if !self.dry_run {
+            self.write_manifest(server, abort, volume).await?;
+        }
         if let Some(files) = files {
             self.record_upload(files, server).await;
         }
@@ -568,15 +597,16 @@ impl Job {
 
 impl Job {
     /// The lease step of a run. While a new lease settles ([`Lease::written`]), a full upload
-    /// runs its read-only checks ([`Job::check_upload_reads`]) and a dry run of its sync
-    /// ([`Job::upload_changes_nothing`]), so the settle delay costs the run no time of its own:
-    /// when the dry run finds nothing to change, the sync is left out. They start only after
-    /// our lease is written, so whatever a previous holder wrote before its release is what
-    /// they read. Their result counts only if the lease is acquired: a refusal is then the
-    /// run's result, another failure makes the run check again as usual; and only if they
-    /// started after the write that was acquired (not one withdrawn as too slow). A dry run
-    /// still running when the lease is acquired and the checks passed is waited for: it stops
-    /// at the first change it finds.
+    /// runs its read-only checks ([`Job::check_upload_reads`]), then a dry run of its sync
+    /// ([`Job::upload_changes_nothing`]; after the checks, so that their rclone processes and
+    /// its own do not add up in the run's peak memory), so the settle delay costs the run no
+    /// time of its own: when the dry run finds nothing to change, the sync is left out. They
+    /// start only after our lease is written, so whatever a previous holder wrote before its
+    /// release is what they read. What they found counts only if the lease is acquired, and by
+    /// that very write (not one withdrawn as too slow): a refusal is then the run's result,
+    /// another failure makes the run check again as usual. A dry run still running when the
+    /// lease is acquired is waited for: it lists what the sync would list, and stops at the
+    /// first change it finds, so it costs no more than the sync it may spare.
     async fn lease_step(
         &self,
         plan: &SyncPlan,
@@ -585,30 +615,28 @@ impl Job {
     ) -> Result<Option<Checked>> {
         let mut written = lease.written();
         let before = *written.borrow_and_update();
-        let mut written_too = written.clone();
-        let mut check_abort = abort.clone();
-        let mut preview_abort = abort.clone();
-        let checks = async {
-            let write = settling(&mut written).await;
+        let mut settle_abort = abort.clone();
+        let settle_work = async {
+            if written.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let write = *written.borrow_and_update();
             // Whatever this process remembered of the remote may be another writer's now.
             self.forget_remote_state();
-            (write, self.check_upload_reads(&mut check_abort).await)
-        };
-        let preview = async {
-            let write = settling(&mut written_too).await;
-            (write, self.upload_changes_nothing(&mut preview_abort).await)
+            let checked = self.check_upload_reads(&mut settle_abort).await;
+            let unchanged = checked.is_ok() && self.upload_changes_nothing(&mut settle_abort).await;
+            (write, checked, unchanged)
         };
         let step = lease.before_run(abort, self.retries);
         if self.direction != Direction::Upload || !matches!(plan, SyncPlan::Full(_)) {
             return step.await.map(|()| None);
         }
-        tokio::pin!(step, checks, preview);
-        let (mut done, mut unchanged) = (None, None);
+        tokio::pin!(step, settle_work);
+        let mut done = None;
         let stepped = loop {
             tokio::select! {
                 stepped = &mut step => break stepped,
-                result = &mut checks, if done.is_none() => done = Some(result),
-                found = &mut preview, if unchanged.is_none() => unchanged = Some(found),
+                found = &mut settle_work, if done.is_none() => done = Some(found),
             }
         };
         stepped?;
@@ -616,48 +644,27 @@ impl Job {
         if acquired == before {
             return Ok(None); // held already, or a dry run: nothing settled
         }
-        let (write, result) = loop {
-            if let Some(result) = done.take() {
-                break result;
-            }
-            tokio::select! {
-                result = &mut checks => done = Some(result),
-                found = &mut preview, if unchanged.is_none() => unchanged = Some(found),
-            }
+        let (write, checked, unchanged) = match done {
+            Some(found) => found,
+            None => settle_work.await,
         };
         if write != acquired {
             // Started after a write that was withdrawn (too slow): another writer may have come
             // and gone since, so what they found is not this lease's to use.
             return Ok(None);
         }
-        let checked = match result {
+        match checked {
             // The lease is ours, so a refusal is the run's verdict: checking again would only
             // list the remote twice.
-            Err(refused @ Error::Refused { .. }) => return Err(refused),
+            Err(refused @ Error::Refused { .. }) => Err(refused),
             // Another failure is left to the run, which retries what can heal.
-            Err(_) => return Ok(None),
-            Ok(checked) => checked,
-        };
-        // A dry run still running lists what the sync would list, and stops at its first
-        // change: waiting for it costs no more than the sync it may spare.
-        let (write, unchanged) = match unchanged {
-            Some(found) => found,
-            None => preview.await,
-        };
-        Ok(Some(Checked {
-            unchanged: write == acquired && unchanged,
-            ..checked
-        }))
+            Err(_) => Ok(None),
+            Ok(checked) => Ok(Some(Checked {
+                unchanged,
+                ..checked
+            })),
+        }
     }
-}
-
-/// Returns once our lease is written ([`Lease::written`] changes), with the number of that
-/// write; never if it is not.
-async fn settling(written: &mut watch::Receiver<u64>) -> u64 {
-    if written.changed().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-    *written.borrow_and_update()
 }
 
 impl Task for Job {
