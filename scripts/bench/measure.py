@@ -290,7 +290,9 @@ def lease(out_path, argv_dir, cmd):
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     end = time.time()
     # With -v: "acquired the lease", rclone's own lines, then (debug) "released the lease",
-    # then the summary. rclone's last line before the release marks the end of the sync.
+    # then the summary. rclone's last line after the acquisition and before the release marks
+    # the end of the sync; with none (the dry run during the settle found nothing to do, and
+    # the sync was left out), the sync phase is empty.
     at = {}
     for line in proc.stderr.splitlines():
         try:
@@ -300,8 +302,8 @@ def lease(out_path, argv_dir, cmd):
         ts = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
         message = event.get("message", "")
         if "acquired the lease" in message and "acquired" not in at:
-            at["acquired"] = ts
-        elif event.get("target") == "rclone" and "released" not in at:
+            at["acquired"] = at["finished"] = ts
+        elif event.get("target") == "rclone" and "acquired" in at and "released" not in at:
             at["finished"] = ts
         elif "released the lease" in message and "released" not in at:
             at["released"] = ts
@@ -310,6 +312,8 @@ def lease(out_path, argv_dir, cmd):
         with open(os.path.join(argv_dir, f), "rb") as fh:
             args = fh.read().split(b"\0")
         op = args[2].decode() if len(args) > 2 and args[0] == b"--config" else "?"
+        if b"--dry-run" in args:
+            op += " --dry-run"
         calls[op] = calls.get(op, 0) + 1
     row = {"exit_code": proc.returncode, "total": end - start, "calls": calls}
     if len(at) == 3:

@@ -22,9 +22,10 @@ def lease_section(results, F, w):
     w(f"{len(rows)} one-shot uploads of the tree of 1., nothing to transfer, each run with the")
     w("rclone recorder of 1. to count rclone calls by operation; the phases are split at the")
     w("log events \"acquired the lease\", rclone's last line and \"released the lease\" (`-v`).")
-    w("Taking the lease = process start-up, config, reading the lease, writing it, the 5 s")
-    w("settle wait, reading it back. The lease cannot be switched off, so \"without the lease\"")
-    w("is the sync phase alone (rclone sync plus the valves).")
+    w("Taking the lease = process start-up, config, starting the `rclone rcd` that serves it,")
+    w("reading the lease, writing it, the 750 ms settle wait (during which the valves run, then")
+    w("a dry run of the sync), reading it back. The sync phase is empty when that dry run found")
+    w("nothing to do (the sync is then left out). The lease cannot be switched off.")
     w("")
     w("| phase | median | min | max |")
     w("|---|---|---|---|")
@@ -35,8 +36,9 @@ def lease_section(results, F, w):
     w("")
     calls = rows[-1]["calls"]
     w("rclone calls per one-shot upload: " + ", ".join(f"`{k}` {v}" for k, v in sorted(calls.items()))
-      + f" — {sum(calls.values())} in all, of which the lease's: `cat` 3 (read, read back, read"
-      " before release), `rcat` 1, `deletefile` 1.")
+      + f" — {sum(calls.values())} processes in all. The lease's read, write and read-back, the"
+      " manifest, the upload record and the release (read, delete) are requests to the `rcd`,"
+      " not processes.")
     w("A long-running process pays the acquisition once, then one `cat` and one `rcat` per renewal")
     w("(every `--lease-ttl`/3, default 40 s), and nothing per file or per sync.")
     w("")
