@@ -418,26 +418,26 @@ def report(results, out, python):
     L += ["### rclone calls per sync (each one is a process start and at least one round trip)",
           "",
           "- restore (`remote-to-local-sync`) into an empty directory: **3**: `cat` of the "
-          "lease (it waits while a writer holds it), `sync`, `cat` of the metadata manifest. "
-          "The emptiness listing that used to precede the sync is gone (issue 18): only when "
-          "nothing came (an absent or empty remote path, the first run) does one `lsjson` of the "
-          "bucket follow, to tell a missing bucket (exit 2) from the first run; and one `lsf` "
-          "when rclone says \"directory not found\", to tell an absent path from one that "
-          "vanished mid-run. +1 with encryption (the key check).",
+          "lease (it waits while a writer holds it), `sync`, and `cat` of the metadata manifest "
+          "beside the sync. Only when nothing came (an absent or empty remote path, the first "
+          "run) does one `lsjson` of the bucket follow, to tell a missing bucket (exit 2) from "
+          "the first run; and one `lsf` when rclone says \"directory not found\", to tell an "
+          "absent path from one that vanished mid-run. +1 with encryption (the key check).",
           "- restore into a directory that holds data: +1 (`lsf` of at most one entry for the "
           "`empty-remote` valve); the valve is what makes that restore safe.",
-          "- one-shot upload (`sync-to-remote`): **8–9**: the lease (`cat`, `rcat`, the 5 s "
-          "settle delay of its protocol, `cat` to read it back); `cat` of the `mass-delete` "
-          "record; `sync`, with the manifest's `rcat` started beside it; `rcat` of the record "
-          "only when the file count changed; releasing the lease (`cat`, `deletefile`). The "
-          "settle delay is what makes two racing writers unable to both proceed; it is paid "
-          "once per process, so by one-shot uploads only. +1 `lsf` only when the source holds "
-          "no file (`empty-source`), +1 with encryption (the key check).",
+          "- one-shot upload (`sync-to-remote`): **4-5**: one `rclone rcd` serving the lease "
+          "(read, write, the 750 ms settle delay, read back), the manifest, the upload record "
+          "and the release as requests; during the settle the checks at once (`lsf` of the "
+          "encryption marker, `cat` of the `mass-delete` record), then a `sync --dry-run`; the "
+          "`sync` itself only when the dry run found something to do. The settle delay is what "
+          "makes two racing writers unable to both proceed; it is paid once per process, so by "
+          "one-shot uploads only. +1 `lsf` only when the source holds no file "
+          "(`empty-source`), +1 with encryption (the key check).",
           "- a scheduled or `--watch` uploader, every run after its first: `sync` (`--watch`: "
-          "`copy`/`delete` of the changed paths), the manifest's `rcat` started beside it (fed "
-          "and completed only when the volume's metadata changed), + the record's `rcat` when "
-          "the count changed; the lease is renewed on its own timer (`cat` + `rcat` every third "
-          "of `--lease-ttl`), not per run.",
+          "`copy`/`delete` of the changed paths), then the manifest's `rcat` only when the "
+          "volume's metadata changed, + the record's `rcat` when the count changed; the lease "
+          "is renewed on its own timer (`cat` + `rcat` every third of `--lease-ttl`), not per "
+          "run.",
           ""]
     # Memory against the file count: ours, restore and upload.
     sm = sorted((int(w.split("-")[1]), w) for w in facts["workloads"] if w.startswith("small-"))

@@ -114,24 +114,34 @@ impl Job {
             )
             .with_context(|| format!("cannot write the restore marker {}", marker.display()))?;
         }
-        let stats = match self
-            .transfer(
-                self.remote.data().into(),
-                self.local.clone().into(),
-                excludes.as_ref().map(|f| f.path()),
-                abort,
-            )
-            .await
-        {
+        // The manifest is fetched while the data comes: one more rclone, no more waiting. No
+        // writer holds the lease (the lease step waited for it), so it is the one the data
+        // belongs to, as much as one read after the sync would be.
+        let mut fetch_abort = abort.clone();
+        let fetch = async {
+            if self.dry_run {
+                None
+            } else {
+                Some(self.fetch_manifest(&mut fetch_abort).await)
+            }
+        };
+        let transfer = self.transfer(
+            self.remote.data().into(),
+            self.local.clone().into(),
+            excludes.as_ref().map(|f| f.path()),
+            abort,
+        );
+        let (transferred, fetched) = tokio::join!(transfer, fetch);
+        let stats = match transferred {
             Err(e @ Error::Rclone { code: 3, .. }) if !local.has_data => {
                 return self.restore_not_found(e, &marker, written, abort).await;
             }
             other => other?,
         };
-        if self.dry_run {
-            return Ok(Outcome::Synced(stats));
-        }
-        let manifest = match self.fetch_manifest(abort).await? {
+        let Some(fetched) = fetched else {
+            return Ok(Outcome::Synced(stats)); // a dry run
+        };
+        let manifest = match fetched? {
             fidelity::Fetched::Missing if !local.has_data && stats.transfers == 0 => {
                 // Nothing came and no manifest: an empty remote path (on S3 an absent prefix
                 // lists as empty, so the sync succeeded with nothing to do).
