@@ -291,11 +291,12 @@ impl Rclone {
     /// The transfer [`Rclone::run`] would make, as a `--dry-run` whose lines are logged at
     /// debug only. `Ok(true)` when rclone says positively that it would change nothing: it
     /// succeeded, skipped no action (copy, delete, update modification time, remove directory,
-    /// …: each is a line with a `skipped` field; but for [`DIRECTORY_ACTIONS`]), printed "There was nothing to transfer" (so
-    /// its info lines, and the notice lines of skipped actions, reached us: not with a
-    /// `--log-file` among the user's flags) and final statistics with no transfer, deletion
-    /// or error. Anything else is `Ok(false)`: the transfer is to be run. The dry run is
-    /// stopped at the first action it skips: the answer is known then.
+    /// …: each is a line with a `skipped` field; but for [`stream::DIRECTORY_ACTIONS`]),
+    /// printed "There was nothing to transfer" (so its info lines, and the notice lines of
+    /// skipped actions, reached us: not with a `--log-file` among the user's flags) and final
+    /// statistics with no transfer, deletion or error. Anything else is `Ok(false)`: the
+    /// transfer is to be run. The dry run is stopped at the first action it skips: the answer
+    /// is known then.
     pub async fn changes_nothing(
         &self,
         operation: &str,
@@ -313,9 +314,7 @@ impl Rclone {
                 return Ok(false);
             }
         };
-        let Some(preview) = streamed.preview else {
-            return Ok(false);
-        };
+        let preview = streamed.preview.unwrap_or_default();
         let stats = &streamed.stats;
         Ok(streamed.reported
             && preview.skipped == 0
@@ -376,7 +375,8 @@ impl Rclone {
                     if out.preview.as_ref().is_some_and(|p| p.skipped > 0) {
                         // A dry run that found a change has said what it is for.
                         stop(&mut child).await;
-                        return Ok(Streamed { stats: Stats::default(), reported: false, preview: out.preview });
+                        let stats = Stats::default();
+                        return Ok(Streamed { stats, reported: false, preview: out.preview });
                     }
                 }
                 status = child.wait(), if out.done() => break status.context("waiting for rclone")?,

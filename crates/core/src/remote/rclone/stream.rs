@@ -61,7 +61,8 @@ impl Internal {
 /// not keep either (S3 has no directories: each dry run names every empty one again). The
 /// manifest records empty directories and their times, and restores make them from it, so
 /// these alone are not a change to upload. A removed directory is (`remove directory`).
-const DIRECTORY_ACTIONS: [&str; 2] = ["make directory", "set directory modification time"];
+pub(super) const DIRECTORY_ACTIONS: [&str; 2] =
+    ["make directory", "set directory modification time"];
 
 /// What one transfer command reported.
 pub(super) struct Streamed {
@@ -69,7 +70,7 @@ pub(super) struct Streamed {
     pub(super) stats: Stats,
     /// rclone printed final statistics (not when its log went elsewhere).
     pub(super) reported: bool,
-    /// What a dry run would have done ([`Rclone::changes_nothing`]).
+    /// What a dry run would have done (`Rclone::changes_nothing`).
     pub(super) preview: Option<Preview>,
 }
 

@@ -324,7 +324,8 @@ impl Lease {
             let mut start = Instant::now();
             let mut now = Utc::now();
             let mut found = self.remote.read(via).await?;
-            if start.elapsed() > SLOW_READ {
+            // A dry run only reads: its read is not timed by the protocol.
+            if start.elapsed() > SLOW_READ && !self.dry_run {
                 tracing::debug!(
                     lease = self.display,
                     read_ms = start.elapsed().as_millis() as u64,
