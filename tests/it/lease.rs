@@ -134,6 +134,11 @@ fn a_live_lease_refuses_a_second_uploader_naming_holder_and_expiry() {
         before,
         "the refused upload changed nothing"
     );
+    // The holder's own tree would change nothing, yet the holder is named: only a lease that
+    // is absent lets a one-shot run that writes nothing end without taking it.
+    upload(&sandbox, &server, &src_a, &[])
+        .assert_code(3)
+        .assert_contains("refused by safety rule 'remote-in-use'");
 
     interrupt(&sandbox, &pid).assert_code(0);
     holder.wait_output(LONG).assert_code(0);
@@ -386,6 +391,25 @@ fn the_lease_works_through_encryption() {
         "the encrypted lease was released"
     );
     assert_eq!(files_only(&snapshot(&dst)), files_only(&snapshot(&src_a)));
+
+    // With nothing to change, a one-shot upload reads the key check and the marker and ends
+    // without writing; with another key it is refused as ever.
+    let stored = snapshot(&server.path("bucket/app"));
+    let again = |passphrase: &str| {
+        Vso::s3(&sandbox, &server)
+            .env("ENCRYPTION_PASSPHRASE", passphrase)
+            .args(["sync-to-remote", "-s"])
+            .arg(&src_a)
+            .args(["-d", "bucket/app"])
+            .run()
+    };
+    again(PASSPHRASE)
+        .assert_code(0)
+        .assert_contains("nothing was written");
+    again("another passphrase, another key")
+        .assert_code(3)
+        .assert_contains("encryption-key-mismatch");
+    assert_eq!(snapshot(&server.path("bucket/app")), stored);
 }
 
 #[test]
@@ -710,11 +734,14 @@ fn syncs(out: &Output) -> (usize, usize) {
     (count("sync"), count("sync (dry run)"))
 }
 
-/// While the lease settles, a dry run of the sync runs beside the checks. A one-shot upload
-/// it finds nothing to change for leaves the sync out (and still writes its record and
-/// releases); a changed file, a file whose only change is its time and a deleted file each
-/// make the sync run. A new or removed empty directory alone is not a change for S3, which
-/// keeps no directories: the manifest records them, and a restore makes what it lists.
+/// A one-shot upload first looks, read-only, at what it would write: when rclone's dry run
+/// finds nothing to change and the remote's manifest and upload record are this volume's, it
+/// ends without writing anything, the lease included. Otherwise it takes the lease as before:
+/// a changed file, a file whose only change is its time and a deleted file make the sync run
+/// (the look's dry run found the change, so the settle makes none); a new or removed empty
+/// directory alone is not a data change for S3, which keeps no directories, but it changes the
+/// manifest, so the lease is taken, the settle's dry run confirms that the data is unchanged,
+/// and only the manifest is written. A missing upload record is written the same way.
 #[test]
 fn a_one_shot_upload_with_nothing_to_change_leaves_out_its_sync() {
     let server = S3Server::start();
@@ -725,13 +752,22 @@ fn a_one_shot_upload_with_nothing_to_change_leaves_out_its_sync() {
     out.assert_code(0);
     assert_eq!(syncs(&out), (1, 1), "{}", out.all());
 
+    let manifest = server.path("bucket/app/.volume-syncing-operator.manifest");
+    let record = server.path("bucket/app/.volume-syncing-operator.upload-record");
+    let small_objects = || (fs::read(&manifest).unwrap(), fs::read(&record).unwrap());
+    let before = small_objects();
     let unchanged = debug_upload(&sandbox, &server, &src, None, &[]);
     unchanged.assert_code(0);
     assert_eq!(syncs(&unchanged), (0, 1), "{}", unchanged.all());
+    unchanged.assert_contains("nothing was written");
     assert!(
-        unchanged.all().contains("nothing to upload"),
-        "{}",
+        !unchanged.all().contains("wrote the lease"),
+        "a run that writes nothing takes no lease:\n{}",
         unchanged.all()
+    );
+    assert!(
+        small_objects() == before,
+        "the manifest or the record was rewritten"
     );
     assert_small_objects_written(&server, "bucket/app");
     assert_eq!(remote_files(&server), files_only(&snapshot(&src)));
@@ -740,7 +776,12 @@ fn a_one_shot_upload_with_nothing_to_change_leaves_out_its_sync() {
     fs::remove_dir(src.join("gone")).unwrap();
     let dirs_only = debug_upload(&sandbox, &server, &src, None, &[]);
     dirs_only.assert_code(0);
-    assert_eq!(syncs(&dirs_only), (0, 1), "{}", dirs_only.all());
+    assert_eq!(syncs(&dirs_only), (0, 2), "{}", dirs_only.all());
+    dirs_only.assert_contains("acquired the lease");
+    assert!(
+        small_objects().0 != before.0,
+        "the manifest was not rewritten"
+    );
     let dst = sandbox.path("restored");
     restore(&sandbox, &server, &dst, &[])
         .wait_output(LONG)
@@ -750,6 +791,15 @@ fn a_one_shot_upload_with_nothing_to_change_leaves_out_its_sync() {
         "the empty directories are the manifest's: {:?}",
         snapshot_all(&dst)
     );
+
+    let object = "s3:bucket/app/.volume-syncing-operator.upload-record";
+    server.rclone_s3(SECRET_KEY, &["deletefile", object], None);
+    let unrecorded = debug_upload(&sandbox, &server, &src, None, &[]);
+    unrecorded
+        .assert_code(0)
+        .assert_contains("acquired the lease");
+    assert_eq!(syncs(&unrecorded), (0, 2), "{}", unrecorded.all());
+    assert_small_objects_written(&server, "bucket/app");
 
     type Change<'a> = (&'a str, &'a dyn Fn(&Path));
     let changes: [Change; 3] = [
@@ -773,9 +823,9 @@ fn a_one_shot_upload_with_nothing_to_change_leaves_out_its_sync() {
         let out = debug_upload(&sandbox, &server, &src, None, &[]);
         out.assert_code(0);
         assert_eq!(
-            syncs(&out).0,
-            1,
-            "{change}: the sync did not run\n{}",
+            syncs(&out),
+            (1, 1),
+            "{change}: the sync did not run, or the settle dry-ran again\n{}",
             out.all()
         );
         assert_eq!(

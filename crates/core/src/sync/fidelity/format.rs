@@ -111,6 +111,29 @@ impl Record {
         h.finish()
     }
 
+    /// Whether `manifest` (the remote's, untrusted) is this record as [`Record::bytes`] would
+    /// write it, but for its header's generation and time: then writing it again would change
+    /// nothing a restore reads. A header of another format, or any other byte, is a difference.
+    pub fn is_written_in(&self, manifest: &[u8]) -> bool {
+        let Some(at) = manifest.iter().position(|&b| b == b'\n') else {
+            return false;
+        };
+        let (header, rest) = (&manifest[..at], &manifest[at + 1..]);
+        let current = matches!(
+            serde_json::from_slice::<Line>(header),
+            Ok(Line::Header { format, .. }) if format == FORMAT
+        );
+        let Some(trailer) = rest.strip_prefix(self.body.as_slice()) else {
+            return false;
+        };
+        let mut end = serde_json::to_vec(&Line::End {
+            entries: self.entries,
+        })
+        .expect("serialisable");
+        end.push(b'\n');
+        current && trailer == end.as_slice()
+    }
+
     /// The whole manifest: header, entries, trailer.
     pub(super) fn bytes(&self) -> Vec<u8> {
         let header = Line::Header {

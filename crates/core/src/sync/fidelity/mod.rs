@@ -90,5 +90,5 @@ pub use format::{
     MAX_ENTRIES, MAX_MANIFEST_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, Manifest, Record, Skipped,
     parse,
 };
-pub use transport::{Fetched, fetch, write};
+pub use transport::{Fetched, fetch, read_via, write};
 pub use walk::record;

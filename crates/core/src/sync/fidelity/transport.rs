@@ -43,6 +43,16 @@ pub async fn write(
     Rcat::start(rclone, remote)?.write(record).await
 }
 
+/// Reads the manifest through `server`, at most [`MAX_MANIFEST_BYTES`] of it: `None` when it
+/// is missing or larger.
+pub async fn read_via(server: &RcServer, remote: &RemoteEnd) -> Result<Option<Vec<u8>>> {
+    let object = Object::split(&remote.object(Internal::Manifest));
+    let read = server.read(&object, MAX_MANIFEST_BYTES + 1, "cat (metadata manifest)");
+    Ok(read
+        .await?
+        .filter(|bytes| bytes.len() <= MAX_MANIFEST_BYTES))
+}
+
 /// An `rclone rcat` of the manifest. Dropped unfed (the write interrupted), rclone is killed
 /// before it reads the end of its input, so nothing is written.
 struct Rcat {

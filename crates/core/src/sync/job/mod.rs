@@ -5,8 +5,9 @@
 //! before rclone starts and removed only after rclone succeeded, so an interrupted restore is
 //! recognisable by the next run (see [`crate::sync::valves::safety`]). An upload is either a full
 //! `rclone sync` or, in watch mode, an incremental one ([`SyncPlan::Incremental`]): `rclone copy`
-//! of the changed paths and `rclone delete` of the removed ones, after the same valves. A full
-//! upload that takes the lease checks, and dry-runs its sync, while the lease settles
+//! of the changed paths and `rclone delete` of the removed ones, after the same valves. A
+//! one-shot upload that would write nothing at all ends before taking the lease (`unchanged.rs`);
+//! a full upload that takes the lease checks, and dry-runs its sync, while the lease settles
 //! ([`Job::lease_step`]); when the dry run finds nothing to do, the sync is left out.
 //!
 //! Restore fidelity ([`crate::sync::fidelity`]): every successful upload is followed by the
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Local};
 
-use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::logging::summary_event;
 use crate::remote::crypt::KeyCheck;
@@ -42,7 +42,9 @@ use crate::sync::valves::crypt_marker::{MarkerWriter, PlainGuard};
 use crate::sync::valves::mass_delete::Guard;
 use crate::sync::valves::safety::{self};
 
+mod lease_step;
 mod restore;
+mod unchanged;
 
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +121,19 @@ pub struct Checked {
     /// A dry run of the upload's sync, made while the lease settled, found nothing to change
     /// ([`Rclone::changes_nothing`]): the sync is left out.
     unchanged: bool,
+    /// Whether the run holds the lease: not when it found, before taking it, that it would
+    /// write nothing at all ([`unchanged`]).
+    leased: bool,
+}
+
+/// What a one-shot upload's look before the lease found (`unchanged.rs`).
+enum Look {
+    /// Nothing to write: the run ends without the lease.
+    Nothing(Checked),
+    /// The dry run found a change: the settle need not dry-run again.
+    Changes,
+    /// Not looked, or not known: the run takes the lease as usual.
+    Unknown,
 }
 
 /// The arguments of a data sync from `from` to `to` (`excludes`: a file of rclone exclude
@@ -344,6 +359,7 @@ impl Job {
             files,
             key_check_missing,
             unchanged: false,
+            leased: true,
         })
     }
 
@@ -428,6 +444,9 @@ impl Job {
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<Outcome> {
+        if self.dry_run {
+            return self.dry_run_upload(abort, volume).await;
+        }
         let checked = match checked {
             Some(checked) => checked,
             None => self.check_upload_reads(abort).await?,
@@ -435,34 +454,52 @@ impl Job {
         let files = checked.files;
         self.ensure_key_objects(checked.key_check_missing, abort)
             .await?;
-        let stats = if checked.unchanged {
+        let stats = if checked.unchanged && !checked.leased {
+            tracing::info!(
+                "nothing to upload: rclone's dry run of the sync found no change, and the \
+                 remote's manifest and upload record are current; nothing was written (a run \
+                 that writes nothing takes no lease)"
+            );
+            Stats::default()
+        } else if checked.unchanged {
             tracing::info!(
                 "nothing to upload: rclone's dry run of the sync, made while the lease settled, \
                  found no change (the sync is not run)"
             );
             Stats::default()
-        } else if self.dry_run {
-            // A dry run writes no manifest: its walk only counts what an upload would skip, so
-            // it runs beside rclone, which changes nothing either.
-            let mut walk_abort = abort.clone();
-            let walk = self.write_manifest(server, &mut walk_abort, volume);
-            let from = self.local.clone().into();
-            let transfer = self.transfer(from, self.remote.data().into(), None, abort);
-            let (stats, walked) = tokio::join!(transfer, walk);
-            walked?;
-            stats?
         } else {
             let from = self.local.clone().into();
             self.transfer(from, self.remote.data().into(), None, abort)
                 .await?
         };
-        if !self.dry_run {
-            self.write_manifest(server, abort, volume).await?;
-        }
+        self.write_manifest(server, abort, volume).await?;
         if let Some(files) = files {
             self.record_upload(files, server).await;
         }
         Ok(Outcome::Synced(stats))
+    }
+
+    /// `--dry-run` of a full upload: the read-only checks, rclone's dry run of the sync and the
+    /// metadata walk (it only counts what an upload would skip) run at once, since none of them
+    /// changes anything. A check's refusal stops rclone (dropped, it is killed) and is the
+    /// run's result, as it would be an upload's.
+    async fn dry_run_upload(
+        &self,
+        abort: &mut Abort,
+        volume: &mut VolumeSummary,
+    ) -> Result<Outcome> {
+        let mut checks_abort = abort.clone();
+        let mut walk_abort = abort.clone();
+        let checks = self.check_upload_reads(&mut checks_abort);
+        let from = self.local.clone().into();
+        let work = async {
+            let transfer = self.transfer(from, self.remote.data().into(), None, abort);
+            let walk = self.write_manifest(None, &mut walk_abort, volume);
+            Ok(tokio::join!(transfer, walk))
+        };
+        let (_, (stats, walked)) = tokio::try_join!(checks, work)?;
+        walked?;
+        Ok(Outcome::Synced(stats?))
     }
 
     /// Records the source's file count for the `mass-delete` valve after a successful upload
@@ -595,119 +632,35 @@ impl Job {
     }
 }
 
-impl Job {
-    /// The lease step of a run. While a new lease settles ([`Lease::written`]), a full upload
-    /// runs its read-only checks ([`Job::check_upload_reads`]), then a dry run of its sync
-    /// ([`Job::upload_changes_nothing`]; after the checks, so that their rclone processes and
-    /// its own do not add up in the run's peak memory), so the settle delay costs the run no
-    /// time of its own: when the dry run finds nothing to change, the sync is left out. They
-    /// start only after our lease is written, so whatever a previous holder wrote before its
-    /// release is what they read. What they found counts only if the lease is acquired, and by
-    /// that very write (not one withdrawn as too slow): a refusal is then the run's result,
-    /// another failure makes the run check again as usual. A dry run still running when the
-    /// lease is acquired is waited for: it lists what the sync would list, and stops at the
-    /// first change it finds, so it costs no more than the sync it may spare.
-    async fn lease_step(
-        &self,
-        plan: &SyncPlan,
-        lease: &Lease,
-        abort: &mut Abort,
-    ) -> Result<Option<Checked>> {
-        let mut written = lease.written();
-        let before = *written.borrow_and_update();
-        let mut settle_abort = abort.clone();
-        let settle_work = async {
-            if written.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            let write = *written.borrow_and_update();
-            // Whatever this process remembered of the remote may be another writer's now.
-            self.forget_remote_state();
-            let checked = self.check_upload_reads(&mut settle_abort).await;
-            let unchanged = checked.is_ok() && self.upload_changes_nothing(&mut settle_abort).await;
-            (write, checked, unchanged)
-        };
-        let step = lease.before_run(abort, self.retries);
-        if self.direction != Direction::Upload || !matches!(plan, SyncPlan::Full(_)) {
-            return step.await.map(|()| None);
-        }
-        tokio::pin!(step, settle_work);
-        let mut done = None;
-        let stepped = loop {
-            tokio::select! {
-                stepped = &mut step => break stepped,
-                found = &mut settle_work, if done.is_none() => done = Some(found),
-            }
-        };
-        stepped?;
-        let acquired = *lease.written().borrow();
-        if acquired == before {
-            return Ok(None); // held already, or a dry run: nothing settled
-        }
-        let (write, checked, unchanged) = match done {
-            Some(found) => found,
-            None => settle_work.await,
-        };
-        if write != acquired {
-            // Started after a write that was withdrawn (too slow): another writer may have come
-            // and gone since, so what they found is not this lease's to use.
-            return Ok(None);
-        }
-        match checked {
-            // The lease is ours, so a refusal is the run's verdict: checking again would only
-            // list the remote twice.
-            Err(refused @ Error::Refused { .. }) => Err(refused),
-            // Another failure is left to the run, which retries what can heal.
-            Err(_) => Ok(None),
-            Ok(checked) => Ok(Some(Checked {
-                unchanged,
-                ..checked
-            })),
-        }
-    }
-}
-
 impl Task for Job {
     /// Runs the job after the lease step: an upload takes the lease (a no-op while held), a
     /// restore waits for a writer that holds it. A failed lease step is the run's result.
     async fn execute(&self, plan: &SyncPlan, lease: Option<&Lease>, abort: &mut Abort) -> Report {
-        let mut checked = None;
-        if let Some(lease) = lease {
-            let started = std::time::Instant::now();
-            let acquisitions = lease.acquisitions();
-            // --sync-timeout bounds the lease step too: a stalled endpoint is found there first.
-            let step = self.lease_step(plan, lease, abort);
-            let result = match self.sync_timeout {
-                None => step.await,
-                Some(limit) => tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
-                    Err(Error::SyncTimeout {
-                        limit: format_duration(limit),
-                        last: None,
-                    })
-                }),
+        let Some(lease) = lease else {
+            return self.run(plan, None, None, abort).await;
+        };
+        let started = std::time::Instant::now();
+        if self.dry_run && self.direction == Direction::Upload {
+            // A dry run's lease step only reads the lease (and warns of a holder), so it runs
+            // beside the run.
+            let mut step_abort = abort.clone();
+            let step = self.bounded_lease_step(plan, lease, &mut step_abort);
+            let (stepped, report) = tokio::join!(step, self.run(plan, None, None, abort));
+            return match stepped {
+                Err(e) => self.failed_lease_step(plan, e, started),
+                Ok(_) => report,
             };
-            match result {
-                Ok(found) => checked = found,
-                Err(e) => {
-                    return Report {
-                        result: Err(e),
-                        elapsed: started.elapsed(),
-                        attempts: 1,
-                        kind: if matches!(plan, SyncPlan::Full(_)) {
-                            "full"
-                        } else {
-                            "incremental"
-                        },
-                        volume: Default::default(),
-                    };
-                }
-            }
-            if lease.acquisitions() != acquisitions && checked.is_none() {
-                // (Re)taken: after a loss, the other writer's manifest and record are there.
-                self.forget_remote_state();
-            }
         }
-        let server = lease.and_then(Lease::server);
+        let acquisitions = lease.acquisitions();
+        let checked = match self.bounded_lease_step(plan, lease, abort).await {
+            Ok(found) => found,
+            Err(e) => return self.failed_lease_step(plan, e, started),
+        };
+        if lease.acquisitions() != acquisitions && checked.is_none() {
+            // (Re)taken: after a loss, the other writer's manifest and record are there.
+            self.forget_remote_state();
+        }
+        let server = lease.server();
         self.run(plan, checked, server.as_deref(), abort).await
     }
 

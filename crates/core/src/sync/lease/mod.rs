@@ -56,6 +56,11 @@
 //!   (at most TTL/3), when it finds the lease taken and stops: the flag is for a holder known to
 //!   be gone.
 //! - `--dry-run` never writes: it reads the lease, warns if someone holds it, and goes on.
+//! - **A run that writes nothing takes none**: a one-shot upload that finds the lease absent
+//!   ([`Lease::look_before_writing`]) first looks, read-only, at what it would write
+//!   (`crate::sync::job`'s `unchanged.rs`); when that is nothing, it ends without writing the
+//!   lease. The protocol above is about writers, and this run is none: a writer that starts
+//!   meanwhile leaves the remote as if that run had come first.
 //!
 //! # Restore side
 //! `remote-to-local-sync` (one-shot) reads the lease first and, while a live lease is held,
@@ -82,6 +87,7 @@ mod record;
 #[cfg(test)]
 mod tests;
 mod transport;
+mod wait;
 
 use transport::{Found, LeaseObject, Via};
 
@@ -114,11 +120,6 @@ pub const SETTLE: Duration = MAX_WRITE_GAP;
 const ACQUIRE_ATTEMPTS: u32 = 3;
 /// The shortest TTL: renewals every TTL/3 must leave room for the settle delay and a retry.
 pub const MIN_TTL: Duration = Duration::from_secs(15);
-/// Why a writer may never stop while a restore waits: the one case we know of, named in the
-/// restore's wait and its timeout (the restore cannot see the writer, only its lease).
-const WAITING_ON_US: &str = "If that writer is the Pod this one replaces and it waits for this \
-     Pod to become Ready (a Deployment's RollingUpdate starts the new Pod first), it will not \
-     stop: use strategy: Recreate";
 /// The reason given to a running rclone stopped because the lease was lost.
 pub const LOST_REASON: &str = "the loss of the remote lease";
 
@@ -163,6 +164,8 @@ pub struct Lease {
     keep_server: AtomicBool,
     /// That server, while the lease is held.
     server: std::sync::Mutex<Option<Arc<RcServer>>>,
+    /// A server started before the acquisition ([`Lease::look_before_writing`]), for it to use.
+    early: std::sync::Mutex<Option<Arc<RcServer>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +205,7 @@ impl Lease {
             written: watch::channel(0).0,
             keep_server: AtomicBool::new(false),
             server: std::sync::Mutex::new(None),
+            early: std::sync::Mutex::new(None),
         }))
     }
 
@@ -296,6 +300,35 @@ impl Lease {
         self.server.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// For a one-shot upload that may write nothing at all: when this process would take the
+    /// lease now (a one-shot writer, not a dry run, not holding it) and nobody holds it (the
+    /// object is absent), the rclone server the acquisition will use, started now, for the
+    /// run's read-only look at the remote. `None` otherwise, and when the server cannot start:
+    /// the run then takes the lease as usual. A lease written after this read is another
+    /// writer's business: a run that writes nothing needs no lease.
+    pub async fn look_before_writing(&self) -> Option<Arc<RcServer>> {
+        let writer = matches!(self.role, Role::Writer(_)) && !self.dry_run;
+        if !writer
+            || !self.keep_server.load(Ordering::Relaxed)
+            || self.holding.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        let server = Arc::new(self.remote.start_server().await?);
+        *self.early.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.clone());
+        match self.remote.read(Via::Rc(&server)).await {
+            Ok(Found::Nothing) => Some(server),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(
+                    lease = self.display,
+                    "cannot read the lease ({e}); taking it as usual"
+                );
+                None
+            }
+        }
+    }
+
     /// Receives `Some(why)` once a held lease is lost.
     pub fn lost(&self) -> watch::Receiver<Option<String>> {
         self.lost.subscribe()
@@ -314,8 +347,11 @@ impl Lease {
             return Ok(());
         }
         // The calls whose gap is bounded go through one running rclone (a dry run only reads).
+        let early = self.early.lock().unwrap_or_else(|p| p.into_inner()).take();
         let server = if self.dry_run {
             None
+        } else if early.is_some() {
+            early
         } else {
             self.remote.start_server().await.map(Arc::new)
         };
@@ -659,91 +695,6 @@ impl Lease {
             }
         }
         self.set_held(&mut held, None);
-    }
-
-    async fn wait_for_writer(&self, wait: Duration, max_skew: Duration) -> Result<()> {
-        if wait.is_zero() {
-            return Ok(());
-        }
-        let start = Instant::now();
-        let mut last_log: Option<Instant> = None;
-        let mut judged: Option<((String, String, String), DateTime<Utc>)> = None;
-        loop {
-            let found = match self.remote.read(Via::Process).await {
-                Ok(found) => found,
-                // The restore's own checks decide what a remote that cannot be read means.
-                Err(e) => {
-                    tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
-                    return Ok(());
-                }
-            };
-            let record = match found {
-                Found::Lease(record) => record,
-                Found::Nothing => return Ok(()),
-                Found::Unreadable(why) => {
-                    tracing::warn!("ignoring the unreadable lease {} ({why})", self.display);
-                    return Ok(());
-                }
-            };
-            let now = Utc::now();
-            // Judged (and warned about) once per lease seen, not once per poll.
-            let key = (
-                record.holder.id.clone(),
-                record.renewed.clone(),
-                record.expires.clone(),
-            );
-            let expires = match &judged {
-                Some((seen, expires)) if *seen == key => *expires,
-                _ => match self
-                    .judged_expiry(&record, now, max_skew, Via::Process)
-                    .await
-                {
-                    Ok(expires) => {
-                        judged = Some((key, expires));
-                        expires
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot read the lease {} ({e}); not waiting", self.display);
-                        return Ok(());
-                    }
-                },
-            };
-            if !is_live(expires, now, max_skew) {
-                tracing::warn!(
-                    holder = %record.holder,
-                    expired = rfc3339(expires),
-                    "the writer's lease {} has expired without release; restoring what it left",
-                    self.display
-                );
-                return Ok(());
-            }
-            let waited = start.elapsed();
-            if waited >= wait {
-                return Err(Error::Other(anyhow::anyhow!(
-                    "a writer, {}, still holds the lease {} after waiting --wait-for-writer {}: \
-                     it is still running (it renewed the lease at {}; it expires {}), and a \
-                     restore now could miss its last sync. Stop that writer (its final sync \
-                     releases the lease), or wait longer. {WAITING_ON_US}",
-                    record.holder,
-                    self.display,
-                    format_duration(wait),
-                    untrusted(&record.renewed),
-                    rfc3339(expires),
-                )));
-            }
-            if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                tracing::info!(
-                    holder = %record.holder,
-                    expires = rfc3339(expires),
-                    waited_seconds = waited.as_secs(),
-                    "waiting for the writer holding {} to finish (at most {} in all). {WAITING_ON_US}",
-                    self.display,
-                    format_duration(wait)
-                );
-                last_log = Some(Instant::now());
-            }
-            tokio::time::sleep(Duration::from_secs(1).min(wait - waited)).await;
-        }
     }
 
     /// When another writer's `record` counts as expiring ([`Record::expiry`]); warns when its

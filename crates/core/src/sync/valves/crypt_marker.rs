@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::{Error, Result};
 use crate::remote::path::{INTERNAL_FILTER, Internal, RemoteEnd};
 use crate::remote::rclone::Rclone;
+use crate::remote::rclone::rc::{Object, RcServer};
 
 /// The plain marker's name at the top of the raw (encrypted) remote path.
 /// The plain marker's name.
@@ -52,6 +53,18 @@ pub struct MarkerWriter {
 }
 
 impl MarkerWriter {
+    /// Whether the marker is there (read through `server`), so that [`MarkerWriter::ensure`]
+    /// has nothing to do; then it is remembered. A failed read is `false`.
+    pub async fn is_present(&self, server: &RcServer, end: &RemoteEnd) -> bool {
+        let object = Object::split(&end.object(Internal::EncryptionMarker));
+        let read = server.read(&object, MARKER_CONTENT.len() + 1, "cat (encryption marker)");
+        let present = matches!(read.await, Ok(Some(bytes)) if bytes == MARKER_CONTENT.as_bytes());
+        if present {
+            self.written.store(true, Ordering::Relaxed);
+        }
+        present
+    }
+
     /// After the key check of an upload that is not a dry run: that check has written its own
     /// object if it was missing, so the bucket exists and no bucket check is needed.
     pub async fn ensure(&self, rclone: &Rclone, end: &RemoteEnd) -> Result<()> {

@@ -232,6 +232,19 @@ impl Guard {
         Ok(())
     }
 
+    /// Whether the remote's record already says `files` (read through `server`), so that an
+    /// upload of that source need not write it; then it is remembered as read. A missing or
+    /// unusable record, or a failed read, is `false`.
+    pub async fn is_recorded(&self, server: &RcServer, end: &RemoteEnd, files: u64) -> bool {
+        let object = Object::split(&end.object(Internal::UploadRecord));
+        let read = server.read(&object, MAX_RECORD_BYTES + 1, "cat (upload record)");
+        let recorded = matches!(read.await, Ok(Some(bytes)) if parse_record(&bytes) == Ok(files));
+        if recorded {
+            self.set_known(Known::Files(files));
+        }
+        recorded
+    }
+
     /// Records `files` as the source's count after a successful upload (unless already known),
     /// through `server` when the run has one (a failed request is made again as a command).
     pub async fn record(
