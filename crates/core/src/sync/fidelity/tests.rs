@@ -236,6 +236,40 @@ fn a_truncated_manifest_is_refused() {
     assert!(parse(b"").is_err());
 }
 
+/// A one-shot upload writes no manifest when the remote's is this record's: the same entries
+/// and trailer under a header of the same format, whatever its generation and time. Anything
+/// else, whatever the remote holds, is a difference.
+#[test]
+fn a_manifest_is_written_in_the_remote_only_when_its_entries_are_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("f"), "x").unwrap();
+    let record = record(dir.path()).unwrap();
+    let written = record.bytes();
+    assert!(record.is_written_in(&written));
+    assert!(record.is_written_in(&record.bytes()), "another generation");
+    let header_end = written.iter().position(|&b| b == b'\n').unwrap();
+    let other_format = [
+        br#"{"t":"h","format":"volume-syncing-operator manifest v2","generation":"0","written":"0"}"#
+            .as_slice(),
+        &written[header_end..],
+    ]
+    .concat();
+    let mut extra = written.clone();
+    extra.push(b'\n');
+    fs::set_permissions(dir.path().join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    let chmodded = super::walk::record(dir.path()).unwrap().bytes();
+    for (what, other) in [
+        ("another format", other_format.as_slice()),
+        ("a byte more", extra.as_slice()),
+        ("cut", &written[..written.len() - 1]),
+        ("no header", &written[header_end + 1..]),
+        ("nothing", b"".as_slice()),
+        ("a mode changed", chmodded.as_slice()),
+    ] {
+        assert!(!record.is_written_in(other), "{what}");
+    }
+}
+
 #[test]
 fn record_and_apply_round_trip() {
     let src = tempfile::tempdir().unwrap();

@@ -15,6 +15,17 @@ use crate::sync::valves::safety::{self, RESTORE_MARKER, RestoreDecision};
 
 use super::{Job, filter_file, rules_file};
 
+/// What a restore's checks decided ([`Job::restore_reads`]).
+enum Ready {
+    /// The run restores nothing (`--if-local-empty`, `--skip-if-never-uploaded`).
+    Skip(Outcome),
+    /// The data sync may run: the target as it was found, and the exclude rules of its links.
+    Go {
+        local: safety::LocalState,
+        excludes: Option<tempfile::NamedTempFile>,
+    },
+}
+
 impl Job {
     /// Whether an upload ever wrote to the remote path: every upload leaves the metadata
     /// manifest or the upload record at its top. Listed without the user's filters (which could
@@ -56,11 +67,15 @@ impl Job {
         )))
     }
 
-    pub(super) async fn restore(
-        &self,
-        abort: &mut Abort,
-        volume: &mut VolumeSummary,
-    ) -> Result<Outcome> {
+    /// The restore's checks before its data sync. The local ones come first (they may skip
+    /// the run); the remote ones (the key check, `--skip-if-never-uploaded`'s look,
+    /// `empty-remote`, the plain guard, the links' `link-conflict` listing) only read, so they
+    /// run at once, each an rclone start and a request or two; their verdicts are taken in one
+    /// fixed order: the key first (through a wrong key our objects' names would not decrypt,
+    /// and the path would look as if it had never been uploaded to), then whether it ever was,
+    /// then emptiness (so that a remote that cannot be listed is its refusal), the guard, the
+    /// links.
+    async fn restore_reads(&self, abort: &mut Abort) -> Result<Ready> {
         let o = &self.overrides;
         let euid = nix::unistd::geteuid().as_raw();
         let (decision, local) = safety::check_restore_local(
@@ -72,34 +87,69 @@ impl Job {
         )?;
         let check_remote = match decision {
             RestoreDecision::SkipLocalNotEmpty => {
-                return Ok(Outcome::Skipped(format!(
+                return Ok(Ready::Skip(Outcome::Skipped(format!(
                     "--if-local-empty: {} already holds data (and no unfinished restore)",
                     self.local.display()
-                )));
+                ))));
             }
             RestoreDecision::Proceed { check_remote } => check_remote,
         };
-        if let Some(check) = &self.key_check {
-            unless_aborted(abort, check.verify(&self.rclone, false, self.dry_run)).await?;
-        }
-        // After the key check: through a wrong key our objects' names would not decrypt, and
-        // the path would look as if it had never been uploaded to.
-        if o.skip_if_never_uploaded && !unless_aborted(abort, self.ever_uploaded()).await? {
-            return unless_aborted(abort, self.never_uploaded()).await;
-        }
-        if check_remote {
-            unless_aborted(
-                abort,
-                safety::check_remote_not_empty(&self.rclone, self.remote.data()),
-            )
-            .await?;
-        }
-        // After the emptiness valve, so that a remote that cannot be listed is its refusal.
-        if let Some(guard) = &self.plain_guard {
+        let key = async {
+            match &self.key_check {
+                Some(check) => check.verify(&self.rclone, false, self.dry_run).await,
+                None => Ok(()),
+            }
+        };
+        let uploaded = async {
+            if o.skip_if_never_uploaded {
+                self.ever_uploaded().await
+            } else {
+                Ok(true)
+            }
+        };
+        let not_empty = async {
+            if check_remote {
+                safety::check_remote_not_empty(&self.rclone, self.remote.data()).await
+            } else {
+                Ok(())
+            }
+        };
+        let guard = async {
             let what = "a restore would replace the local files with ciphertext";
-            unless_aborted(abort, guard.verify(&self.rclone, what)).await?;
+            match &self.plain_guard {
+                Some(guard) => guard.verify(&self.rclone, what).await,
+                None => Ok(()),
+            }
+        };
+        let mut links_abort = abort.clone();
+        let links = self.exclude_links(&mut links_abort);
+        let all = async { Ok(tokio::join!(key, uploaded, not_empty, guard, links)) };
+        let (key, uploaded, not_empty, guard, links) = unless_aborted(abort, all).await?;
+        key?;
+        if !uploaded? {
+            let skipped = unless_aborted(abort, self.never_uploaded()).await?;
+            return Ok(Ready::Skip(skipped));
         }
-        let excludes = self.exclude_links(abort).await?;
+        not_empty?;
+        guard?;
+        Ok(Ready::Go {
+            local,
+            excludes: links?,
+        })
+    }
+
+    /// After the lease step: the checks ([`Job::restore_reads`]; not beside the lease read, since
+    /// a writer that releases the lease meanwhile could have them read what it had not yet
+    /// written), the data sync with the manifest read beside it, then the manifest applied.
+    pub(super) async fn restore(
+        &self,
+        abort: &mut Abort,
+        volume: &mut VolumeSummary,
+    ) -> Result<Outcome> {
+        let (local, excludes) = match self.restore_reads(abort).await? {
+            Ready::Skip(outcome) => return Ok(outcome),
+            Ready::Go { local, excludes } => (local, excludes),
+        };
         let marker = self.local.join(RESTORE_MARKER);
         let written = MarkerWritten {
             had_marker: local.has_marker,
