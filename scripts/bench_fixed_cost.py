@@ -3,9 +3,10 @@
 
 Why a section of its own: a one-shot upload used to take the remote lease with one rclone process
 per call (read, write, a fixed 5 s settle delay, read back) before doing anything else. After
-issue 28 the acquisition goes through one `rclone rcd` on a unix socket, the settle delay is 750 ms,
-and the upload's read-only checks and a dry run of its sync run during it (a sync the dry run
-finds nothing for is left out). Here three variants do the same work,
+issue 28 a one-shot upload that would write nothing takes no lease at all (a read-only look: a dry
+run of its sync, the remote's manifest and record), the acquisition goes through one `rclone rcd`
+on a unix socket, the settle delay is 750 ms, and the upload's read-only checks run during it.
+Here three variants do the same work,
 interleaved (A,B,C, then the next repetition in another order) so that the load of the machine
 hits them alike; the first run of each variant is a warm-up and is not counted:
 
@@ -15,7 +16,7 @@ hits them alike; the first run of each variant is a warm-up and is not counted:
 
 Rows (wall time of the whole command, time.monotonic(); median, min, max):
   1. one-shot `sync-to-remote` with nothing to do, a tree of BENCH_FC_FILES small files, local
-     S3; also the peak summed RSS of the process tree (ours + every rclone), every 50 ms
+     S3; also the peak summed RSS and PSS of the process tree (ours + every rclone), every 50 ms
   2. the same at BENCH_FC_DELAY ms one way (scripts/delay-proxy.py in front of the server)
   3. a `--schedule` process: the `duration_seconds` of its no-change runs after the first (the
      lease is held by then), against the plain rclone wall time of row 1
@@ -52,7 +53,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_latency import fmt_s, make_small, tree_rss_kib, write_section  # noqa: E402  (definitions only, no side effects)
+from bench_latency import fmt_s, make_small, tree_memory_kib, write_section  # noqa: E402  (definitions only, no side effects)
 
 MARK_BEGIN = "<!-- bench section 11 (fixed costs): begin -->"
 MARK_END = "<!-- bench section 11 (fixed costs): end -->"
@@ -108,8 +109,8 @@ def stamp_of(event):
 
 def timed(argv, env_vars, log, rss=False):
     """Runs argv (no shell), its stdout and stderr into the file log (truncated); returns
-    (seconds, peak summed RSS of its process tree in KiB or None, exit code)."""
-    peak = [0]
+    (seconds, (peak summed RSS, peak summed PSS) of its process tree in KiB or None, exit code)."""
+    peak = [0, 0]
     with open(log, "wb") as out:
         start = time.monotonic()
         proc = subprocess.Popen(argv, env=env_vars, stdout=out, stderr=out, start_new_session=True)
@@ -117,7 +118,8 @@ def timed(argv, env_vars, log, rss=False):
 
         def sample():
             while not done.is_set():
-                peak[0] = max(peak[0], tree_rss_kib(proc.pid))
+                rss, pss = tree_memory_kib(proc.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 done.wait(SAMPLE_EVERY)
 
         sampler = threading.Thread(target=sample) if rss else None
@@ -128,7 +130,7 @@ def timed(argv, env_vars, log, rss=False):
         done.set()
         if sampler:
             sampler.join()
-    return elapsed, (peak[0] if rss else None), code
+    return elapsed, (tuple(peak) if rss else None), code
 
 
 def log_facts(log):
@@ -235,12 +237,13 @@ def run(work, results, after, before, rclone):
                 log = os.path.join(logs, f"row{row}-{variant}.log")
                 secs, peak, code = timed(cmd, env_vars, log, rss)
                 r = {"row": row, "variant": variant, "rep": rep, "warmup": rep == 0,
-                     "seconds": secs, "peak_kib": peak, "code": code, **log_facts(log)}
+                     "seconds": secs, "peak_kib": peak and peak[0],
+                     "peak_pss_kib": peak and peak[1], "code": code, **log_facts(log)}
                 with open(out_path, "a") as f:
                     f.write(json.dumps(r) + "\n")
                 print(f"bench: 11.{row} {variant} run {rep}/{runs}"
                       f"{' (warm-up)' if rep == 0 else ''}: {secs:.2f} s"
-                      + (f", peak {peak / 1024:.0f} MiB" if peak else "")
+                      + (f", peak RSS {peak[0] / 1024:.0f} MiB, PSS {peak[1] / 1024:.0f} MiB" if peak else "")
                       + f", {r['lines']} log lines, exit {code}", file=sys.stderr)
                 if code != 0:
                     sys.stderr.write(open(log, errors="replace").read()[-2000:])
@@ -417,10 +420,12 @@ def report(results, out):
           "one rclone process per call: read it, write it, wait the fixed 5 s settle delay, "
           "read it back; the upload's read-only checks and the sync come after it.",
           "- **after**: the binary under test (`VSO_BINARY`; `make bench` builds it from the "
-          "working tree), with issue 28's change: the lease's acquisition goes through one "
-          "`rclone rcd` on a unix socket (one process for its read, write and read-back), the "
-          "settle delay is 750 ms, and the upload's read-only checks, then a dry run of its "
-          "sync, run during that delay; a sync the dry run finds nothing for is left out.",
+          "working tree), with issue 28's change: a one-shot upload first looks, read-only, "
+          "at what it would write (rclone's dry run of the sync, stopped at its first change; "
+          "the remote's manifest and upload record through one `rclone rcd`); when that is "
+          "nothing, it ends without taking the lease (rows 1 and 2). Otherwise the lease's "
+          "acquisition goes through the same `rcd` (its read, write and read-back), the settle "
+          "delay is 750 ms, and the upload's read-only checks run during it.",
           "- **plain**: `rclone sync SRC remote:demo/PATH --transfers 64 --checkers 64` with a "
           "config file holding the same `[remote]` section: no lease, no safety checks, no "
           "metadata manifest. It is the floor of the same transfer work, not an alternative.",
@@ -469,13 +474,13 @@ def report(results, out):
         head = "| variant | median | min | max | n | ÷ plain | ÷ before |"
         sep = "|---|---|---|---|---|---|---|"
         if rss:
-            head += " peak RSS, median (min–max) |"
-            sep += "---|"
+            head += " peak RSS, median (min–max) | peak PSS, median (min–max) |"
+            sep += "---|---|"
         T = [head, sep]
         for v in VARIANTS:
             rs = groups.get((row, v))
             if not rs:
-                T.append(f"| {v} | not measured |" + " |" * (6 if rss else 5))
+                T.append(f"| {v} | not measured |" + " |" * (7 if rss else 5))
                 continue
             xs = [r["seconds"] for r in rs]
             m = med[(row, v)]
@@ -484,9 +489,10 @@ def report(results, out):
             line = (f"| {v} | **{fmt_s(m)}** | {fmt_s(min(xs))} | {fmt_s(max(xs))} | {len(xs)} "
                     f"| {f'{m / p:.2f}' if p else '—'} | {f'{m / b:.2f}' if b else '—'} |")
             if rss:
-                ks = [r["peak_kib"] / 1024 for r in rs if r.get("peak_kib")]
-                line += (f" {statistics.median(ks):.1f} MiB ({min(ks):.1f}–{max(ks):.1f}) |"
-                         if ks else " — |")
+                for key in ("peak_kib", "peak_pss_kib"):
+                    ks = [r[key] / 1024 for r in rs if r.get(key)]
+                    line += (f" {statistics.median(ks):.1f} MiB ({min(ks):.1f}–{max(ks):.1f}) |"
+                             if ks else " — |")
             T.append(line)
         return T
 
@@ -515,10 +521,12 @@ def report(results, out):
     if (1, "after") in groups or (1, "before") in groups or (1, "plain") in groups:
         L += ["### Row 1: one-shot upload, nothing to do, local S3", "",
               f"`sync-to-remote` of the tree of {facts['files']} files to a path that already "
-              "holds it, against `rclone serve s3` on 127.0.0.1. Peak RSS: the summed `VmRSS` "
+              "holds it, against `rclone serve s3` on 127.0.0.1. Peak RSS: the summed `Rss` "
               "of the command's whole process tree (ours, its `rclone rcd`, every rclone it "
-              f"starts), sampled every {int(SAMPLE_EVERY * 1000)} ms from /proc (a process "
-              "that lives less than that can be missed).", ""]
+              f"starts), sampled every {int(SAMPLE_EVERY * 1000)} ms from "
+              "/proc/PID/smaps_rollup (a process that lives less than that can be missed); "
+              "peak PSS the same with `Pss`, which shares the rclone executable's pages among "
+              "the rclone processes that map them instead of counting them once per process.", ""]
         L += table(1, rss=True) + [""]
         L += [x for x in (nothing_check(1), row_load(1)) if x] + [""] + commands(1) + [""]
     if any((2, v) in groups for v in VARIANTS):

@@ -105,8 +105,10 @@ def tree_facts(root):
 
 
 # --- measuring ---------------------------------------------------------------------------------
-def tree_rss_kib(root_pid):
-    """Summed VmRSS of root_pid and its descendants."""
+def tree_memory_kib(root_pid):
+    """(summed VmRSS, summed Pss) of root_pid and its descendants, in KiB. RSS counts the pages
+    of the rclone executable that every rclone maps once per process; PSS shares each page among
+    the processes that map it, so the sum is the memory the tree uses."""
     parent = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -122,21 +124,29 @@ def tree_rss_kib(root_pid):
             if pp == p and c not in members:
                 members.add(c)
                 frontier.append(c)
-    total = 0
+    rss = pss = 0
     for p in members:
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
         except OSError:
             pass
-    return total
+    return rss, pss
+
+
+def tree_rss_kib(root_pid):
+    """Summed VmRSS of root_pid and its descendants."""
+    return tree_memory_kib(root_pid)[0]
 
 
 def timed(cmd, env_vars, log):
-    """Runs cmd (a shell command line); returns (seconds, peak tree RSS in KiB, exit code)."""
-    peak = [0]
+    """Runs cmd (a shell command line); returns (seconds, (peak tree RSS, peak tree PSS) in KiB,
+    exit code)."""
+    peak = [0, 0]
     with open(log, "ab") as out:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, shell=True, env=env_vars, stdout=out, stderr=out,
@@ -145,7 +155,8 @@ def timed(cmd, env_vars, log):
 
         def sample():
             while not done.is_set():
-                peak[0] = max(peak[0], tree_rss_kib(proc.pid))
+                rss, pss = tree_memory_kib(proc.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 done.wait(0.1)
 
         sampler = threading.Thread(target=sample)
@@ -154,7 +165,7 @@ def timed(cmd, env_vars, log):
         elapsed = time.monotonic() - start
         done.set()
         sampler.join()
-    return elapsed, peak[0], code
+    return elapsed, tuple(peak), code
 
 
 def run(work, results, binary, rclone):
@@ -280,13 +291,14 @@ def run(work, results, binary, rclone):
                         secs, peak, code = timed(cmd, env_vars, log)
                         row = {"delay": delay, "workload": name, "op": timed_op,
                                "variant": variant, "rep": rep, "seconds": secs,
-                               "peak_kib": peak, "code": code}
+                               "peak_kib": peak[0], "peak_pss_kib": peak[1], "code": code}
                         if op == "restore" and code == 0:
                             row["restored"] = tree_facts(dst)[0]
                         with open(out_path, "a") as f:
                             f.write(json.dumps(row) + "\n")
                         print(f"bench: {delay} ms {name} {timed_op} {variant} run {rep + 1}/"
-                              f"{runs}: {secs:.2f} s, peak {peak / 1024:.0f} MiB, exit {code}",
+                              f"{runs}: {secs:.2f} s, peak RSS {peak[0] / 1024:.0f} MiB, PSS "
+                              f"{peak[1] / 1024:.0f} MiB, exit {code}",
                               file=sys.stderr)
                     shutil.rmtree(dst, ignore_errors=True)
                     facts["load_end"] = open("/proc/loadavg").read().split()[:3]
@@ -369,7 +381,10 @@ def report(results, out, python):
     L += ["```", "",
           "`nochange` is the same upload run again right after it (the archive variant has no "
           "such thing and uploads the whole archive again). Peak memory: the summed RSS of the "
-          "command's process tree (ours + rclone; rclone + tar), sampled every 100 ms.", ""]
+          "command's process tree (ours + rclone; rclone + tar), sampled every 100 ms, and its "
+          "summed PSS (`/proc/PID/smaps_rollup`): RSS counts the ~50 MiB of the rclone "
+          "executable's pages once per rclone process, PSS shares them among the processes "
+          "that map them, so it is the memory the tree takes from the node.", ""]
     failures = [r for r in rows if r["code"] != 0]
     if failures:
         L += [f"**{len(failures)} run(s) failed** (exit code ≠ 0): "
@@ -378,7 +393,8 @@ def report(results, out, python):
     for delay in facts["delays_ms"]:
         L += [f"### One-way delay {delay} ms", "",
               "| workload | operation | variant | median | min | max | n | ÷ plain defaults "
-              "| peak RSS (median) |", "|---|---|---|---|---|---|---|---|---|"]
+              "| peak RSS (median) | peak PSS (median) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for (d, w, op, v), rs in sorted(groups.items(), key=lambda kv: (
                 kv[0][1], OPS.index(kv[0][2]), VARIANTS.index(kv[0][3]))):
             if d != delay:
@@ -387,9 +403,11 @@ def report(results, out, python):
             base = med.get((d, w, op, "plain"))
             ratio = f"{med[(d, w, op, v)] / base:.2f}" if base else "—"
             peak = statistics.median(r["peak_kib"] for r in rs) / 1024
+            psss = [r["peak_pss_kib"] / 1024 for r in rs if "peak_pss_kib" in r]
+            pss = f"{statistics.median(psss):.0f} MiB" if psss else "—"
             name = f"**{v}**" if v == "ours" else v
             L.append(f"| {w} | {op} | {name} | **{fmt_s(statistics.median(xs))}** | {fmt_s(min(xs))}"
-                     f" | {fmt_s(max(xs))} | {len(xs)} | {ratio} | {peak:.0f} MiB |")
+                     f" | {fmt_s(max(xs))} | {len(xs)} | {ratio} | {peak:.0f} MiB | {pss} |")
         L.append("")
     # The goals of the issue, at the first delay.
     d0 = facts["delays_ms"][0]

@@ -23,8 +23,9 @@ note "rclone serve s3 on $REMOTE_ENDPOINT (pid $(cat "$state/pid")), storing its
 env | grep '^REMOTE_' | sort | sed 's/^/     /'
 
 step "upload examples/data to remote:demo/data"
-note "The ~5 s pause before the upload is the lease: the uploader writes a lease object," \
-  "waits for it to settle and reads it back, so that two writers never upload to the same path."
+note "The ~0.75 s pause before the upload is the lease: the uploader writes a lease object," \
+  "waits for it to settle and reads it back, so that two writers never upload to the same path." \
+  "Run again with nothing changed, the upload writes nothing, so it takes no lease: no pause."
 "$bin" sync-to-remote -s examples/data -d demo/data
 
 step "restore remote:demo/data into $state/restored"

@@ -74,10 +74,11 @@ def report(results, out):
     w("## 1. Overhead of the wrapper: one-shot `sync-to-remote` vs. plain `rclone sync`")
     w("")
     w(f"A tree of {F('files')} files ({F('tree_bytes')} bytes in {F('tree_dirs')} directories),")
-    w("already uploaded, nothing changed, as one-shot runs (a CronJob's case): ours takes the")
-    w("remote lease, whose 750 ms settle is the floor of such a run (the valves and a dry run of")
-    w("the sync use it; an unchanged tree's sync is then left out). A sidecar's runs after its")
-    w("first hold the lease already: that case is section 11, row 3. Both commands use")
+    w("already uploaded, nothing changed, as one-shot runs (a CronJob's case): ours looks,")
+    w("read-only, at what it would write (rclone's dry run of the sync, the remote's manifest and")
+    w("upload record through one `rclone rcd`), finds nothing, and ends without taking the lease")
+    w("(section 7 is a run with a change, which takes it). A sidecar's runs after its first hold")
+    w("the lease already: that case is section 11, row 3. Both commands use")
     w("the same S3 server, the same `[remote]` section and the same rclone flags:")
     w("")
     w("```")
@@ -308,7 +309,7 @@ def report(results, out):
     watch_section(results, F, w)
     # 6. the lease
     lease_cost = lease_section(results, F, w)
-    S.append("| 7. lease, added to a one-shot upload (start-up included) | "
+    S.append("| 7. lease, added to a one-shot upload of a change (start-up and the look included) | "
              + (seconds(lease_cost) if lease_cost is not None else "—") + " | — |")
     S.append("")
     L[summary_at:summary_at] = S

@@ -19,13 +19,14 @@ def lease_section(results, F, w):
         w("No successful run: not measured.")
         w("")
         return None
-    w(f"{len(rows)} one-shot uploads of the tree of 1., nothing to transfer, each run with the")
-    w("rclone recorder of 1. to count rclone calls by operation; the phases are split at the")
-    w("log events \"acquired the lease\", rclone's last line and \"released the lease\" (`-v`).")
-    w("Taking the lease = process start-up, config, starting the `rclone rcd` that serves it,")
-    w("reading the lease, writing it, the 750 ms settle wait (during which the valves run, then")
-    w("a dry run of the sync), reading it back. The sync phase is empty when that dry run found")
-    w("nothing to do (the sync is then left out). The lease cannot be switched off.")
+    w(f"{len(rows)} one-shot uploads of the tree of 1., one file of it changed before each (a")
+    w("run that would write nothing takes no lease: section 1), each run with the rclone")
+    w("recorder of 1. to count rclone calls by operation; the phases are split at the log events")
+    w("\"acquired the lease\", rclone's last line and \"released the lease\" (`-v`). Taking the")
+    w("lease = process start-up, config, starting the `rclone rcd` that serves it, reading the")
+    w("lease, the look before writing (a dry run of the sync that stops at its first change),")
+    w("writing the lease, the 750 ms settle wait (during which the valves run), reading it back.")
+    w("The lease cannot be switched off.")
     w("")
     w("| phase | median | min | max |")
     w("|---|---|---|---|")
@@ -35,7 +36,7 @@ def lease_section(results, F, w):
         w(f"| {label} | {seconds(statistics.median(xs))} | {seconds(min(xs))} | {seconds(max(xs))} |")
     w("")
     calls = rows[-1]["calls"]
-    w("rclone calls per one-shot upload: " + ", ".join(f"`{k}` {v}" for k, v in sorted(calls.items()))
+    w("rclone calls per one-shot upload of a change: " + ", ".join(f"`{k}` {v}" for k, v in sorted(calls.items()))
       + f" — {sum(calls.values())} processes in all. The lease's read, write and read-back, the"
       " manifest, the upload record and the release (read, delete) are requests to the `rcd`,"
       " not processes.")

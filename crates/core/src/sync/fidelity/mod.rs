@@ -36,7 +36,9 @@
 //!   not mtimes, are compared because a backend without mtimes restores every file with the
 //!   time of its upload.
 //! - In one process (schedule, watch) the upload remembers a digest of the manifest it wrote
-//!   last and does not write it again when nothing changed.
+//!   last and does not write it again when nothing changed. A one-shot upload reads the
+//!   remote's before taking the lease and writes none when it is this one, byte for byte but
+//!   for the header ([`format::Record::is_written_in`]; `crate::sync::job`'s `unchanged.rs`).
 //!
 //! # Applying it safely
 //! Nothing is ever followed: every parent directory is opened from the restore root with
