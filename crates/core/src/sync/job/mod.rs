@@ -454,25 +454,29 @@ impl Job {
         let files = checked.files;
         self.ensure_key_objects(checked.key_check_missing, abort)
             .await?;
-        let stats = if checked.unchanged && !checked.leased {
+        let (stats, record) = if checked.unchanged && !checked.leased {
             tracing::info!(
                 "nothing to upload: rclone's dry run of the sync found no change, and the \
                  remote's manifest and upload record are current; nothing was written (a run \
                  that writes nothing takes no lease)"
             );
-            Stats::default()
+            (Stats::default(), self.record_tree().await)
         } else if checked.unchanged {
             tracing::info!(
                 "nothing to upload: rclone's dry run of the sync, made while the lease settled, \
                  found no change (the sync is not run)"
             );
-            Stats::default()
+            (Stats::default(), self.record_tree().await)
         } else {
+            // The metadata walk runs beside the sync (the manifest is still written only after
+            // it succeeded): both read the live volume, and a restore matches the manifest
+            // against what the data sync produced, entry by entry.
             let from = self.local.clone().into();
-            self.transfer(from, self.remote.data().into(), None, abort)
-                .await?
+            let transfer = self.transfer(from, self.remote.data().into(), None, abort);
+            let (stats, record) = tokio::join!(transfer, self.record_tree());
+            (stats?, record)
         };
-        self.write_manifest(server, abort, volume).await?;
+        self.write_recorded(record?, server, abort, volume).await?;
         if let Some(files) = files {
             self.record_upload(files, server).await;
         }
@@ -520,6 +524,14 @@ impl Job {
         }
     }
 
+    /// Records the tree's metadata (a walk of the volume, on a blocking thread).
+    async fn record_tree(&self) -> Result<fidelity::format::Record> {
+        let local = self.local.clone();
+        tokio::task::spawn_blocking(move || fidelity::record(&local))
+            .await
+            .map_err(|e| Error::Other(anyhow::anyhow!("recording the metadata failed: {e}")))?
+    }
+
     /// After a successful data sync: records the tree and writes the manifest (through
     /// `server` when the run has one), unless this process wrote the same one last time. A dry
     /// run writes nothing.
@@ -529,10 +541,18 @@ impl Job {
         abort: &mut Abort,
         volume: &mut VolumeSummary,
     ) -> Result<()> {
-        let local = self.local.clone();
-        let record = tokio::task::spawn_blocking(move || fidelity::record(&local))
-            .await
-            .map_err(|e| Error::Other(anyhow::anyhow!("recording the metadata failed: {e}")))??;
+        let record = self.record_tree().await?;
+        self.write_recorded(record, server, abort, volume).await
+    }
+
+    /// [`Job::write_manifest`] of a tree recorded already (beside the data sync).
+    async fn write_recorded(
+        &self,
+        record: fidelity::format::Record,
+        server: Option<&RcServer>,
+        abort: &mut Abort,
+        volume: &mut VolumeSummary,
+    ) -> Result<()> {
         volume.skipped_special = record.skipped_special;
         if self.dry_run {
             tracing::info!("dry run: the metadata manifest is not written");
