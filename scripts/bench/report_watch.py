@@ -53,9 +53,9 @@ def watch_section(results, F, w):
     w("then `rclone copy --filter-from … --no-traverse` of the one changed path). It is compared")
     w("with a **full no-change sync** of the same tree: `sync-to-remote` without `--watch`, the")
     w("duration from its summary line (`kind=\"full\"`, nothing to transfer). That duration")
-    w("starts after the lease is taken; the one-shot run lists the tree in a dry run during the")
-    w("lease's settle and, finding nothing to do, leaves the sync out, so it is no longer a full")
-    w("listing: the whole process's wall time below is the fuller comparison.")
+    w("starts after the lease step; the one-shot run lists the tree in a dry run before it and,")
+    w("finding nothing to write, takes no lease and leaves the sync out, so it is no longer a")
+    w("full listing: the whole process's wall time below is the fuller comparison.")
     w("")
     w("```")
     for r in runs:
