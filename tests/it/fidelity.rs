@@ -502,6 +502,16 @@ fn an_upload_with_a_fifo_exits_0_and_says_so() {
     );
     server.assert_object("bucket/app/data.txt", b"data");
     assert!(!server.path("bucket/app/queue").exists());
+    // Again, with nothing to change: the run writes nothing, and still says what it left out.
+    Vso::s3(&sandbox, &server)
+        .args(["sync-to-remote", "-s"])
+        .arg(&src)
+        .args(["-d", "bucket/app"])
+        .run()
+        .assert_code(0)
+        .assert_contains("nothing was written")
+        .assert_contains("skipped_special=1")
+        .assert_contains("1 special files (FIFOs, sockets, devices) were not transferred");
 }
 
 #[test]

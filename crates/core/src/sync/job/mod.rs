@@ -124,6 +124,8 @@ pub struct Checked {
     /// Whether the run holds the lease: not when it found, before taking it, that it would
     /// write nothing at all ([`unchanged`]).
     leased: bool,
+    /// Without the lease: the special files the look's metadata walk left out (for the summary).
+    skipped_special: u64,
 }
 
 /// What a one-shot upload's look before the lease found (`unchanged.rs`).
@@ -360,6 +362,7 @@ impl Job {
             key_check_missing,
             unchanged: false,
             leased: true,
+            skipped_special: 0,
         })
     }
 
@@ -451,17 +454,20 @@ impl Job {
             Some(checked) => checked,
             None => self.check_upload_reads(abort).await?,
         };
-        let files = checked.files;
-        self.ensure_key_objects(checked.key_check_missing, abort)
-            .await?;
-        let (stats, record) = if checked.unchanged && !checked.leased {
+        if checked.unchanged && !checked.leased {
             tracing::info!(
                 "nothing to upload: rclone's dry run of the sync found no change, and the \
                  remote's manifest and upload record are current; nothing was written (a run \
                  that writes nothing takes no lease)"
             );
-            (Stats::default(), self.record_tree().await)
-        } else if checked.unchanged {
+            volume.skipped_special = checked.skipped_special;
+            volume.metadata = "unchanged";
+            return Ok(Outcome::Synced(Stats::default()));
+        }
+        let files = checked.files;
+        self.ensure_key_objects(checked.key_check_missing, abort)
+            .await?;
+        let (stats, record) = if checked.unchanged {
             tracing::info!(
                 "nothing to upload: rclone's dry run of the sync, made while the lease settled, \
                  found no change (the sync is not run)"

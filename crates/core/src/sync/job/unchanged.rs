@@ -82,12 +82,12 @@ impl Job {
         if !(manifest && counted && keys) {
             return None;
         }
-        *self.last_manifest.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.digest());
         Some(Checked {
             files: (!self.no_delete).then_some(files),
             key_check_missing: false,
             unchanged: true,
             leased: false,
+            skipped_special: record.skipped_special,
         })
     }
 }
