@@ -443,14 +443,18 @@ def report(results, out, python):
           "absent path from one that vanished mid-run. +1 with encryption (the key check).",
           "- restore into a directory that holds data: +1 (`lsf` of at most one entry for the "
           "`empty-remote` valve); the valve is what makes that restore safe.",
-          "- one-shot upload (`sync-to-remote`): **4-5**: one `rclone rcd` serving the lease "
-          "(read, write, the 750 ms settle delay, read back), the manifest, the upload record "
-          "and the release as requests; during the settle the checks at once (`lsf` of the "
-          "encryption marker, `cat` of the `mass-delete` record), then a `sync --dry-run`; the "
-          "`sync` itself only when the dry run found something to do. The settle delay is what "
-          "makes two racing writers unable to both proceed; it is paid once per process, so by "
-          "one-shot uploads only. +1 `lsf` only when the source holds no file "
-          "(`empty-source`), +1 with encryption (the key check).",
+          "- one-shot upload (`sync-to-remote`) with nothing to write: **2**: one `rclone rcd` "
+          "(the lease's read, the manifest's and the upload record's as requests) and a "
+          "`sync --dry-run`; it writes nothing and takes no lease (+1 with encryption: the key "
+          "check).",
+          "- one-shot upload with something to write: **5**: the same two (the dry run stops at "
+          "the first change), then the lease through the `rcd` (write, the 750 ms settle delay, "
+          "read back), the manifest, the upload record and the release as requests; during the "
+          "settle the checks at once (`lsf` of the encryption marker, `cat` of the "
+          "`mass-delete` record); then the `sync`. The settle delay is what makes two racing "
+          "writers unable to both proceed; it is paid once per process, so by one-shot uploads "
+          "only. +1 `lsf` only when the source holds no file (`empty-source`), +1 with "
+          "encryption (the key check).",
           "- a scheduled or `--watch` uploader, every run after its first: `sync` (`--watch`: "
           "`copy`/`delete` of the changed paths), then the manifest's `rcat` only when the "
           "volume's metadata changed, + the record's `rcat` when the count changed; the lease "
