@@ -476,11 +476,24 @@ impl Job {
         } else {
             // The metadata walk runs beside the sync (the manifest is still written only after
             // it succeeded): both read the live volume, and a restore matches the manifest
-            // against what the data sync produced, entry by entry.
+            // against what the data sync produced, entry by entry. A failed or interrupted
+            // sync does not wait for the walk (dropped, its thread finishes on its own).
             let from = self.local.clone().into();
             let transfer = self.transfer(from, self.remote.data().into(), None, abort);
-            let (stats, record) = tokio::join!(transfer, self.record_tree());
-            (stats?, record)
+            let walk = self.record_tree();
+            tokio::pin!(transfer, walk);
+            let mut walked = None;
+            let stats = loop {
+                tokio::select! {
+                    stats = &mut transfer => break stats?,
+                    record = &mut walk, if walked.is_none() => walked = Some(record),
+                }
+            };
+            let record = match walked {
+                Some(record) => record,
+                None => walk.await,
+            };
+            (stats, record)
         };
         self.write_recorded(record?, server, abort, volume).await?;
         if let Some(files) = files {
