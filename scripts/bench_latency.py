@@ -138,11 +138,6 @@ def tree_memory_kib(root_pid):
     return rss, pss
 
 
-def tree_rss_kib(root_pid):
-    """Summed VmRSS of root_pid and its descendants."""
-    return tree_memory_kib(root_pid)[0]
-
-
 def timed(cmd, env_vars, log):
     """Runs cmd (a shell command line); returns (seconds, (peak tree RSS, peak tree PSS) in KiB,
     exit code)."""

@@ -366,12 +366,15 @@ fn the_lease_works_through_encryption() {
     );
 
     let src_b = tree_b(&sandbox, "b");
-    Vso::s3(&sandbox, &server)
-        .env("ENCRYPTION_PASSPHRASE", PASSPHRASE)
-        .args(["sync-to-remote", "-s"])
-        .arg(&src_b)
-        .args(["-d", "bucket/app"])
-        .run()
+    let upload_with = |src: &Path, passphrase: &str| {
+        Vso::s3(&sandbox, &server)
+            .env("ENCRYPTION_PASSPHRASE", passphrase)
+            .args(["sync-to-remote", "-s"])
+            .arg(src)
+            .args(["-d", "bucket/app"])
+            .run()
+    };
+    upload_with(&src_b, PASSPHRASE)
         .assert_code(3)
         .assert_contains("remote-in-use");
 
@@ -395,18 +398,10 @@ fn the_lease_works_through_encryption() {
     // With nothing to change, a one-shot upload reads the key check and the marker and ends
     // without writing; with another key it is refused as ever.
     let stored = snapshot(&server.path("bucket/app"));
-    let again = |passphrase: &str| {
-        Vso::s3(&sandbox, &server)
-            .env("ENCRYPTION_PASSPHRASE", passphrase)
-            .args(["sync-to-remote", "-s"])
-            .arg(&src_a)
-            .args(["-d", "bucket/app"])
-            .run()
-    };
-    again(PASSPHRASE)
+    upload_with(&src_a, PASSPHRASE)
         .assert_code(0)
         .assert_contains("nothing was written");
-    again("another passphrase, another key")
+    upload_with(&src_a, "another passphrase, another key")
         .assert_code(3)
         .assert_contains("encryption-key-mismatch");
     assert_eq!(snapshot(&server.path("bucket/app")), stored);

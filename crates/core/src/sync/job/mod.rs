@@ -121,11 +121,10 @@ pub struct Checked {
     /// A dry run of the upload's sync, made while the lease settled, found nothing to change
     /// ([`Rclone::changes_nothing`]): the sync is left out.
     unchanged: bool,
-    /// Whether the run holds the lease: not when it found, before taking it, that it would
-    /// write nothing at all ([`unchanged`]).
-    leased: bool,
-    /// Without the lease: the special files the look's metadata walk left out (for the summary).
-    skipped_special: u64,
+    /// `Some` when the look before the lease found that the run writes nothing at all
+    /// (`unchanged.rs`; it took no lease): the special files its metadata walk left out, for
+    /// the summary.
+    wrote_nothing: Option<u64>,
 }
 
 /// What a one-shot upload's look before the lease found (`unchanged.rs`).
@@ -361,8 +360,7 @@ impl Job {
             files,
             key_check_missing,
             unchanged: false,
-            leased: true,
-            skipped_special: 0,
+            wrote_nothing: None,
         })
     }
 
@@ -454,13 +452,13 @@ impl Job {
             Some(checked) => checked,
             None => self.check_upload_reads(abort).await?,
         };
-        if checked.unchanged && !checked.leased {
+        if let Some(skipped_special) = checked.wrote_nothing {
             tracing::info!(
                 "nothing to upload: rclone's dry run of the sync found no change, and the \
                  remote's manifest and upload record are current; nothing was written (a run \
                  that writes nothing takes no lease)"
             );
-            volume.skipped_special = checked.skipped_special;
+            volume.skipped_special = skipped_special;
             volume.metadata = "unchanged";
             return Ok(Outcome::Synced(Stats::default()));
         }

@@ -83,11 +83,10 @@ impl Job {
             return None;
         }
         Some(Checked {
-            files: (!self.no_delete).then_some(files),
+            files: None,
             key_check_missing: false,
             unchanged: true,
-            leased: false,
-            skipped_special: record.skipped_special,
+            wrote_nothing: Some(record.skipped_special),
         })
     }
 }

@@ -348,12 +348,10 @@ impl Lease {
         }
         // The calls whose gap is bounded go through one running rclone (a dry run only reads).
         let early = self.early.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let server = if self.dry_run {
-            None
-        } else if early.is_some() {
-            early
-        } else {
-            self.remote.start_server().await.map(Arc::new)
+        let server = match early {
+            _ if self.dry_run => None,
+            Some(early) => Some(early),
+            None => self.remote.start_server().await.map(Arc::new),
         };
         let via = server.as_deref().map_or(Via::Process, Via::Rc);
         for attempt in 1..=ACQUIRE_ATTEMPTS {
